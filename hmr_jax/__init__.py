@@ -1,0 +1,1 @@
+"""hmr_jax: HMR in pure JAX."""
