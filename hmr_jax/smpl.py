@@ -49,7 +49,8 @@ _REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights
 class SMPLModel:
     """SMPL arrays laid out for fast contraction (note: not the file layout).
 
-    v_template (V, 3); shapedirs (K, V, 3); posedirs (207, V, 3); J_regressor (24, V);
+    v_template (V, 3); shapedirs (K, 3, V); posedirs (207, 3, V) (vertex index innermost, so
+    the blend shapes and skinning vectorise along vertices); J_regressor (24, V);
     joint_template (24, 3) = J_regressor @ v_template; joint_shapedirs (K, 24, 3) = J_regressor
     applied to each shape direction (joints of the shaped body are linear in betas, so the
     (24, V) regression never runs per body); weights (V, 24); faces (F, 3) int32.
@@ -269,8 +270,8 @@ def from_arrays(
 ) -> SMPLModel:
     """Build an `SMPLModel` from arrays in SMPL's file layout (shapedirs (V, 3, K), posedirs (V, 3, 207))."""
     v_template = np.asarray(v_template, np.float64)
-    shapedirs = np.asarray(shapedirs, np.float64).transpose(2, 0, 1)  # (K, V, 3)
-    posedirs = np.asarray(posedirs, np.float64).transpose(2, 0, 1)  # (207, V, 3)
+    shapedirs = np.asarray(shapedirs, np.float64).transpose(2, 1, 0)  # (K, 3, V)
+    posedirs = np.asarray(posedirs, np.float64).transpose(2, 1, 0)  # (207, 3, V)
     j_reg = np.asarray(J_regressor, np.float64)
     parents = PARENTS
     if kintree_table is not None:
@@ -285,7 +286,7 @@ def from_arrays(
         posedirs=jnp.asarray(posedirs, dtype),
         J_regressor=jnp.asarray(j_reg, dtype),
         joint_template=jnp.asarray(j_reg @ v_template, dtype),
-        joint_shapedirs=jnp.asarray(np.einsum("jv,kvc->kjc", j_reg, shapedirs), dtype),
+        joint_shapedirs=jnp.asarray(np.einsum("jv,kcv->kjc", j_reg, shapedirs), dtype),
         weights=jnp.asarray(weights, dtype),
         faces=jnp.asarray(np.asarray(f, np.int64), jnp.int32),
         parents=parents,
@@ -359,22 +360,48 @@ def forward(
     rot = jnp.broadcast_to(rot, batch + (NUM_JOINTS, 3, 3)).reshape(n, NUM_JOINTS, 3, 3)
     v = model.num_vertices
 
-    # Shape: template + blend shapes, and the joints of the shaped body (linear in betas).
-    v_shaped = model.v_template + (betas @ model.shapedirs[:k].reshape(k, v * 3)).reshape(n, v, 3)
-    joints = model.joint_template + (betas @ model.joint_shapedirs[:k].reshape(k, -1)).reshape(n, NUM_JOINTS, 3)
-    # Pose-corrective blend shapes from (R - I) of the 23 body joints: (n, 207) @ (207, 3V).
-    pose_feature = (rot[:, 1:] - jnp.eye(3, dtype=dtype)).reshape(n, NUM_POSE_BASIS)
-    v_posed = v_shaped + (pose_feature @ model.posedirs.reshape(NUM_POSE_BASIS, v * 3)).reshape(n, v, 3)
-    # Kinematic chain and skinning: blend the joints' (3, 4) transforms per vertex.
-    posed_joints, transforms = geometry.kinematic_chain(rot, joints, model.parents)
-    blended = (model.weights @ transforms[:, :, :3, :].transpose(1, 0, 2, 3).reshape(NUM_JOINTS, n * 12))
-    blended = blended.reshape(v, n, 3, 4).transpose(1, 0, 2, 3)  # (n, V, 3, 4)
-    verts = jnp.einsum("nvij,nvj->nvi", blended[..., :3], v_posed) + blended[..., 3]
+    if n > _CHUNK:  # large batches: chunks keep the per-vertex intermediates in cache
+        pad = -n % _CHUNK
+        chunks = (jnp.pad(betas, ((0, pad), (0, 0))).reshape(-1, _CHUNK, k),
+                  jnp.pad(rot, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, _CHUNK, NUM_JOINTS, 3, 3))
+        verts, posed_joints = jax.lax.map(lambda c: _forward_flat(model, *c), chunks)
+        verts, posed_joints = verts.reshape(-1, v, 3)[:n], posed_joints.reshape(-1, NUM_JOINTS, 3)[:n]
+    else:
+        verts, posed_joints = _forward_flat(model, betas, rot)
     if transl is not None:
         transl = jnp.broadcast_to(jnp.asarray(transl, dtype), batch + (3,)).reshape(n, 1, 3)
         verts = verts + transl
         posed_joints = posed_joints + transl
     return SMPLOutput(verts.reshape(batch + (v, 3)), posed_joints.reshape(batch + (NUM_JOINTS, 3)))
+
+
+_CHUNK = 64
+
+
+def _forward_flat(model: SMPLModel, betas: Array, rot: Array) -> tuple[Array, Array]:
+    """LBS for a flat batch: betas (n, K), rot (n, 24, 3, 3) -> vertices (n, V, 3), joints (n, 24, 3)."""
+    n, k = betas.shape
+    v = model.num_vertices
+    dtype = betas.dtype
+    # Everything per vertex is kept coordinate-major, (n, 3, V): vertex index innermost.
+    # Shape: template + blend shapes, and the joints of the shaped body (linear in betas).
+    v_shaped = model.v_template.T + (betas @ model.shapedirs[:k].reshape(k, 3 * v)).reshape(n, 3, v)
+    joints = model.joint_template + (betas @ model.joint_shapedirs[:k].reshape(k, -1)).reshape(n, NUM_JOINTS, 3)
+    # Pose-corrective blend shapes from (R - I) of the 23 body joints: (n, 207) @ (207, 3V).
+    pose_feature = (rot[:, 1:] - jnp.eye(3, dtype=dtype)).reshape(n, NUM_POSE_BASIS)
+    v_posed = v_shaped + (pose_feature @ model.posedirs.reshape(NUM_POSE_BASIS, 3 * v)).reshape(n, 3, v)
+    # Kinematic chain, then skinning: blend the joints' (3, 4) transforms per vertex with one
+    # (12n, 24) @ (24, V) product, and apply them with elementwise ops along vertices.
+    posed_joints, transforms = geometry.kinematic_chain(rot, joints, model.parents)
+    per_joint = transforms[:, :, :3, :].reshape(n, NUM_JOINTS, 12).transpose(0, 2, 1).reshape(n * 12, NUM_JOINTS)
+    blended = (per_joint @ model.weights.T).reshape(n, 3, 4, v)
+    verts = (
+        blended[:, :, 0] * v_posed[:, None, 0]
+        + blended[:, :, 1] * v_posed[:, None, 1]
+        + blended[:, :, 2] * v_posed[:, None, 2]
+        + blended[:, :, 3]
+    )  # (n, 3, V)
+    return jnp.swapaxes(verts, 1, 2), posed_joints
 
 
 def regress_joints(

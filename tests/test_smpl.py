@@ -249,3 +249,13 @@ def test_regress_joints_and_save_obj(tmp_path, model_files):
     lines = (tmp_path / "m.obj").read_text().splitlines()
     assert sum(line.startswith("v ") for line in lines) == V
     assert sum(line.startswith("f ") for line in lines) == model.faces.shape[0]
+
+
+def test_large_batches_are_chunked_consistently(model_files):
+    model = smpl.load(model_files["npz"])
+    pose, betas = random_inputs(6)
+    big = smpl.forward(model, np.tile(betas, (25, 1)), np.tile(pose, (25, 1)))  # 150 > one chunk
+    small = smpl.forward(model, betas, pose)
+    assert big.vertices.shape == (150, V, 3)
+    np.testing.assert_allclose(big.vertices[-6:], small.vertices, atol=1e-5)
+    np.testing.assert_allclose(big.joints[72:78], small.joints, atol=1e-5)
