@@ -1,0 +1,197 @@
+"""The HMR generator (ResNet encoder + iterative regressor) and the functional boundary.
+
+Outside `hmr_jax.models` nobody touches NNX: build once, split into a static `graphdef` and
+pure nested dicts of arrays, and call the pure `apply_*` functions inside `jax.jit`:
+
+    graphdef, params, batch_stats = init_generator(key, depth=50, ...)
+    d_graphdef, d_params = init_discriminator(key)
+    outputs, batch_stats = apply_generator(graphdef, params, batch_stats, images, rng, train=True)
+    logits = apply_discriminator(d_graphdef, d_params, outputs["pose_rotmat"][:, 1:], outputs["betas"])
+
+`graphdef` is a pytree without leaves (hashable, static): it can be passed as a jit argument,
+closed over, or returned from `jax.jit`/`jax.eval_shape` (for sharded init:
+`jax.eval_shape(functools.partial(init_generator, **kw), key)` gives the abstract params).
+`params` holds every `nnx.Param` (what the optimiser updates), `batch_stats` every
+`nnx.BatchStat` (BatchNorm running mean/var; updated by `apply_generator(train=True)`).
+Both are plain nested dicts with string keys, top level {"encoder", "regressor"} (params) and
+{"encoder"} (batch_stats). The regressor's mean parameters are static (in the graphdef).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jaxtyping import Array, Float
+
+from hmr_jax.models import discriminator as discriminator_lib
+from hmr_jax.models import regressor as regressor_lib
+from hmr_jax.models import resnet
+
+
+class HMR(nnx.Module):
+    """Generator: images (B, H, W, 3), ImageNet-normalised -> SMPL pose/shape and camera."""
+
+    def __init__(self, encoder: resnet.ResNet, regressor: regressor_lib.Regressor):
+        self.encoder = encoder
+        self.regressor = regressor
+
+    def __call__(self, images: Float[Array, "b h w 3"], *, train: bool,
+                 rng: jax.Array | None = None) -> dict[str, Any]:
+        """Forward pass.
+
+        Args:
+          images: (B, H, W, 3) float, ImageNet-normalised RGB.
+          train: BatchNorm uses batch statistics (and updates its running ones) and dropout is
+            active when True; running statistics and no dropout when False.
+          rng: PRNG key for dropout, required when train=True (and dropout > 0).
+
+        The mode is this explicit argument (NNX's `model.train()` / `model.eval()` flags are
+        not used), so one graphdef serves both modes.
+
+        Returns dict: pose_rotmat (B,24,3,3), betas (B,10), cam (B,3), theta (B,72|144) -- the
+        last iteration -- and iterations = {pose_rotmat (n,B,24,3,3), betas (n,B,10),
+        cam (n,B,3), theta (n,B,72|144)} stacked over the n = n_iter iterations.
+        """
+        features = self.encoder(images, train=train)  # (B, F)
+        its = self.regressor(features, train=train, rng=rng)
+        out = {k: v[-1] for k, v in its.items()}
+        out["iterations"] = its
+        return out
+
+
+def build_generator(*, depth: int = 50, width: int = 64, dtype: Any = "float32", rot_repr: str = "aa",
+                    mean_pose: Any = None, mean_betas: Any = None, mean_cam: Any = None,
+                    hidden: Sequence[int] = (1024, 1024), dropout: float = 0.5, n_iter: int = 5,
+                    final_init_gain: float = 0.01, bn_momentum: float = 0.9, zero_init_residual: bool = False,
+                    rngs: nnx.Rngs) -> HMR:
+    """Build the NNX generator. Mean params default to `regressor.default_mean_params(rot_repr)`
+    (each of mean_pose / mean_betas / mean_cam left None takes its default)."""
+    d_pose, d_betas, d_cam = regressor_lib.default_mean_params(rot_repr)
+    encoder = resnet.resnet_from_config(depth, width=width, dtype=dtype, bn_momentum=bn_momentum,
+                                        zero_init_residual=zero_init_residual, rngs=rngs)
+    regressor = regressor_lib.Regressor(
+        encoder.num_features,
+        d_pose if mean_pose is None else mean_pose,
+        d_betas if mean_betas is None else mean_betas,
+        d_cam if mean_cam is None else mean_cam,
+        rot_repr=rot_repr, hidden=tuple(hidden), dropout=dropout, n_iter=n_iter,
+        final_init_gain=final_init_gain, rngs=rngs)
+    return HMR(encoder, regressor)
+
+
+def build_discriminator(*, rngs: nnx.Rngs, **kwargs: Any) -> discriminator_lib.Discriminator:
+    """Build the NNX discriminator ensemble (kwargs: joint_hidden, pose_hidden, shape_hidden, num_betas)."""
+    return discriminator_lib.Discriminator(rngs=rngs, **kwargs)
+
+
+def split_generator(model: HMR) -> tuple[nnx.GraphDef, dict[str, Any], dict[str, Any]]:
+    """NNX generator -> (graphdef, params, batch_stats), the latter two pure nested dicts."""
+    graphdef, params, batch_stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    if jax.tree_util.tree_leaves(rest):
+        raise ValueError(f"split_generator: unexpected non-Param, non-BatchStat state: {rest}")
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(batch_stats)
+
+
+def split_discriminator(model: discriminator_lib.Discriminator) -> tuple[nnx.GraphDef, dict[str, Any]]:
+    """NNX discriminator -> (graphdef, params)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if jax.tree_util.tree_leaves(rest):
+        raise ValueError(f"split_discriminator: unexpected non-Param state: {rest}")
+    return graphdef, nnx.to_pure_dict(params)
+
+
+def init_generator(key: jax.Array, **kwargs: Any) -> tuple[nnx.GraphDef, dict[str, Any], dict[str, Any]]:
+    """Initialise a generator from a PRNG key; kwargs as `build_generator`.
+
+    Pure in `key`: usable under `jax.jit(functools.partial(init_generator, **kw), out_shardings=...)`
+    and `jax.eval_shape` (the graphdef has no array leaves).
+    """
+    return split_generator(build_generator(rngs=nnx.Rngs(params=key), **kwargs))
+
+
+def init_discriminator(key: jax.Array, **kwargs: Any) -> tuple[nnx.GraphDef, dict[str, Any]]:
+    """Initialise the discriminator from a PRNG key; kwargs as `build_discriminator`."""
+    return split_discriminator(build_discriminator(rngs=nnx.Rngs(params=key), **kwargs))
+
+
+def apply_generator(graphdef: nnx.GraphDef, params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+                    images: Float[Array, "b h w 3"], rng: jax.Array | None, train: bool
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pure generator forward: -> (outputs, new_batch_stats).
+
+    `train` must be a Python bool (static). With train=True the BatchNorm layers normalise with
+    the batch statistics and return updated running statistics, and dropout uses `rng` (a PRNG
+    key; required). With train=False `new_batch_stats` is `batch_stats` unchanged and `rng` is
+    ignored (may be None). Outputs: see `HMR.__call__`.
+    """
+    model = nnx.merge(graphdef, params, batch_stats)
+    outputs = model(images, train=train, rng=rng)
+    if not train:
+        return outputs, dict(batch_stats)
+    return outputs, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+
+def apply_discriminator(graphdef: nnx.GraphDef, params: Mapping[str, Any],
+                        pose_rotmat: Float[Array, "b 23 3 3"], betas: Float[Array, "b k"]) -> Float[Array, "b 25"]:
+    """Pure discriminator forward: body-joint rotations (B,23,3,3) -- i.e. `pose_rotmat[:, 1:]`
+    of a (B,24,3,3) SMPL pose -- and betas (B,10) -> logits (B,25), columns
+    [23 joints (SMPL joints 1..23), whole pose, shape]."""
+    model = nnx.merge(graphdef, params)
+    return model(pose_rotmat, betas)
+
+
+def load_pretrained_encoder(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+                            path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Replace params["encoder"] and batch_stats["encoder"] by the arrays of an encoder .npz
+    (written by tools/convert_resnet50_weights.py). Raises ValueError naming the first
+    missing/extra/mis-shaped entry when the file does not fit the generator's encoder."""
+    enc_params, enc_stats = resnet.load_encoder_params(path)
+    new_params = dict(params)
+    new_stats = dict(batch_stats)
+    new_params["encoder"] = _replace_checked(params["encoder"], enc_params, f"{path}: params")
+    new_stats["encoder"] = _replace_checked(batch_stats["encoder"], enc_stats, f"{path}: batch_stats")
+    return new_params, new_stats
+
+
+def _replace_checked(target: Mapping[str, Any], source: Mapping[str, Any], where: str) -> dict[str, Any]:
+    t_flat = dict(_flat_items(target))
+    s_flat = dict(_flat_items(source))
+    missing = sorted(set(t_flat) - set(s_flat))
+    extra = sorted(set(s_flat) - set(t_flat))
+    if missing or extra:
+        raise ValueError(f"{where}: encoder layout mismatch; missing {missing[:5]} (of {len(missing)}), "
+                         f"unexpected {extra[:5]} (of {len(extra)}) -- check model depth/width")
+    for k, v in t_flat.items():
+        if tuple(np.shape(s_flat[k])) != tuple(v.shape):
+            raise ValueError(f"{where}: {k}: expected shape {tuple(v.shape)}, found {np.shape(s_flat[k])}")
+    return _unflatten({k: jnp.asarray(s_flat[k], dtype=t_flat[k].dtype) for k in t_flat})
+
+
+def _flat_items(tree: Mapping[str, Any], prefix: str = ""):
+    for k, v in tree.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            yield from _flat_items(v, key)
+        else:
+            yield key, v
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        parts = key.split("/")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = v
+    return out
+
+
+__all__ = [
+    "HMR", "build_generator", "build_discriminator", "split_generator", "split_discriminator",
+    "init_generator", "init_discriminator", "apply_generator", "apply_discriminator",
+    "load_pretrained_encoder",
+]
