@@ -1,0 +1,361 @@
+"""Crop and augmentation as TensorFlow ops (runs inside tf.data; imports no jax).
+
+One sample is cropped and augmented through a single image-plane similarity ``A`` (3x3) that maps
+source-image pixels (x, y; pixel centres at integer coordinates, OpenCV convention) to crop pixels:
+
+    u = F * Mf * R(theta) @ (x - c) + o,   F = img_size / side,  o = (img_size - 1) / 2,
+
+where ``c`` is the box centre, ``side = 200 * scale * s_aug`` the box side in source pixels,
+``R(theta)`` a 2D rotation in image coordinates (x right, y down; theta > 0 turns the content
+clockwise on screen) and ``Mf = diag(-1, 1)`` when the sample is flipped, identity otherwise.
+
+Geometry kept consistent with the image (tests prove it):
+- 2D keypoints: ``A`` applied in float (no rounding; SPIN rounds, a known flaw), then the joint
+  set's left/right permutation when flipped. Keypoints that leave the crop KEEP their visibility
+  (as SPIN); nothing is clamped. Losses may mask them if they wish.
+- 3D joints: a rotation in the image plane is a rotation about the camera z axis:
+  ``X' = M3 R3(theta) X`` with ``R3 = [[c, -s, 0], [s, c, 0], [0, 0, 1]]`` and ``M3 = diag(-1, 1, 1)``
+  when flipped (then permuted). Root-centred joints stay root-centred.
+- SMPL pose: global orientation ``R_go' = M3 R3 R_go M3``; body joints: when flipped, left/right
+  swap of the 24 SMPL joints and each axis-angle (x, y, z) -> (x, -y, -z) (= M R M).
+- Optional pinhole camera (focal (2,), principal point (2,), translation t (3,)) with
+  camera-frame point = root-relative joint + t: focal' = F * focal, centre' = A(centre),
+  t' = M3 R3 t. Exact for square pixels (fx == fy).
+
+Image: one bilinear resampling (``crop_and_resize`` when not rotated, else
+``ImageProjectiveTransformV3``), outside the source = 0 (black, as SPIN), then
+channel-wise multiplicative noise U[noise_min, noise_max] clipped to [0, 255], then ImageNet
+normalisation. JPEGs are decoded only inside the window the crop needs (``decode_and_crop_jpeg``).
+Parameters are drawn in numpy (`sample_params`; the pipeline draws them per epoch from
+(seed, epoch)), so they do not depend on tf.data's parallelism. The geometry functions take any
+leading batch dims; the pipeline runs them once per batch (fewer small TF ops per image).
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Left/right swap of the 24 SMPL kinematic joints (contract joint order).
+SMPL_POSE_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20,
+                       23, 22)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Crop size and augmentation ranges (SPIN's defaults). Angles in degrees here (config units)."""
+  img_size: int = 224
+  enabled: bool = True
+  rot_std_deg: float = 30.0
+  rot_max_deg: float = 60.0
+  rot_prob_zero: float = 0.6
+  scale_std: float = 0.25
+  scale_min: float = 0.75
+  scale_max: float = 1.25
+  flip_prob: float = 0.5
+  noise_min: float = 0.6
+  noise_max: float = 1.4
+
+  def __post_init__(self):
+    checks = [
+        (self.img_size >= 8, 'img_size >= 8', self.img_size),
+        (self.rot_std_deg >= 0, 'rot_std_deg >= 0', self.rot_std_deg),
+        (self.rot_max_deg >= 0, 'rot_max_deg >= 0', self.rot_max_deg),
+        (0 <= self.rot_prob_zero <= 1, '0 <= rot_prob_zero <= 1', self.rot_prob_zero),
+        (self.scale_std >= 0, 'scale_std >= 0', self.scale_std),
+        (0 < self.scale_min <= self.scale_max, '0 < scale_min <= scale_max',
+         (self.scale_min, self.scale_max)),
+        (0 <= self.flip_prob <= 1, '0 <= flip_prob <= 1', self.flip_prob),
+        (0 <= self.noise_min <= self.noise_max, '0 <= noise_min <= noise_max',
+         (self.noise_min, self.noise_max)),
+    ]
+    for ok, expected, found in checks:
+      if not ok:
+        raise ValueError(f'AugmentConfig: expected {expected}, found {found!r}')
+
+  @classmethod
+  def from_mapping(cls, cfg: Mapping[str, Any] | Any) -> 'AugmentConfig':
+    """From a dict / ml_collections ConfigDict with (a subset of) the field names; unknown keys fail."""
+    if isinstance(cfg, cls):
+      return cfg
+    items = dict(cfg.items()) if hasattr(cfg, 'items') else dict(cfg)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(items) - names)
+    if unknown:
+      raise ValueError(f'AugmentConfig: unknown keys {unknown}; expected a subset of {sorted(names)}')
+    return cls(**items)
+
+  def eval_config(self) -> 'AugmentConfig':
+    """Same crop size, augmentation off."""
+    return dataclasses.replace(self, enabled=False)
+
+
+# ----------------------------------------------------------------------------------------- params
+def sample_params(rng: np.random.Generator, n: int, cfg: AugmentConfig) -> dict[str, np.ndarray]:
+  """n samples' augmentation parameters (numpy, drawn up front per epoch so that tf.data does no
+  random-op work): rot (n,) radians, scale (n,), flip (n,) bool, noise (n, 3)."""
+  if not cfg.enabled:
+    return identity_params(n)
+  rot = np.clip(rng.normal(size=n) * cfg.rot_std_deg, -cfg.rot_max_deg, cfg.rot_max_deg)
+  rot = np.where(rng.uniform(size=n) < cfg.rot_prob_zero, 0.0, rot)
+  sc = np.clip(1.0 + rng.normal(size=n) * cfg.scale_std, cfg.scale_min, cfg.scale_max)
+  flip = rng.uniform(size=n) < cfg.flip_prob
+  noise = rng.uniform(cfg.noise_min, cfg.noise_max, size=(n, 3))
+  return {'rot': np.deg2rad(rot).astype(np.float32), 'scale': sc.astype(np.float32),
+          'flip': flip, 'noise': noise.astype(np.float32)}
+
+
+def identity_params(n: int) -> dict[str, np.ndarray]:
+  return {'rot': np.zeros(n, np.float32), 'scale': np.ones(n, np.float32),
+          'flip': np.zeros(n, bool), 'noise': np.ones((n, 3), np.float32)}
+
+
+# --------------------------------------------------------------------------------------- geometry
+# Every function below takes any leading batch dims (...): per sample or per batch.
+def crop_matrix(center: tf.Tensor, side: tf.Tensor, rot: tf.Tensor, flip: tf.Tensor,
+                img_size: int) -> tf.Tensor:
+  """A (..., 3, 3) float32: source px -> crop px (module docstring). center (..., 2); side, rot,
+  flip (...)."""
+  center = tf.cast(center, tf.float32)
+  f = img_size / tf.cast(side, tf.float32)
+  c, s = tf.cos(rot), tf.sin(rot)
+  mx = tf.where(flip, -1.0, 1.0)
+  m = tf.stack([tf.stack([mx * f * c, -mx * f * s], -1), tf.stack([f * s, f * c], -1)], -2)
+  o = (img_size - 1) / 2.0
+  t = o - tf.linalg.matvec(m, center)  # (..., 2)
+  top = tf.concat([m, t[..., None]], axis=-1)  # (..., 2, 3)
+  bottom = tf.broadcast_to(tf.constant([[0.0, 0.0, 1.0]]), tf.concat([tf.shape(t)[:-1], [1, 3]], 0))
+  return tf.concat([top, bottom], axis=-2)
+
+
+def apply_affine(A: tf.Tensor, points: tf.Tensor) -> tf.Tensor:
+  """A (..., 3, 3), points (..., N, 2) -> (..., N, 2)."""
+  return tf.einsum('...ij,...nj->...ni', A[..., :2, :2], points) + A[..., None, :2, 2]
+
+
+def rot_z(rot: tf.Tensor) -> tf.Tensor:
+  """(...) -> (..., 3, 3) rotation about the camera z axis."""
+  c, s = tf.cos(rot), tf.sin(rot)
+  z, o = tf.zeros_like(c), tf.ones_like(c)
+  return tf.stack([tf.stack([c, -s, z], -1), tf.stack([s, c, z], -1), tf.stack([z, z, o], -1)], -2)
+
+
+def _permute_if(x: tf.Tensor, flip: tf.Tensor, perm: tf.Tensor) -> tf.Tensor:
+  """x (..., J, D): joints permuted where flip (...)."""
+  return tf.where(flip[..., None, None], tf.gather(x, perm, axis=-2), x)
+
+
+def transform_keypoints_2d(part: tf.Tensor, A: tf.Tensor, flip: tf.Tensor,
+                           flip_perm: tf.Tensor) -> tf.Tensor:
+  """part (..., J, 3) source px + vis -> (..., J, 3) crop px + vis (permuted when flipped)."""
+  part = tf.cast(part, tf.float32)
+  out = tf.concat([apply_affine(A, part[..., :2]), part[..., 2:]], axis=-1)
+  return _permute_if(out, flip, flip_perm)
+
+
+def transform_points_3d(points: tf.Tensor, rot: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+  """points (..., N, 3) camera frame -> M3 R3 points (no permutation)."""
+  out = tf.einsum('...ij,...nj->...ni', rot_z(rot), tf.cast(points, tf.float32))
+  return out * tf.where(flip[..., None, None], tf.constant([-1.0, 1.0, 1.0]), 1.0)
+
+
+def transform_joints_3d(S: tf.Tensor, rot: tf.Tensor, flip: tf.Tensor,
+                        flip_perm: tf.Tensor) -> tf.Tensor:
+  """S (..., J, 4) root-centred metres + conf -> rotated about camera z, mirrored + permuted if
+  flipped."""
+  S = tf.cast(S, tf.float32)
+  out = tf.concat([transform_points_3d(S[..., :3], rot, flip), S[..., 3:]], axis=-1)
+  return _permute_if(out, flip, flip_perm)
+
+
+def _aa_to_quat(aa: tf.Tensor) -> tf.Tensor:
+  """(..., 3) -> (..., 4) quaternion (w, x, y, z); safe at 0."""
+  angle = tf.norm(aa, axis=-1, keepdims=True)
+  half = 0.5 * angle
+  k = tf.where(angle > 1e-6, tf.sin(half) / tf.maximum(angle, 1e-12), 0.5 - angle**2 / 48.0)
+  return tf.concat([tf.cos(half), aa * k], axis=-1)
+
+
+def _quat_to_aa(q: tf.Tensor) -> tf.Tensor:
+  """(..., 4) -> (..., 3), angle in [0, pi]; robust at 0 and pi (no matrix round trip)."""
+  q = tf.where(q[..., :1] < 0, -q, q)
+  v = q[..., 1:]
+  sin_half = tf.norm(v, axis=-1, keepdims=True)
+  angle = 2.0 * tf.atan2(sin_half, q[..., :1])
+  k = tf.where(sin_half > 1e-7, angle / tf.maximum(sin_half, 1e-12), 2.0 / q[..., :1])
+  return v * k
+
+
+def _quat_mul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+  aw, ax, ay, az = tf.unstack(a, axis=-1)
+  bw, bx, by, bz = tf.unstack(b, axis=-1)
+  return tf.stack([aw * bw - ax * bx - ay * by - az * bz,
+                   aw * bx + ax * bw + ay * bz - az * by,
+                   aw * by - ax * bz + ay * bw + az * bx,
+                   aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+
+
+def rotate_global_orient(aa: tf.Tensor, rot: tf.Tensor) -> tf.Tensor:
+  """aa (..., 3), rot (...) -> axis-angle of R3(rot) @ R(aa); untouched where rot == 0."""
+  aa = tf.cast(aa, tf.float32)
+  rot = tf.cast(rot, tf.float32)
+  z = tf.zeros_like(rot)
+  qz = tf.stack([tf.cos(rot / 2), z, z, tf.sin(rot / 2)], -1)
+  rotated = _quat_to_aa(_quat_mul(qz, _aa_to_quat(aa)))  # angle canonicalised to [0, pi]
+  return tf.where(tf.equal(rot, 0.0)[..., None], aa, rotated)
+
+
+def flip_pose(pose: tf.Tensor) -> tf.Tensor:
+  """pose (..., 72) axis-angle -> mirrored body: swap left/right SMPL joints, (x,y,z) -> (x,-y,-z)."""
+  pose = tf.cast(pose, tf.float32)
+  lead = tf.shape(pose)[:-1]
+  p = tf.reshape(pose, tf.concat([lead, [24, 3]], 0))
+  p = tf.gather(p, SMPL_POSE_FLIP_PERM, axis=-2) * tf.constant([1.0, -1.0, -1.0])
+  return tf.reshape(p, tf.shape(pose))
+
+
+def transform_pose(pose: tf.Tensor, rot: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+  """pose (..., 72): global orientation rotated about camera z; mirrored where flip (...)."""
+  pose = tf.cast(pose, tf.float32)
+  out = tf.concat([rotate_global_orient(pose[..., :3], rot), pose[..., 3:]], axis=-1)
+  return tf.where(flip[..., None], flip_pose(out), out)
+
+
+def transform_camera(focal: tf.Tensor, cam_center: tf.Tensor, cam_t: tf.Tensor, A: tf.Tensor,
+                     rot: tf.Tensor, flip: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Pinhole camera in crop space for the augmented (rotated/mirrored) 3D joints.
+  focal (..., 2), cam_center (..., 2), cam_t (..., 3)."""
+  scale = tf.norm(A[..., 1, :2], axis=-1)[..., None]  # F
+  center = apply_affine(A, tf.cast(cam_center, tf.float32)[..., None, :])[..., 0, :]
+  t = transform_points_3d(tf.cast(cam_t, tf.float32)[..., None, :], rot, flip)[..., 0, :]
+  return tf.cast(focal, tf.float32) * scale, center, t
+
+
+def augment_annotations(ex: dict[str, tf.Tensor], A: tf.Tensor, rot: tf.Tensor, flip: tf.Tensor,
+                        flip_perm: tf.Tensor) -> dict[str, tf.Tensor]:
+  """Geometry of a sample or a batch: keypoints_2d, joints_3d, pose (+ cam_* if in `ex`)."""
+  out = {'keypoints_2d': transform_keypoints_2d(ex['part'], A, flip, flip_perm),
+         'joints_3d': transform_joints_3d(ex['S'], rot, flip, flip_perm),
+         'pose': transform_pose(ex['pose'], rot, flip)}
+  if 'cam_focal' in ex:
+    out['cam_focal'], out['cam_center'], out['cam_t'] = transform_camera(
+        ex['cam_focal'], ex['cam_center'], ex['cam_t'], A, rot, flip)
+  return out
+
+
+# ------------------------------------------------------------------------------------------ image
+def crop_window(A: tf.Tensor, img_size: int, height: tf.Tensor,
+                width: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Integer source window [y0, x0, h, w] covering the crop (clipped to the image) and `nonempty`."""
+  e = img_size - 0.5
+  corners = tf.constant([[-0.5, -0.5], [-0.5, e], [e, -0.5], [e, e]], tf.float32)
+  src = apply_affine(tf.linalg.inv(A), corners)  # (4, 2)
+  lo = tf.floor(tf.reduce_min(src, axis=0)) - 1.0
+  hi = tf.math.ceil(tf.reduce_max(src, axis=0)) + 2.0
+  size = tf.cast(tf.stack([width, height]), tf.float32)
+  lo = tf.clip_by_value(lo, 0.0, size)
+  hi = tf.clip_by_value(hi, 0.0, size)
+  nonempty = tf.reduce_all(hi - lo >= 1.0)
+  lo = tf.where(nonempty, lo, 0.0)  # an empty window becomes a valid 1x1 one (sample is dropped)
+  hi = tf.where(nonempty, hi, 1.0)
+  lo_i = tf.cast(lo, tf.int32)
+  wh = tf.maximum(tf.cast(hi - lo, tf.int32), 1)
+  return tf.stack([lo_i[1], lo_i[0], wh[1], wh[0]]), nonempty
+
+
+def warp(image: tf.Tensor, A: tf.Tensor, img_size: int,
+         axis_aligned: tf.Tensor | bool = False) -> tf.Tensor:
+  """image (h, w, 3) uint8 -> (img_size, img_size, 3) float32, bilinear, outside = 0.
+
+  One resampling either way: `axis_aligned` (no rotation; flip and scale allowed) uses
+  crop_and_resize (about 2.5x faster on CPU), otherwise ImageProjectiveTransformV3 on uint8
+  (output rounded to integers, as an OpenCV uint8 warp). Both sample the same source points.
+  """
+  inv = tf.linalg.inv(A)
+
+  def projective():
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=tf.reshape(inv, [9])[:8][None],
+        output_shape=tf.constant([img_size, img_size], tf.int32), fill_value=0.0,
+        interpolation='BILINEAR', fill_mode='CONSTANT')
+    return tf.cast(out[0], tf.float32)
+
+  def crop_resize():
+    # output pixel u samples source x = inv[0,0] * u + inv[0,2]; same for y (no rotation).
+    last = float(img_size - 1)
+    x1, x2 = inv[0, 2], inv[0, 0] * last + inv[0, 2]
+    y1, y2 = inv[1, 2], inv[1, 1] * last + inv[1, 2]
+    hw = tf.cast(tf.maximum(tf.shape(image)[:2] - 1, 1), tf.float32)
+    box = tf.stack([y1 / hw[0], x1 / hw[1], y2 / hw[0], x2 / hw[1]])[None]
+    return tf.image.crop_and_resize(image[None], box, tf.zeros([1], tf.int32),
+                                    [img_size, img_size], extrapolation_value=0.0)[0]
+
+  if isinstance(axis_aligned, bool):
+    return crop_resize() if axis_aligned else projective()
+  return tf.cond(axis_aligned, crop_resize, projective)
+
+
+def normalize(image: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+  """float 0..255 (H, W, 3) -> channel noise, clip, ImageNet normalisation."""
+  image = tf.clip_by_value(image * noise, 0.0, 255.0) / 255.0
+  return (image - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+
+
+def decode_window(image_bytes: tf.Tensor, A: tf.Tensor, img_size: int):
+  """Decode only the window of the encoded image that the crop needs.
+
+  Returns (pixels (h, w, 3) uint8, A' mapping window px -> crop px, (height, width) of the full
+  image, nonempty: whether the crop overlaps the image at all). JPEGs use decode_and_crop_jpeg;
+  other formats (PNG, BMP, GIF) are decoded fully. Corrupt bytes raise (the pipeline counts them).
+  """
+  def jpeg():
+    shape = tf.io.extract_jpeg_shape(image_bytes)
+    window, nonempty = crop_window(A, img_size, shape[0], shape[1])
+    pixels = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    return pixels, window, shape[:2], nonempty
+
+  def other():
+    full = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    shape = tf.shape(full)
+    window, nonempty = crop_window(A, img_size, shape[0], shape[1])
+    pixels = full[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+    return pixels, window, shape[:2], nonempty
+
+  pixels, window, hw, nonempty = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+  shift = tf.stack([tf.stack([1.0, 0.0, tf.cast(window[1], tf.float32)]),
+                    tf.stack([0.0, 1.0, tf.cast(window[0], tf.float32)]),
+                    tf.constant([0.0, 0.0, 1.0])])
+  return pixels, A @ shift, hw, nonempty
+
+
+def crop_image(image_bytes: tf.Tensor, center: tf.Tensor, scale: tf.Tensor,
+               params: dict[str, tf.Tensor], cfg: AugmentConfig) -> dict[str, tf.Tensor]:
+  """One encoded image -> image (S, S, 3) float32 normalised, crop_matrix A (3, 3), valid (crop
+  overlaps the image), image_hw (2,). params: rot, scale, flip, noise (3,) of this sample."""
+  side = 200.0 * tf.cast(scale, tf.float32) * tf.cast(params['scale'], tf.float32)
+  rot = tf.cast(params['rot'], tf.float32)
+  A = crop_matrix(center, side, rot, params['flip'], cfg.img_size)
+  pixels, A_win, hw, nonempty = decode_window(image_bytes, A, cfg.img_size)
+  image = normalize(warp(pixels, A_win, cfg.img_size, tf.equal(rot, 0.0)),
+                    tf.cast(params['noise'], tf.float32))
+  return {'image': image, 'crop_matrix': A, 'valid': nonempty, 'image_hw': tf.cast(hw, tf.int32)}
+
+
+def augment_example(image_bytes: tf.Tensor, ex: dict[str, tf.Tensor], params: dict[str, Any],
+                    cfg: AugmentConfig, flip_perm: tf.Tensor) -> dict[str, tf.Tensor]:
+  """Crop + augment one encoded image and its annotations (crop_image + augment_annotations).
+
+  ex: center (2,), scale (), part (J,3), S (J,4), pose (72,), optional cam_focal (2,),
+  cam_center (2,), cam_t (3,). Returns image, crop_matrix, valid, image_hw, keypoints_2d,
+  joints_3d, pose (+ cam_focal, cam_center, cam_t).
+  """
+  params = {k: tf.convert_to_tensor(v) for k, v in params.items()}
+  out = crop_image(image_bytes, ex['center'], ex['scale'], params, cfg)
+  out.update(augment_annotations(ex, out['crop_matrix'], tf.cast(params['rot'], tf.float32),
+                                 params['flip'], flip_perm))
+  return out

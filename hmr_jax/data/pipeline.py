@@ -1,0 +1,401 @@
+"""tf.data input pipeline (numpy + TensorFlow; no jax): per-host batches as numpy dicts.
+
+    src = FolderSource(annotations='ann.npz', image_root='images/')      # straight from the folder
+    src = TfdsSource(data_dir='/data/tfds', split='train')               # or built TFDS records
+    it = make_iterator(src, batch_size=64, train=True, augment=AugmentConfig(img_size=224),
+                       seed=0, start_step=0, process_index=0, process_count=1, resample_ratio=0.2)
+    batch = next(it)   # image (B,S,S,3) f32, keypoints_2d (B,24,3), joints_3d (B,24,4), pose (B,72),
+                       # shape (B,10), has_smpl (B,), has_joints_3d (B,), index (B,) int64
+                       # (+ mask (B,) f32 in eval mode)
+
+Order (train): the split's samples -> drop unusable annotations (non-finite, scale <= 0; and
+missing image files for folders) -> resample (keep sample positions p % k == 0, k = round(1/ratio),
+positions = order in the split, i.e. by frame) -> equal contiguous chunk per host
+(floor(n / process_count)) -> per epoch: shuffle with seed (seed, epoch) -> skip the samples of
+steps already done -> parallel decode + crop + augment of each image (parameters drawn in numpy
+per epoch from (seed, epoch) for each sample id: the same whatever the parallelism) -> batch ->
+keypoint / joint / pose transforms once per batch -> prefetch.
+`batch_size` is the PER-HOST batch. Each host yields the same number of batches.
+
+Resume: `start_step = N` (global step) restarts at epoch N // steps_per_epoch, skipping the
+(N % steps_per_epoch) * batch_size samples already used in that epoch (before decoding them).
+Folder sources shuffle with a full permutation per epoch; TFDS sources with a `shuffle_buffer`
+over index-ordered records (cheaper, but a local shuffle).
+
+Bad data: images that fail to decode / are missing at run time, or whose box misses the image,
+are dropped (non-strict), counted per epoch in `iterator.epoch_stats` and reported with a
+warning at the end of the epoch; `strict=True` raises (naming the sample(s)). Such run-time
+drops shift the batch boundaries of the rest of that epoch, so exact resume holds for data
+without run-time drops (annotation problems and missing files are found up front and do not
+shift anything).
+
+Eval (`train=False`): no shuffle, no augmentation, all samples (host chunks of
+ceil(n / process_count)), last batch padded (repeating the last sample) with `mask` (B,) = 0.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from hmr_jax.data import annotations as ann_lib
+from hmr_jax.data.augment import (AugmentConfig, augment_annotations, crop_image, identity_params,
+                                  sample_params)
+
+BATCH_KEYS = ('image', 'keypoints_2d', 'joints_3d', 'pose', 'shape', 'has_smpl', 'has_joints_3d',
+              'index')
+_ANN_KEYS = ('center', 'scale', 'part', 'S', 'pose', 'shape', 'has_smpl', 'has_joints_3d')
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource:
+  """Image folder + annotation npz (SPIN or 4D-Humans layout). split=None: the whole file;
+  'train' / 'validation': annotations.split_indices (subjects, else the last val_fraction)."""
+  annotations: str
+  image_root: str
+  split: str | None = None
+  val_fraction: float = 0.1
+  check_files: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+  """Records built by tfds_builder.build(data_dir, ...)."""
+  data_dir: str
+  split: str = 'train'
+
+
+@dataclasses.dataclass
+class EpochStats:
+  epoch: int
+  expected: int          # samples this host should produce this epoch (after the resume skip)
+  produced: int = 0      # samples that came out of the pipeline (incl. a dropped remainder)
+  dropped_remainder: int = 0
+  skipped: int = 0       # run-time drops: corrupt / missing image, box outside the image
+  skipped_indices: tuple[int, ...] = ()
+
+
+# ---------------------------------------------------------------------------------- the sources
+class _Plan:
+  """Everything known before reading images: which samples, in which order, on this host."""
+
+  def __init__(self, source, *, train: bool, resample_ratio: float, process_index: int,
+               process_count: int, strict: bool):
+    if not 0 <= process_index < process_count:
+      raise ValueError(f'process_index: expected in [0, {process_count}), found {process_index}')
+    self.source = source
+    self.invalid: dict[int, str] = {}
+    if isinstance(source, FolderSource):
+      ann = ann_lib.load(source.annotations)
+      rows = (np.arange(len(ann)) if source.split is None else
+              ann_lib.split_indices(ann, source.split, val_fraction=source.val_fraction))
+      self.ann = ann.select(rows)
+      self.joint_set = ann.joint_set
+      positions = np.arange(len(rows))
+      bad = ann_lib.find_invalid(self.ann)
+      if source.check_files:
+        for i, r in ann_lib.find_missing_images(self.ann, source.image_root).items():
+          bad.setdefault(i, r)
+      self.invalid = dict(sorted(bad.items()))
+      positions = positions[[p not in bad for p in positions]] if bad else positions
+    elif isinstance(source, TfdsSource):
+      from hmr_jax.data import tfds_builder  # tfds import only when used
+      self.builder = tfds_builder.load_builder(source.data_dir)
+      meta = self.builder.info.metadata
+      key = f'indices_{source.split}'
+      if key not in meta:
+        raise ValueError(f'TfdsSource: split {source.split!r} not in {source.data_dir!r}; found '
+                         f'{[k[8:] for k in meta if k.startswith("indices_")]}')
+      positions = np.asarray(meta[key], np.int64)  # stored (kept) sample indices, record order
+      self.joint_set = meta['joint_set']
+      self.ann = None
+    else:
+      raise TypeError(f'source: expected FolderSource or TfdsSource, found {type(source).__name__}')
+    if self.invalid:
+      msg = '; '.join(f'#{i} {self.ann.imgname[i]}: {r}' for i, r in list(self.invalid.items())[:10])
+      if strict:
+        raise ValueError(f'{source}: {len(self.invalid)} unusable sample(s): {msg}')
+      warnings.warn(f'{source}: skipping {len(self.invalid)} unusable sample(s): {msg}')
+    self.record_positions = positions
+    selected = positions[ann_lib.resample_mask(positions, resample_ratio)]
+    n = len(selected)
+    per_host = n // process_count if train else math.ceil(n / process_count)
+    lo = process_index * per_host
+    self.host_indices = selected[lo:lo + per_host]  # sample ids ('index') of this host, in order
+    self.resample_step = ann_lib.resample_step(resample_ratio)
+    self.per_host = per_host
+    if train and per_host == 0:
+      raise ValueError(f'{source}: no samples for host {process_index} of {process_count} '
+                       f'(found {n} after resampling)')
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) & 0x7FFFFFFF
+
+
+def _epoch_order(plan: _Plan, train: bool, seed: int, epoch: int) -> np.ndarray | None:
+  """Folder sources: the epoch's permutation of this host's samples (None: index order)."""
+  if not train or plan.ann is None:
+    return None
+  return np.random.default_rng(_epoch_seed(seed, epoch)).permutation(len(plan.host_indices))
+
+
+def _raw_dataset(plan: _Plan, order: np.ndarray | None, *, shuffle_seed: int | None,
+                 shuffle_buffer: int, skip: int) -> tf.data.Dataset:
+  """Elements {'image': bytes or 'path', annotation fields, 'index'} in the epoch's order."""
+  if plan.ann is not None:
+    idx = plan.host_indices if order is None else plan.host_indices[order]
+    idx = idx[skip:]
+    ann = plan.ann
+    fields = {k: getattr(ann, k)[idx] for k in _ANN_KEYS}
+    if ann.has_camera:
+      fields.update(cam_focal=ann.cam_focal[idx], cam_center=ann.cam_center[idx],
+                    cam_t=ann.cam_t[idx])
+    root = plan.source.image_root
+    fields['path'] = np.array([os.path.join(root, n) for n in ann.imgname[idx]], dtype=object)
+    fields['imgname'] = np.array([str(n) for n in ann.imgname[idx]], dtype=object)
+    fields['index'] = idx.astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices(fields)
+  # TFDS: read the record range that holds this host's samples, in index order.
+  hi = plan.host_indices
+  if len(hi) == 0:
+    return plan.builder.as_dataset(split=f'{plan.source.split}[:0]')
+  pos = np.searchsorted(plan.record_positions, [hi[0], hi[-1]])
+  split = f'{plan.source.split}[{int(pos[0])}:{int(pos[1]) + 1}]'
+  ds = plan.builder.as_dataset(split=split, shuffle_files=False)
+  k = plan.resample_step
+  ds = ds.filter(lambda ex: ex['index'] % k == 0).take(len(hi))
+  ds = ds.map(lambda ex: {**{key: ex[key] for key in _ANN_KEYS}, 'image': ex['image'],
+                          'imgname': ex['imgname'], 'index': ex['index'],
+                          'cam_focal': ex['cam_focal'], 'cam_center': ex['cam_center'],
+                          'cam_t': ex['cam_t']})
+  if shuffle_seed is not None:
+    ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+  return ds.skip(skip)
+
+
+def _params_table(plan: _Plan, cfg: AugmentConfig, train: bool, seed: int,
+                  epoch: int) -> dict[str, tf.Tensor]:
+  """Augmentation parameters of every sample id for this epoch (identity in eval)."""
+  n = int(plan.host_indices.max()) + 1 if len(plan.host_indices) else 1
+  if train and cfg.enabled:
+    params = sample_params(np.random.default_rng([seed, epoch, 0xA06]), n, cfg)
+  else:
+    params = identity_params(n)
+  return {k: tf.constant(v) for k, v in params.items()}
+
+
+def _image_fn(cfg: AugmentConfig, table: dict[str, tf.Tensor], strict: bool):
+  """Per sample: read/decode/crop/augment the image; geometry is left for the batch."""
+
+  def fn(ex):
+    data = tf.io.read_file(ex['path']) if 'path' in ex else ex['image']
+    params = {k: tf.gather(v, ex['index']) for k, v in table.items()}
+    out = crop_image(data, ex['center'], ex['scale'], params, cfg)
+    if strict:
+      tf.debugging.Assert(out['valid'], ['box outside the image: sample', ex['index'],
+                                         ex['imgname'], 'image (h, w)', out['image_hw']])
+    keep = {k: tf.cast(ex[k], tf.float32) for k in ('part', 'S', 'pose', 'shape', 'has_smpl',
+                                                     'has_joints_3d')}
+    return {**keep, 'image': out['image'], 'crop_matrix': out['crop_matrix'],
+            'rot': params['rot'], 'flip': params['flip'], 'valid': out['valid'],
+            'index': tf.cast(ex['index'], tf.int64)}
+  return fn
+
+
+def _batch_fn(flip_perm: tuple[int, ...]):
+  perm = tf.constant(flip_perm, tf.int32)
+
+  def fn(b):
+    geo = augment_annotations(b, b['crop_matrix'], b['rot'], b['flip'], perm)
+    return {'image': b['image'], **geo, 'shape': b['shape'], 'has_smpl': b['has_smpl'],
+            'has_joints_3d': b['has_joints_3d'], 'index': b['index']}
+  return fn
+
+
+def make_dataset(source: FolderSource | TfdsSource, *, batch_size: int, train: bool,
+                 augment: AugmentConfig | dict | Any = AugmentConfig(), seed: int = 0,
+                 epoch: int = 0, skip_samples: int = 0, process_index: int = 0,
+                 process_count: int = 1, resample_ratio: float = 1.0, strict: bool = False,
+                 shuffle_buffer: int = 1024, num_parallel_calls: int = tf.data.AUTOTUNE,
+                 threads: int | None = None, _plan: _Plan | None = None) -> tf.data.Dataset:
+  """One epoch of this host's batches as a tf.data.Dataset of BATCH_KEYS (the last batch may be
+  short: `make_iterator` drops it in training and pads it in eval). `skip_samples` skips that
+  many samples of the epoch's order before any decoding (resume). `threads`: a private tf.data
+  thread pool of that size (e.g. 1 to measure one core). `shuffle_buffer` (TFDS sources only)
+  holds encoded images: about buffer x JPEG size of memory."""
+  cfg = AugmentConfig.from_mapping(augment)
+  if not train:
+    cfg = cfg.eval_config()
+  plan = _plan or _Plan(source, train=train, resample_ratio=resample_ratio,
+                        process_index=process_index, process_count=process_count, strict=strict)
+  shuffle_seed = _epoch_seed(seed, epoch) if train else None
+  order = _epoch_order(plan, train, seed, epoch)
+  ds = _raw_dataset(plan, order, shuffle_seed=shuffle_seed, shuffle_buffer=shuffle_buffer,
+                    skip=skip_samples)
+  table = _params_table(plan, cfg, train, seed, epoch)
+  ds = ds.map(_image_fn(cfg, table, strict), num_parallel_calls=num_parallel_calls,
+              deterministic=True)
+  if not strict:
+    ds = ds.ignore_errors(log_warning=True)
+  ds = ds.filter(lambda ex: ex['valid'])
+  ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != 'valid'})
+  ds = ds.batch(batch_size, drop_remainder=False)
+  ds = ds.map(_batch_fn(ann_lib.flip_permutation(plan.joint_set)),
+              num_parallel_calls=num_parallel_calls, deterministic=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.deterministic = True
+  if threads is not None:
+    options.threading.private_threadpool_size = threads
+    options.threading.max_intra_op_parallelism = 1
+  return ds.with_options(options)
+
+
+class BatchIterator(Iterator):
+  """Numpy batches (see module docstring). Attributes: steps_per_epoch (train) / num_batches
+  (eval), joint_set, flip_perm, invalid (unusable samples found up front: {index: reason}),
+  epoch_stats (list of EpochStats, one per finished epoch), step (next global step)."""
+
+  def __init__(self, source, *, batch_size: int, train: bool, augment=AugmentConfig(),
+               seed: int = 0, start_step: int = 0, process_index: int = 0, process_count: int = 1,
+               resample_ratio: float = 1.0, strict: bool = False, num_epochs: int | None = None,
+               shuffle_buffer: int = 1024, threads: int | None = None):
+    if batch_size < 1:
+      raise ValueError(f'batch_size: expected >= 1, found {batch_size}')
+    self._plan = _Plan(source, train=train, resample_ratio=resample_ratio,
+                       process_index=process_index, process_count=process_count, strict=strict)
+    self._kw = dict(batch_size=batch_size, train=train, augment=augment, seed=seed,
+                    process_index=process_index, process_count=process_count,
+                    resample_ratio=resample_ratio, strict=strict, shuffle_buffer=shuffle_buffer,
+                    threads=threads)
+    self.batch_size, self.train, self.strict = batch_size, train, strict
+    self.joint_set = self._plan.joint_set
+    self.flip_perm = ann_lib.flip_permutation(self.joint_set)
+    self.invalid = self._plan.invalid
+    self.epoch_stats: list[EpochStats] = []
+    n = self._plan.per_host
+    if train:
+      self.steps_per_epoch = n // batch_size
+      if self.steps_per_epoch == 0:
+        raise ValueError(f'{source}: expected at least batch_size={batch_size} samples per host, '
+                         f'found {n}')
+      self.epoch, within = divmod(start_step, self.steps_per_epoch)
+      self._skip = within * batch_size
+      self.num_batches = None
+    else:
+      self.num_batches = math.ceil(n / batch_size)
+      self.epoch, self._skip = 0, 0
+    self.step = start_step
+    self.num_epochs = num_epochs if train else 1
+    self._gen = self._generate()
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._gen)
+
+  def _generate(self):
+    while self.num_epochs is None or self.epoch < self.num_epochs:
+      ds = make_dataset(self._plan.source, epoch=self.epoch, skip_samples=self._skip,
+                        _plan=self._plan, **self._kw)
+      expected = len(self._plan.host_indices) - self._skip
+      stats = EpochStats(epoch=self.epoch, expected=expected)
+      seen: list[np.ndarray] = []
+      yielded = 0
+      last = None
+      it = iter(ds)
+      self._template = {k: np.zeros((1, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+                        for k, spec in ds.element_spec.items()}
+      while True:
+        try:
+          batch = next(it)
+        except StopIteration:
+          break
+        except tf.errors.OpError as e:  # strict mode only (otherwise errors are ignored)
+          done = stats.produced + self._skip
+          names = self._names_near(done)
+          raise RuntimeError(f'input pipeline (strict): failed in epoch {self.epoch} after '
+                             f'{done} samples of this host; next samples: {names}; '
+                             f'error: {e.message}') from e
+        batch = {k: v.numpy() for k, v in batch.items()}
+        b = len(batch['index'])
+        stats.produced += b
+        seen.append(batch['index'])
+        if b < self.batch_size:
+          last = batch
+          break
+        if self.train:
+          self.step += 1
+        else:
+          batch['mask'] = np.ones((b,), np.float32)
+          yielded += 1
+        yield batch
+      self._finish_epoch(stats, seen)
+      if self.train:
+        if last is not None:
+          stats.dropped_remainder = len(last['index'])
+      else:
+        if last is not None:
+          yield self._pad(last)
+          yielded += 1
+        while yielded < self.num_batches:  # run-time drops: keep every host's batch count
+          yield self._pad(None)
+          yielded += 1
+      self.epoch_stats.append(stats)
+      self.epoch += 1
+      self._skip = 0
+
+  def _finish_epoch(self, stats: EpochStats, seen: list[np.ndarray]) -> None:
+    stats.skipped = stats.expected - stats.produced
+    if stats.skipped and self._plan.ann is not None:
+      got = set(np.concatenate(seen).tolist()) if seen else set()
+      stats.skipped_indices = tuple(int(i) for i in self._expected_order()[self._skip:]
+                                    if int(i) not in got)
+    if stats.skipped:
+      names = ''
+      if stats.skipped_indices:
+        names = ': ' + ', '.join(f'#{i} {self._plan.ann.imgname[i]}'
+                                 for i in stats.skipped_indices[:10])
+      msg = (f'input pipeline: epoch {stats.epoch}: skipped {stats.skipped} of {stats.expected} '
+             f'samples (corrupt / missing image or box outside the image){names}')
+      logging.warning(msg)
+      warnings.warn(msg)
+
+  def _expected_order(self) -> np.ndarray:
+    order = _epoch_order(self._plan, self.train, self._kw['seed'], self.epoch)
+    hi = self._plan.host_indices
+    return hi if order is None else hi[order]
+
+  def _names_near(self, done: int) -> str:
+    if self._plan.ann is None:
+      return '(TFDS source: see the error)'
+    nxt = self._expected_order()[done:done + self.batch_size * 2]
+    return ', '.join(f'#{i} {self._plan.ann.imgname[i]}' for i in nxt[:8])
+
+  def _pad(self, batch: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    B = self.batch_size
+    if batch is None:  # a whole padding batch (run-time drops): zeros, mask 0
+      batch, n = self._template, 0
+    else:
+      n = len(batch['index'])
+    out = {k: np.concatenate([v, np.repeat(v[-1:], B - len(v), axis=0)]) for k, v in batch.items()}
+    out['mask'] = (np.arange(B) < n).astype(np.float32)
+    return out
+
+
+def make_iterator(source: FolderSource | TfdsSource, *, batch_size: int, train: bool,
+                  augment: AugmentConfig | dict | Any = AugmentConfig(), seed: int = 0,
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  resample_ratio: float = 1.0, strict: bool = False,
+                  num_epochs: int | None = None, shuffle_buffer: int = 1024,
+                  threads: int | None = None) -> BatchIterator:
+  """Numpy batch iterator; train: endless (or num_epochs), eval: one padded pass."""
+  return BatchIterator(source, batch_size=batch_size, train=train, augment=augment, seed=seed,
+                       start_step=start_step, process_index=process_index,
+                       process_count=process_count, resample_ratio=resample_ratio, strict=strict,
+                       num_epochs=num_epochs, shuffle_buffer=shuffle_buffer, threads=threads)
