@@ -2,10 +2,15 @@
 
     python benchmarks/input_pipeline.py --threads=1     # images/s on one core
     python benchmarks/input_pipeline.py --threads=0     # all cores (tf.data default)
+    python benchmarks/input_pipeline.py --threads=1 --ab --baseline   # + full-resolution decode
 
 Writes --num_images JPEGs of --image_px x --image_px (smooth content + noise, like photos) with
 person boxes of 40-70 % of the image side into a temp dir, then times the training pipeline
 (`hmr_jax.data.pipeline.make_dataset`, augmentation on) at --img_size px after one warm-up pass.
+`--ab` also times the same pipeline with JPEG DCT-domain downscaling off (max_decode_ratio=1, the
+previous path), alternating passes of the two so that both see the same machine load.
+The number to compare is images per CPU-second (process CPU time, all threads): it does not
+depend on other jobs sharing the cores, unlike wall-clock images/s.
 Reference: a SPIN-style OpenCV loader does about 136 images/s on one core here (STACK_NOTES).
 """
 
@@ -63,6 +68,10 @@ def main():
                   help='pixel noise std of the test JPEGs (sets their size / entropy)')
   ap.add_argument('--baseline', action='store_true',
                   help='also time a one-thread PIL loader (decode, affine warp, normalise)')
+  ap.add_argument('--max_decode_ratio', type=int, default=8,
+                  help='JPEG DCT-domain downscaling limit (1 = full-resolution decode)')
+  ap.add_argument('--ab', action='store_true',
+                  help='also time max_decode_ratio=1 (full-resolution decode), passes alternated')
   args = ap.parse_args()
 
   import tensorflow as tf
@@ -79,25 +88,36 @@ def main():
     print(f'wrote {args.num_images} JPEGs of {args.image_px}x{args.image_px} '
           f'({mb / args.num_images * 1024:.0f} KiB each) in {time.time() - t0:.1f}s')
     src = pipeline.FolderSource(path, os.path.join(tmp, 'images'))
-    ds = pipeline.make_dataset(src, batch_size=args.batch_size, train=True,
-                               augment={'img_size': args.img_size}, seed=0,
-                               threads=args.threads or None,
-                               num_parallel_calls=args.threads or tf.data.AUTOTUNE)
-    for _ in ds:  # warm-up pass (tracing, file cache)
-      pass
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    ratios = [args.max_decode_ratio] + ([1] if args.ab and args.max_decode_ratio != 1 else [])
+    datasets = {r: pipeline.make_dataset(
+        src, batch_size=args.batch_size, train=True, seed=0,
+        augment={'img_size': args.img_size, 'max_decode_ratio': r}, threads=args.threads or None,
+        num_parallel_calls=args.threads or tf.data.AUTOTUNE) for r in ratios}
+    for ds in datasets.values():  # warm-up pass (tracing, file cache)
+      for _ in ds:
+        pass
+    load0 = os.getloadavg()[0]
+    stats = {r: [0, 0.0, 0.0] for r in ratios}  # images, wall s, CPU s
     for _ in range(args.passes):
-      for b in ds:
-        n += int(b['image'].shape[0])
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+      for r, ds in datasets.items():  # alternate: both variants see the same load
+        t0, c0 = time.perf_counter(), time.process_time()
+        for b in ds:
+          stats[r][0] += int(b['image'].shape[0])
+        stats[r][1] += time.perf_counter() - t0
+        stats[r][2] += time.process_time() - c0
     if args.baseline:
       base_cpu = pil_baseline(path, os.path.join(tmp, 'images'), args.img_size)
   cores = args.threads or os.cpu_count()
-  print(f'{n} images in {dt:.2f}s wall: {n / dt:.1f} images/s with {cores} thread(s) = '
-        f'{n / dt / cores:.1f} images/s per core (wall; lower when other jobs share the cores)')
-  print(f'CPU time {cpu:.2f}s: {n / cpu:.1f} images per CPU-second (per core, load-independent) '
-        f'(img_size {args.img_size}, batch {args.batch_size}, augmentation on; '
-        f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)')
+  print(f'img_size {args.img_size}, batch {args.batch_size}, augmentation on, {cores} thread(s); '
+        f'load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
+  for r, (n, dt, cpu) in stats.items():
+    label = 'DCT-scaled decode (max ratio %d)' % r if r > 1 else 'full-resolution decode'
+    print(f'{label}: {n} images, {dt:.2f}s wall = {n / dt / cores:.1f} images/s per core '
+          f'(wall; lower when other jobs share the cores); CPU {cpu:.2f}s = '
+          f'{n / cpu:.1f} images per CPU-second (load-independent)')
+  if len(stats) == 2:
+    (n1, _, c1), (n2, _, c2) = stats.values()
+    print(f'speed-up (images per CPU-second): {(n1 / c1) / (n2 / c2):.2f}x')
   if args.baseline:
     print(f'baseline (PIL, one thread, same files): {1 / base_cpu:.1f} images per CPU-second')
 

@@ -121,6 +121,60 @@ def test_resample():
     ann_lib.resample_step(0.0)
 
 
+def test_frame_and_sequence_fields(tmp_path):
+  arrays = make_arrays(6, np.random.default_rng(2))
+  arrays['frame'] = np.array([4, 0, 2, 1, 3, 5])
+  arrays['sequence'] = np.array(['walk', 'walk', 'walk', 'run', 'run', 'run'])
+  ann_lib.save_spin(tmp_path / 'f.npz', arrays)
+  ann = ann_lib.load(tmp_path / 'f.npz')
+  assert ann.frame.dtype == np.int64 and list(ann.frame) == [4, 0, 2, 1, 3, 5]
+  assert list(ann.sequence) == list(arrays['sequence'])
+  assert list(ann.select([5, 0]).frame) == [5, 4]
+  with np.load(tmp_path / 'f.npz') as f:
+    assert f['frame'].dtype == np.int64 and f['sequence'].dtype.kind == 'U'
+  ints = ann_lib.from_arrays(dict(arrays, sequence=np.array([7, 7, 7, 3, 3, 3])))
+  assert ints.sequence.dtype == np.int64
+  ann_lib.save_spin(tmp_path / 'i.npz', ints)
+  np.testing.assert_array_equal(ann_lib.load(tmp_path / 'i.npz').sequence, [7, 7, 7, 3, 3, 3])
+  # whole-number floats are accepted; anything else names the field
+  assert ann_lib.from_arrays(dict(arrays, frame=arrays['frame'] * 1.0)).frame.dtype == np.int64
+  with pytest.raises(ValueError, match='frame: expected integers, found 0.5'):
+    ann_lib.from_arrays(dict(arrays, frame=np.array([0.5, 1, 2, 3, 4, 5])))
+  with pytest.raises(ValueError, match=r'frame: expected shape \(6,\)'):
+    ann_lib.from_arrays(dict(arrays, frame=np.arange(5)))
+  with pytest.raises(ValueError, match='frame: expected integers'):
+    ann_lib.from_arrays(dict(arrays, frame=np.array(['a'] * 6)))
+  with pytest.raises(ValueError, match=r'sequence: expected shape \(6,\)'):
+    ann_lib.from_arrays(dict(arrays, sequence=np.array(['a'] * 4)))
+  # H36M names give the frame number too
+  h36m = dict(make_arrays(2, np.random.default_rng(0)),
+              imgname=np.array(['S9_Eating.54138969_000011.jpg', 'S9_Eating.54138969_000006.jpg']))
+  assert list(ann_lib.from_arrays(h36m).frame) == [11, 6]
+
+
+def test_resample_by_frame_within_sequences():
+  arrays = make_arrays(9, np.random.default_rng(3))
+  # rows shuffled in time; two sequences; frames step by 5 (already thinned, as SPIN's H36M)
+  arrays['sequence'] = np.array([1, 2, 1, 2, 1, 2, 1, 1, 2])
+  arrays['frame'] = np.array([10, 6, 0, 1, 5, 11, 15, 20, 16])
+  ann = ann_lib.from_arrays(arrays)
+  np.testing.assert_array_equal(ann_lib.resample_rank(ann), [2, 1, 0, 0, 1, 2, 3, 4, 3])
+  keep = ann_lib.resample_keep(ann, 0.5)  # frames 0, 10, 20 of seq 1; 1, 11 of seq 2
+  np.testing.assert_array_equal(np.nonzero(keep)[0], [0, 2, 3, 5, 7])
+  # frames shared by several rows (cameras) are kept or dropped together
+  arrays['sequence'] = np.zeros(9, np.int64)
+  arrays['frame'] = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4])
+  keep = ann_lib.resample_keep(ann_lib.from_arrays(arrays), 0.5)
+  np.testing.assert_array_equal(np.nonzero(keep)[0], [0, 1, 4, 5, 8])
+  # no sequence / subject: one sequence; no frame: row positions
+  del arrays['sequence']
+  arrays['frame'] = np.array([8, 7, 6, 5, 4, 3, 2, 1, 0])
+  np.testing.assert_array_equal(ann_lib.resample_rank(ann_lib.from_arrays(arrays)),
+                                arrays['frame'])
+  del arrays['frame']
+  np.testing.assert_array_equal(ann_lib.resample_rank(ann_lib.from_arrays(arrays)), np.arange(9))
+
+
 @pytest.mark.parametrize('joint_set', ann_lib.JOINT_SETS)
 def test_flip_permutations(joint_set):
   perm = np.array(ann_lib.flip_permutation(joint_set))

@@ -78,6 +78,18 @@ def test_host_sharding_and_resampling(folder):
   assert np.concatenate([b['index'][b['mask'] > 0] for b in ev]).tolist() == list(range(0, 14, 2))
 
 
+def test_resampling_follows_frames(tmp_path):
+  path, root, arrays = make_fake_dataset(str(tmp_path), n=8)
+  arrays = dict(arrays, frame=np.array([7, 6, 5, 4, 3, 2, 1, 0]),
+                sequence=np.array(['a', 'b'] * 4))
+  np.savez(path, **arrays)
+  src = pipeline.FolderSource(path, root)
+  ev = pipeline.make_iterator(src, batch_size=4, train=False, augment=AUG, resample_ratio=0.5)
+  got = np.concatenate([b['index'][b['mask'] > 0] for b in ev]).tolist()
+  # seq a: rows 0 2 4 6 = frames 7 5 3 1 -> keep frames 1, 5 (rows 6, 2); seq b: frames 0, 4
+  assert got == [2, 3, 6, 7]
+
+
 def test_eval_mode_pads_and_does_not_augment(folder):
   src, arrays = folder
   it = pipeline.make_iterator(src, batch_size=4, train=False, augment=AUG, process_count=2,

@@ -44,6 +44,17 @@ def test_tfds_build_and_read(tmp_path):
   for x, y in zip(a, b):
     for k in x:
       np.testing.assert_array_equal(x[k], y[k])
+  # resampling: frames (from the H36M names) ranked within each sequence, the same both ways
+  meta = tfds_builder.load_builder(str(tmp_path / 'tfds')).info.metadata
+  assert len(meta['resample_rank_train']) == len(meta['indices_train'])
+  kw = dict(batch_size=2, train=False, augment=AUG, resample_ratio=0.5)
+  with pytest.warns(UserWarning, match='missing image'):
+    a = _collect(pipeline.make_iterator(folder, **kw))
+  b = _collect(pipeline.make_iterator(pipeline.TfdsSource(str(tmp_path / 'tfds'), 'train'), **kw))
+  ia, ib = ([int(i) for x in batches for i in x['index'][x['mask'] > 0]] for batches in (a, b))
+  # train positions (frame = name number): S1 0 2 7 8 (frames 0 3 10 11: keep 0, 10), S5 1 3
+  # (frames 1 4: keep 1; 4 is the corrupt image), S6 4, S7 5, S8 6
+  assert ia == ib == [0, 1, 4, 5, 6, 7]
   tr = pipeline.make_iterator(pipeline.TfdsSource(str(tmp_path / 'tfds'), 'train'), batch_size=2,
                               train=True, augment=AUG, num_epochs=1, seed=1)
   first = _collect(tr)

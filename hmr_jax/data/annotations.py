@@ -7,7 +7,14 @@ In-memory layout (`Annotations`, N samples, J = 24 joints of the file's `joint_s
   has_joints_3d (N,) (1 where any S confidence > 0), joint_set ('smpl24' | 'spin24');
   optional (None when absent): gender (N,) str, openpose (N, 25, 3), cam_focal (N, 2),
   cam_center (N, 2), cam_t (N, 3) (camera-frame joint = S[..., :3] + cam_t), subject (N,) str,
-  action (N,) str, camera (N,) str.
+  action (N,) str, camera (N,) str, frame (N,) int64 (frame number inside its video),
+  sequence (N,) str or int64 (video / sequence id). subject, action, camera and frame default to
+  what H36M-style image names carry ('S9_Directions_1.60457274_000001.jpg').
+
+Resampling (`resample_keep`, keep every k-th, k = round(1 / ratio)): with `frame`, every k-th
+distinct frame number within each sequence (`sequence`, else the (subject, action, camera) fields
+that are present; frames ranked in increasing order, first kept), so the thinning follows time
+whatever the row order; without `frame`, every k-th row (row positions p % k == 0).
 
 SPIN files: required keys imgname, center, scale, part; S, pose, shape, has_smpl, openpose,
 gender optional as in SPIN (missing S -> zeros and has_joints_3d 0; missing pose/shape -> zeros
@@ -96,6 +103,8 @@ class Annotations:
   subject: np.ndarray | None = None
   action: np.ndarray | None = None
   camera: np.ndarray | None = None
+  frame: np.ndarray | None = None
+  sequence: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.imgname)
@@ -124,6 +133,32 @@ def _str_array(x, name: str, source: str) -> np.ndarray:
     raise ValueError(f'{source}: {name}: expected shape (N,), found {x.shape}')
   return np.array([v.decode('utf-8') if isinstance(v, bytes) else str(v) for v in x.tolist()],
                   dtype=object)
+
+
+def _int(x, name: str, n: int, source: str) -> np.ndarray:
+  """(N,) integers (integer dtype, or floats holding whole numbers) -> int64."""
+  x = np.asarray(x)
+  if x.shape != (n,):
+    raise ValueError(f'{source}: {name}: expected shape {(n,)}, found {x.shape}')
+  if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
+    raise ValueError(f'{source}: {name}: expected integers, found dtype {x.dtype}')
+  if not np.issubdtype(x.dtype, np.integer):
+    whole = np.isfinite(x) & (x == np.round(x))
+    if not whole.all():
+      i = int(np.nonzero(~whole)[0][0])
+      raise ValueError(f'{source}: {name}: expected integers, found {x[i]} at sample {i}')
+  return x.astype(np.int64)
+
+
+def _id_array(x, name: str, n: int, source: str) -> np.ndarray:
+  """(N,) ids: integers stay int64, anything else becomes str."""
+  x = np.asarray(x)
+  if x.dtype != bool and np.issubdtype(x.dtype, np.integer):
+    return _int(x, name, n, source)
+  out = _str_array(x, name, source)
+  if len(out) != n:
+    raise ValueError(f'{source}: {name}: expected shape {(n,)}, found {x.shape}')
+  return out
 
 
 def _float(x, name: str, shape: tuple, n: int, source: str) -> np.ndarray:
@@ -181,12 +216,18 @@ def from_arrays(arrays: Mapping[str, Any], source: str = '<arrays>') -> Annotati
   for name in _OPTIONAL_STR:
     if name in arrays:
       kw[name] = _str_array(arrays[name], name, source)
-  if 'subject' not in kw:
+      if len(kw[name]) != n:
+        raise ValueError(f'{source}: {name}: expected shape {(n,)}, found {kw[name].shape}')
+  if 'frame' in arrays:
+    kw['frame'] = _int(arrays['frame'], 'frame', n, source)
+  if 'sequence' in arrays:
+    kw['sequence'] = _id_array(arrays['sequence'], 'sequence', n, source)
+  if not {'subject', 'frame'} <= kw.keys():
     parsed = [parse_h36m_name(s) for s in imgname]
     if n and all(p is not None for p in parsed):
-      kw['subject'] = np.array([p['subject'] for p in parsed], dtype=object)
-      kw.setdefault('action', np.array([p['action'] for p in parsed], dtype=object))
-      kw.setdefault('camera', np.array([p['camera'] for p in parsed], dtype=object))
+      for key in ('subject', 'action', 'camera'):
+        kw.setdefault(key, np.array([p[key] for p in parsed], dtype=object))
+      kw.setdefault('frame', np.array([p['frame'] for p in parsed], np.int64))
   return Annotations(imgname=imgname, center=center, scale=scale, part=part, S=S, pose=pose,
                      shape=shape, has_smpl=has_smpl, has_joints_3d=has_joints_3d,
                      joint_set=joint_set, **kw)
@@ -207,7 +248,8 @@ def save_spin(path: str | os.PathLike, annotations: Annotations | Mapping[str, A
   """Write `annotations` (an `Annotations` or a mapping in SPIN layout) as an npz.
 
   Validates shapes first; refuses non-finite values (naming the samples). Strings are stored as
-  unicode arrays (no pickle), `joint_set` as a 0-d string.
+  unicode arrays (no pickle), `joint_set` as a 0-d string, `frame` (and integer `sequence`) as
+  int64.
   """
   path = os.fspath(path)
   ann = annotations if isinstance(annotations, Annotations) else from_arrays(annotations, path)
@@ -408,8 +450,40 @@ def split_indices(ann: Annotations, split: str, *, val_fraction: float = 0.1,
 
 
 def resample_mask(positions: np.ndarray, ratio: float) -> np.ndarray:
-  """Keep every k-th sample, k = round(1 / ratio) (0.5 -> every 2nd, 0.2 -> every 5th)."""
+  """Keep every k-th sample, k = round(1 / ratio) (0.5 -> every 2nd, 0.2 -> every 5th).
+  `positions` are row positions or `resample_rank`s."""
   return np.asarray(positions) % resample_step(ratio) == 0
+
+
+def sequence_ids(ann: Annotations) -> np.ndarray | None:
+  """(N,) int64 id of each sample's sequence: `sequence`, else the (subject, action, camera)
+  fields present; None when there are none (all one sequence)."""
+  keys = ([ann.sequence] if ann.sequence is not None else
+          [v for v in (ann.subject, ann.action, ann.camera) if v is not None])
+  if not keys:
+    return None
+  codes = np.stack([np.unique(np.asarray(k).astype(str), return_inverse=True)[1].reshape(len(ann))
+                    for k in keys], axis=1)  # (N, #keys)
+  return np.unique(codes, axis=0, return_inverse=True)[1].astype(np.int64).reshape(len(ann))
+
+
+def resample_rank(ann: Annotations) -> np.ndarray:
+  """(N,) int64 that resampling thins (keep rank % k == 0): with `frame`, the rank of the
+  sample's frame number among the distinct frame numbers of its sequence (0 = earliest); without,
+  the row position."""
+  n = len(ann)
+  if ann.frame is None:
+    return np.arange(n, dtype=np.int64)
+  seq = sequence_ids(ann)
+  seq = np.zeros(n, np.int64) if seq is None else seq
+  pairs, inverse = np.unique(np.stack([seq, ann.frame], axis=1), axis=0, return_inverse=True)
+  first = np.searchsorted(pairs[:, 0], pairs[:, 0], side='left')  # pairs sorted by (seq, frame)
+  return (np.arange(len(pairs)) - first)[inverse.reshape(n)].astype(np.int64)
+
+
+def resample_keep(ann: Annotations, ratio: float) -> np.ndarray:
+  """(N,) bool: the samples resampling at `ratio` keeps (module docstring)."""
+  return resample_mask(resample_rank(ann), ratio)
 
 
 def resample_step(ratio: float) -> int:

@@ -25,7 +25,13 @@ Geometry kept consistent with the image (tests prove it):
 Image: one bilinear resampling (``crop_and_resize`` when not rotated, else
 ``ImageProjectiveTransformV3``), outside the source = 0 (black, as SPIN), then
 channel-wise multiplicative noise U[noise_min, noise_max] clipped to [0, 255], then ImageNet
-normalisation. JPEGs are decoded only inside the window the crop needs (``decode_and_crop_jpeg``).
+normalisation. JPEGs are decoded only inside the window the crop needs (``decode_and_crop_jpeg``),
+and downscaled in the DCT domain by libjpeg (``ratio`` r in {1, 2, 4, 8}: the largest power of two
+<= side / img_size, at most ``max_decode_ratio``), so the decoded box still has >= img_size px
+across (no resolution lost; libjpeg's block averaging also anti-aliases). Decoded pixel i
+at 1/r covers source pixels r*i .. r*i + r - 1 (centre r*i + (r - 1) / 2), i.e.
+``x_dec = (x + 0.5) / r - 0.5``; ``A`` is composed with that map, so keypoints and pixels stay
+consistent (tests: a bright dot lands on its keypoint at r = 1, 2, 4, 8).
 Parameters are drawn in numpy (`sample_params`; the pipeline draws them per epoch from
 (seed, epoch)), so they do not depend on tf.data's parallelism. The geometry functions take any
 leading batch dims; the pipeline runs them once per batch (fewer small TF ops per image).
@@ -40,6 +46,7 @@ import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DECODE_RATIOS = (1, 2, 4, 8)  # libjpeg's DCT-domain scalings 1/r
 
 # Left/right swap of the 24 SMPL kinematic joints (contract joint order).
 SMPL_POSE_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20,
@@ -60,6 +67,7 @@ class AugmentConfig:
   flip_prob: float = 0.5
   noise_min: float = 0.6
   noise_max: float = 1.4
+  max_decode_ratio: int = 8  # JPEG DCT-domain downscaling up to 1/8 (1 = always full resolution)
 
   def __post_init__(self):
     checks = [
@@ -73,6 +81,8 @@ class AugmentConfig:
         (0 <= self.flip_prob <= 1, '0 <= flip_prob <= 1', self.flip_prob),
         (0 <= self.noise_min <= self.noise_max, '0 <= noise_min <= noise_max',
          (self.noise_min, self.noise_max)),
+        (self.max_decode_ratio in DECODE_RATIOS, f'max_decode_ratio in {DECODE_RATIOS}',
+         self.max_decode_ratio),
     ]
     for ok, expected, found in checks:
       if not ok:
@@ -277,21 +287,22 @@ def warp(image: tf.Tensor, A: tf.Tensor, img_size: int,
   (output rounded to integers, as an OpenCV uint8 warp). Both sample the same source points.
   """
   inv = tf.linalg.inv(A)
+  # crop_and_resize: output pixel u samples source x = inv[0,0] * u + inv[0,2]; same for y (no
+  # rotation). Both branches hold only the resampling op (small ops outside: cheaper in tf.data).
+  last = float(img_size - 1)
+  hw = tf.cast(tf.maximum(tf.shape(image)[:2] - 1, 1), tf.float32)
+  box = tf.stack([inv[1, 2] / hw[0], inv[0, 2] / hw[1], (inv[1, 1] * last + inv[1, 2]) / hw[0],
+                  (inv[0, 0] * last + inv[0, 2]) / hw[1]])[None]
+  transform = tf.reshape(inv, [9])[:8][None]
+  size = tf.constant([img_size, img_size], tf.int32)
 
   def projective():
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=tf.reshape(inv, [9])[:8][None],
-        output_shape=tf.constant([img_size, img_size], tf.int32), fill_value=0.0,
+        images=image[None], transforms=transform, output_shape=size, fill_value=0.0,
         interpolation='BILINEAR', fill_mode='CONSTANT')
     return tf.cast(out[0], tf.float32)
 
   def crop_resize():
-    # output pixel u samples source x = inv[0,0] * u + inv[0,2]; same for y (no rotation).
-    last = float(img_size - 1)
-    x1, x2 = inv[0, 2], inv[0, 0] * last + inv[0, 2]
-    y1, y2 = inv[1, 2], inv[1, 1] * last + inv[1, 2]
-    hw = tf.cast(tf.maximum(tf.shape(image)[:2] - 1, 1), tf.float32)
-    box = tf.stack([y1 / hw[0], x1 / hw[1], y2 / hw[0], x2 / hw[1]])[None]
     return tf.image.crop_and_resize(image[None], box, tf.zeros([1], tf.int32),
                                     [img_size, img_size], extrapolation_value=0.0)[0]
 
@@ -301,36 +312,71 @@ def warp(image: tf.Tensor, A: tf.Tensor, img_size: int,
 
 
 def normalize(image: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-  """float 0..255 (H, W, 3) -> channel noise, clip, ImageNet normalisation."""
-  image = tf.clip_by_value(image * noise, 0.0, 255.0) / 255.0
-  return (image - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+  """float 0..255 (H, W, 3) -> channel noise (3,) (>= 0), clip to 255, ImageNet normalisation."""
+  # Same as ((clip(image * noise, 0, 255) / 255) - mean) / std, with fewer broadcasting passes
+  # (about 30 % cheaper on CPU): the per-channel scale as a (3, 3) matmul, the offset as a bias.
+  # image >= 0 (a warp of uint8 pixels), so only the upper clip is needed.
+  std = tf.constant(IMAGENET_STD)
+  shape = tf.shape(image)
+  x = tf.reshape(tf.minimum(image * noise, 255.0), [-1, 3])
+  x = tf.nn.bias_add(x @ tf.linalg.diag(1.0 / (255.0 * std)), -tf.constant(IMAGENET_MEAN) / std)
+  return tf.reshape(x, shape)
 
 
-def decode_window(image_bytes: tf.Tensor, A: tf.Tensor, img_size: int):
+def decode_ratio(A: tf.Tensor, img_size: int, max_ratio: int = 8) -> tf.Tensor:
+  """Index into DECODE_RATIOS (int32) of the largest r <= min(side / img_size, max_ratio), where
+  side / img_size = 1 / F is read off A (source px per crop px)."""
+  zoom = 1.0 / tf.norm(A[..., 1, :2], axis=-1)  # side / img_size
+  n = DECODE_RATIOS.index(max_ratio)
+  return tf.add_n([tf.cast(zoom >= r, tf.int32) for r in DECODE_RATIOS[1:n + 1]] +
+                  [tf.zeros_like(zoom, tf.int32)])
+
+
+def scaled_decode_matrix(r: int | tf.Tensor) -> tf.Tensor:
+  """(3, 3) map of 1/r-decoded px -> source px: x = r * x_dec + (r - 1) / 2."""
+  r = tf.cast(r, tf.float32)
+  o, z = (r - 1.0) / 2.0, tf.zeros_like(r)
+  return tf.stack([tf.stack([r, z, o]), tf.stack([z, r, o]), tf.constant([0.0, 0.0, 1.0])])
+
+
+def decode_window(image_bytes: tf.Tensor, A: tf.Tensor, img_size: int, max_ratio: int = 8):
   """Decode only the window of the encoded image that the crop needs.
 
   Returns (pixels (h, w, 3) uint8, A' mapping window px -> crop px, (height, width) of the full
-  image, nonempty: whether the crop overlaps the image at all). JPEGs use decode_and_crop_jpeg;
-  other formats (PNG, BMP, GIF) are decoded fully. Corrupt bytes raise (the pipeline counts them).
+  image, nonempty: whether the crop overlaps the image at all). JPEGs use decode_and_crop_jpeg
+  at 1/r scale (module docstring; r = 1 when max_ratio = 1); other formats (PNG, BMP, GIF) are
+  decoded fully at full resolution. Corrupt bytes raise (the pipeline counts them).
   """
   def jpeg():
     shape = tf.io.extract_jpeg_shape(image_bytes)
-    window, nonempty = crop_window(A, img_size, shape[0], shape[1])
-    pixels = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-    return pixels, window, shape[:2], nonempty
+    if max_ratio == 1:
+      idx = tf.constant(0, tf.int32)
+    else:
+      idx = decode_ratio(A, img_size, max_ratio)
+    r = tf.gather(tf.constant(DECODE_RATIOS, tf.int32), idx)
+    A_r = A @ scaled_decode_matrix(r)  # decoded px -> crop px
+    hw = (shape[:2] + r - 1) // r  # libjpeg's decoded size: ceil(size / r)
+    window, nonempty = crop_window(A_r, img_size, hw[0], hw[1])
+    if max_ratio == 1:
+      pixels = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    else:  # ratio is an op attribute: one branch per ratio, holding only the decode
+      branches = [lambda k=k: tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3, ratio=k)
+                  for k in DECODE_RATIOS[:DECODE_RATIOS.index(max_ratio) + 1]]
+      pixels = tf.switch_case(idx, branches)
+    return pixels, window, A_r, shape[:2], nonempty
 
   def other():
     full = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     shape = tf.shape(full)
     window, nonempty = crop_window(A, img_size, shape[0], shape[1])
     pixels = full[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
-    return pixels, window, shape[:2], nonempty
+    return pixels, window, A, shape[:2], nonempty
 
-  pixels, window, hw, nonempty = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+  pixels, window, A_dec, hw, nonempty = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
   shift = tf.stack([tf.stack([1.0, 0.0, tf.cast(window[1], tf.float32)]),
                     tf.stack([0.0, 1.0, tf.cast(window[0], tf.float32)]),
                     tf.constant([0.0, 0.0, 1.0])])
-  return pixels, A @ shift, hw, nonempty
+  return pixels, A_dec @ shift, hw, nonempty
 
 
 def crop_image(image_bytes: tf.Tensor, center: tf.Tensor, scale: tf.Tensor,
@@ -340,9 +386,10 @@ def crop_image(image_bytes: tf.Tensor, center: tf.Tensor, scale: tf.Tensor,
   side = 200.0 * tf.cast(scale, tf.float32) * tf.cast(params['scale'], tf.float32)
   rot = tf.cast(params['rot'], tf.float32)
   A = crop_matrix(center, side, rot, params['flip'], cfg.img_size)
-  pixels, A_win, hw, nonempty = decode_window(image_bytes, A, cfg.img_size)
+  pixels, A_win, hw, nonempty = decode_window(image_bytes, A, cfg.img_size, cfg.max_decode_ratio)
   image = normalize(warp(pixels, A_win, cfg.img_size, tf.equal(rot, 0.0)),
                     tf.cast(params['noise'], tf.float32))
+  image = tf.ensure_shape(image, [cfg.img_size, cfg.img_size, 3])
   return {'image': image, 'crop_matrix': A, 'valid': nonempty, 'image_hw': tf.cast(hw, tf.int32)}
 
 

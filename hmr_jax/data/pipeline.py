@@ -9,8 +9,9 @@
                        # (+ mask (B,) f32 in eval mode)
 
 Order (train): the split's samples -> drop unusable annotations (non-finite, scale <= 0; and
-missing image files for folders) -> resample (keep sample positions p % k == 0, k = round(1/ratio),
-positions = order in the split, i.e. by frame) -> equal contiguous chunk per host
+missing image files for folders) -> resample (k = round(1/ratio): every k-th frame number within
+each sequence when the annotations carry `frame`, else every k-th position in the split; see
+`annotations.resample_rank`) -> equal contiguous chunk per host
 (floor(n / process_count)) -> per epoch: shuffle with seed (seed, epoch) -> skip the samples of
 steps already done -> parallel decode + crop + augment of each image (parameters drawn in numpy
 per epoch from (seed, epoch) for each sample id: the same whatever the parallelism) -> batch ->
@@ -98,6 +99,7 @@ class _Plan:
       self.ann = ann.select(rows)
       self.joint_set = ann.joint_set
       positions = np.arange(len(rows))
+      ranks = ann_lib.resample_rank(self.ann)  # (len(rows),)
       bad = ann_lib.find_invalid(self.ann)
       if source.check_files:
         for i, r in ann_lib.find_missing_images(self.ann, source.image_root).items():
@@ -113,6 +115,9 @@ class _Plan:
         raise ValueError(f'TfdsSource: split {source.split!r} not in {source.data_dir!r}; found '
                          f'{[k[8:] for k in meta if k.startswith("indices_")]}')
       positions = np.asarray(meta[key], np.int64)  # stored (kept) sample indices, record order
+      rank_key = f'resample_rank_{source.split}'  # aligned with positions (absent: old builds)
+      ranks = np.zeros(int(positions.max()) + 1 if len(positions) else 0, np.int64)
+      ranks[positions] = np.asarray(meta[rank_key], np.int64) if rank_key in meta else positions
       self.joint_set = meta['joint_set']
       self.ann = None
     else:
@@ -123,12 +128,12 @@ class _Plan:
         raise ValueError(f'{source}: {len(self.invalid)} unusable sample(s): {msg}')
       warnings.warn(f'{source}: skipping {len(self.invalid)} unusable sample(s): {msg}')
     self.record_positions = positions
-    selected = positions[ann_lib.resample_mask(positions, resample_ratio)]
+    self.resample_keep = ann_lib.resample_mask(ranks, resample_ratio)  # by sample index
+    selected = positions[self.resample_keep[positions]]
     n = len(selected)
     per_host = n // process_count if train else math.ceil(n / process_count)
     lo = process_index * per_host
     self.host_indices = selected[lo:lo + per_host]  # sample ids ('index') of this host, in order
-    self.resample_step = ann_lib.resample_step(resample_ratio)
     self.per_host = per_host
     if train and per_host == 0:
       raise ValueError(f'{source}: no samples for host {process_index} of {process_count} '
@@ -169,8 +174,8 @@ def _raw_dataset(plan: _Plan, order: np.ndarray | None, *, shuffle_seed: int | N
   pos = np.searchsorted(plan.record_positions, [hi[0], hi[-1]])
   split = f'{plan.source.split}[{int(pos[0])}:{int(pos[1]) + 1}]'
   ds = plan.builder.as_dataset(split=split, shuffle_files=False)
-  k = plan.resample_step
-  ds = ds.filter(lambda ex: ex['index'] % k == 0).take(len(hi))
+  keep = tf.constant(plan.resample_keep)
+  ds = ds.filter(lambda ex: tf.gather(keep, ex['index'])).take(len(hi))
   ds = ds.map(lambda ex: {**{key: ex[key] for key in _ANN_KEYS}, 'image': ex['image'],
                           'imgname': ex['imgname'], 'index': ex['index'],
                           'cam_focal': ex['cam_focal'], 'cam_center': ex['cam_center'],

@@ -17,8 +17,9 @@ Output (DIR):
   meta.json            counts, seed, generator version, body model path + sha256, timing, layout
   preview.png          16 samples spread over the set, with box, 2D joints and skeleton drawn
 
-Every npz also holds two extra int64 arrays (ignored by `annotations.load`): `sequence` (N,) and
-`frame` (N,) (frame index inside its sequence).
+Every npz also holds the optional annotation fields `sequence` (N,) int64 (sequence id) and
+`frame` (N,) int64 (frame index inside its sequence), read by `annotations.load`; resampling
+(`annotations.resample_keep`) thins frames within each sequence.
 
 Annotation fields (joint_set 'smpl24': the 24 SMPL kinematic joints, `smpl.forward(...).joints`):
   pose (72,)   axis-angle; pose[:3] is the global orientation in the CAMERA frame (OpenCV: +x right,
@@ -67,7 +68,6 @@ import multiprocessing
 import os
 import sys
 import time
-import zipfile
 
 import numpy as np
 from jaxtyping import Float, UInt8
@@ -712,6 +712,8 @@ def _stack(rows: list[dict], with_subject: bool) -> dict:
         "cam_center": np.stack([r["cam_center"] for r in rows]).astype(np.float32),
         "cam_t": np.stack([r["cam_t"] for r in rows]).astype(np.float32),
         "action": np.array([r["action"] for r in rows]),
+        "sequence": np.array([r["sequence"] for r in rows], np.int64),
+        "frame": np.array([r["frame"] for r in rows], np.int64),
     }
     if with_subject:
         out["subject"] = np.array([r["subject"] for r in rows])
@@ -719,15 +721,10 @@ def _stack(rows: list[dict], with_subject: bool) -> dict:
 
 
 def _save(path: str, rows: list[dict], with_subject: bool) -> None:
-    """annotations.save_spin, then the extra int arrays `sequence` and `frame`; atomic."""
+    """annotations.save_spin (with `sequence` and `frame`); atomic."""
     from hmr_jax.data import annotations as ann_lib
     tmp = path + ".tmp.npz"
     ann_lib.save_spin(tmp, _stack(rows, with_subject))
-    with zipfile.ZipFile(tmp, "a") as z:
-        for key in ("sequence", "frame"):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array([r[key] for r in rows], np.int64))
-            z.writestr(f"{key}.npy", buf.getvalue())
     os.replace(tmp, path)
 
 

@@ -10,7 +10,9 @@ One annotation file is split by subject when subjects are known (a `subject` fie
 image names: S1, S5, S6, S7, S8 train; S9, S11 validation), otherwise the last `val_fraction` of
 rows is validation. Records keep the encoded image bytes untouched (JPEG or PNG, no re-encoding)
 and the annotation tensors; examples are written in index order (`disable_shuffling`), and the
-metadata holds the joint set and each split's kept sample indices. Unusable samples (missing /
+metadata holds the joint set, each split's kept sample indices (`indices_<split>`) and their
+resampling ranks (`resample_rank_<split>`, `annotations.resample_rank`: frame order within each
+sequence when the annotations carry frames). Unusable samples (missing /
 corrupt image, non-finite annotation, box outside the image) are skipped with a warning and
 counted in the metadata (`skipped_<split>`); `strict=True` raises instead, naming the sample.
 """
@@ -21,7 +23,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from PIL import Image
 
 from hmr_jax.data import annotations as ann_lib
@@ -74,13 +75,6 @@ class HmrFolder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
 
-  # TFDS's default code_path lookup needs the `importlib_resources` backport (not installed here:
-  # ModuleNotFoundError); our builder's code is just this file.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
-
   def __init__(self, *, image_root: str | None = None,
                annotations: str | Mapping[str, str] | None = None, val_fraction: float = 0.1,
                strict: bool = False, **kwargs):
@@ -118,6 +112,8 @@ class HmrFolder(tfds.core.GeneratorBasedBuilder):
       joint_sets.add(ann.joint_set)
       keep, bad = self._scan(ann, rows, split)
       self.info.metadata[f'indices_{split}'] = [int(i) for i in range(len(rows)) if keep[i]]
+      ranks = ann_lib.resample_rank(ann.select(rows))  # frame order within sequences, else position
+      self.info.metadata[f'resample_rank_{split}'] = [int(r) for r in ranks[keep]]
       self.info.metadata[f'skipped_{split}'] = len(bad)
       gens[split] = self._generate_examples(ann, rows, keep)
     if len(joint_sets) != 1:
