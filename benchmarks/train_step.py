@@ -1,0 +1,443 @@
+"""Full HMR training step, images/s: hmr_jax (jit, the trainer's real train_step) vs PyTorch.
+
+    python benchmarks/train_step.py [--batch 8] [--img-size 224] [--steps 3] [--depth 50]
+        [--dtype float32|bfloat16] [--variants default] [--no-torch]
+
+One step = ResNet encoder (train mode BatchNorm), 5 regressor iterations (2 x FC-1024 +
+dropout 0.5), SMPL forward of the prediction and of the ground truth, every loss of
+configs/h36m_hmr.py (vertex L2/L1, beta, pose, 3D joints, 2D joints, adversarial), the Adam
+update of the generator and the Adam update of the 25 discriminators (23 per joint, whole pose,
+shape; LSGAN, fed every regressor iteration as fakes and the batch's GT as reals).
+
+The PyTorch side is written here in plain torch.nn (torchvision is not installable): the same
+ResNet (v1.5, NCHW), regressor, discriminators, losses and optimisers; SMPL through
+`smplx.lbs.lbs`. torch runs on 2 threads. Both use the same SMPL-sized body model
+(random SMPL-sized arrays: 6890 vertices, 10 shape and 207 pose directions; `--body default`
+takes hmr_jax.body_model's procedural model instead).
+
+The implementations are timed round-robin (one step of each per round), so load from other
+processes on the machine hits all of them alike; the median step time of each is reported.
+JAX variants (`--variants`) are the same train_step compiled with different XLA compiler
+options (see VARIANTS), each with its own state, all in the same process; the suffix
+`+bf16` runs the encoder in bfloat16. Each JAX variant prints its loss after the first step (same init, same batch: the
+variants must agree).
+
+Measured here (2 shared AVX2 cores, load about 3, batch 8, 224 px, ResNet-50, float32):
+before models/resnet.py computed 1x1 convolutions as matmuls (PointwiseConv) and the max pool
+as slices: jax 0.87 images/s; after: 1.51 images/s; torch 0.63 images/s (torch slows down
+badly under load: on a quiet machine one step took torch 2.1 s, jax 2.7 s). Trace + compile
+about 42 CPU s (45-48 s wall).
+"""
+
+import argparse
+import functools
+import importlib.util
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# XLA compiler options per variant (passed to `Lowered.compile`; same effect as XLA_FLAGS).
+VARIANTS = {
+    "default": {},
+    "fast_math": {"xla_cpu_enable_fast_math": True},
+    "onednn": {"xla_cpu_use_onednn": True},
+    "onednn_cc": {"xla_cpu_experimental_onednn_custom_call": True},
+    "no_xnnpack": {"xla_cpu_use_xnnpack": False},
+    "xnn_dot": {"xla_cpu_experimental_xnn_fusion_type": "dot,eltwise,reduce"},
+    "xnn_graph": {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"},
+    "ynn": {"xla_cpu_experimental_ynn_fusion_type": "dot,eltwise,reduce"},
+    "no_eigen_mt": {"xla_cpu_multi_thread_eigen": False},
+    "vec512": {"xla_cpu_prefer_vector_width": 512},
+    "fast_compile": {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"},
+    "fast_runtime": {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_RUNTIME"},
+}
+
+
+def smpl_sized_arrays(seed=0):
+    """Random but well-formed arrays of SMPL's sizes (6890 vertices), in the SMPL file layout."""
+    rng = np.random.default_rng(seed)
+    v = 6890
+    weights = rng.random((v, 24)) ** 8
+    weights /= weights.sum(1, keepdims=True)
+    j_reg = rng.random((24, v)) * (rng.random((24, v)) < 0.01)
+    j_reg /= j_reg.sum(1, keepdims=True)
+    parents = np.array([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21])
+    return dict(
+        v_template=rng.normal(0, 0.3, (v, 3)), shapedirs=rng.normal(0, 0.03, (v, 3, 10)),
+        posedirs=rng.normal(0, 0.01, (v, 3, 207)), J_regressor=j_reg, weights=weights,
+        kintree_table=np.stack([parents, np.arange(24)]), f=rng.integers(0, v, (13776, 3)),
+    )  # fmt: skip
+
+
+def load_config(args):
+    path = REPO / "configs" / "h36m_hmr.py"
+    spec = importlib.util.spec_from_file_location("bench_config_h36m_hmr", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.data.batch_size = args.batch
+    c.data.img_size = args.img_size
+    c.model.depth = args.depth
+    c.model.dtype = args.dtype
+    return c
+
+
+def make_batch(b, img_size, smpl_host, seed=0):
+    """A random but well-formed batch (GT joints/keypoints from the body model)."""
+    from hmr_jax import geometry, smpl  # pylint: disable=g-import-not-at-top
+
+    rng = np.random.default_rng(seed)
+    pose = (0.3 * rng.standard_normal((b, 72))).astype(np.float32)
+    pose[:, :3] = [np.pi, 0.0, 0.0]
+    shape = rng.standard_normal((b, 10)).astype(np.float32)
+    joints = np.asarray(smpl.forward(smpl_host, shape, pose).joints)
+    joints = joints - joints[:, :1]
+    cam = np.broadcast_to(np.array([0.9, 0.0, 0.2], np.float32), (b, 3))
+    xy = (np.asarray(geometry.weak_perspective_project(joints, cam)) + 1.0) * img_size / 2.0
+    ones = np.ones((b, 24, 1), np.float32)
+    return dict(
+        image=rng.standard_normal((b, img_size, img_size, 3)).astype(np.float32),
+        keypoints_2d=np.concatenate([xy, ones], -1).astype(np.float32),
+        joints_3d=np.concatenate([joints, ones], -1).astype(np.float32),
+        pose=pose, shape=shape,
+        has_smpl=np.ones((b,), np.float32), has_joints_3d=np.ones((b,), np.float32),
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ JAX
+
+
+class JaxRunner:
+    """The trainer's own train_step, jitted with the state donated, compiled with `options`."""
+
+    def __init__(self, name, config, smpl_model, batch, options):
+        from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
+
+        self.name = name
+        models = trainer.make_models(config)
+        step_fn = trainer.make_train_step(config, models, "smpl24")
+        self.state = jax.jit(functools.partial(trainer.init_state, config, models))(jax.random.PRNGKey(0))
+        self.batch = jax.device_put(batch)
+        self.smpl_model = smpl_model
+        t0, c0 = time.perf_counter(), time.process_time()
+        lowered = jax.jit(step_fn, donate_argnums=(0,)).lower(self.state, self.batch, smpl_model)
+        t1 = time.perf_counter()
+        self.compiled = lowered.compile(compiler_options=options or None)
+        t2, c2 = time.perf_counter(), time.process_time()
+        self.trace_s, self.compile_s, self.compile_cpu_s = t1 - t0, t2 - t1, c2 - c0
+        t0 = time.perf_counter()
+        self.step()
+        self.first_run_s = time.perf_counter() - t0
+
+    def step(self):
+        self.state, metrics = self.compiled(self.state, self.batch, self.smpl_model)
+        jax.block_until_ready((self.state, metrics))
+        self.metrics = metrics
+
+
+# ---------------------------------------------------------------------------------------- torch
+
+
+def make_torch_runner(config, smpl_arrays, batch_np, threads, channels_last):
+    import smplx.lbs  # pylint: disable=g-import-not-at-top
+    import torch  # pylint: disable=g-import-not-at-top
+    from torch import nn  # pylint: disable=g-import-not-at-top
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+
+    class Bottleneck(nn.Module):
+        expansion = 4
+
+        def __init__(self, in_ch, ch, stride):
+            super().__init__()
+            out = ch * 4
+            self.conv1 = nn.Conv2d(in_ch, ch, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(ch)
+            self.conv2 = nn.Conv2d(ch, ch, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(ch)
+            self.conv3 = nn.Conv2d(ch, out, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or in_ch != out:
+                self.downsample = nn.Sequential(nn.Conv2d(in_ch, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+
+        def forward(self, x):
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.relu(self.bn2(self.conv2(y)))
+            y = self.bn3(self.conv3(y))
+            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    class BasicBlock(nn.Module):
+        expansion = 1
+
+        def __init__(self, in_ch, ch, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_ch, ch, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(ch)
+            self.conv2 = nn.Conv2d(ch, ch, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(ch)
+            self.relu = nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or in_ch != ch:
+                self.downsample = nn.Sequential(nn.Conv2d(in_ch, ch, 1, stride, bias=False), nn.BatchNorm2d(ch))
+
+        def forward(self, x):
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+    class ResNet(nn.Module):
+        def __init__(self, depth, width):
+            super().__init__()
+            block, sizes = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+                            50: (Bottleneck, (3, 4, 6, 3))}[depth]
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            layers, in_ch = [], width
+            for s, n in enumerate(sizes):
+                for i in range(n):
+                    layers.append(block(in_ch, width * 2**s, (1 if s == 0 else 2) if i == 0 else 1))
+                    in_ch = width * 2**s * block.expansion
+            self.layers = nn.Sequential(*layers)
+            self.num_features = in_ch
+
+        def forward(self, x):
+            return torch.mean(self.layers(self.stem(x)), dim=(2, 3))
+
+    def rodrigues(aa):  # (..., 3) -> (..., 3, 3)
+        t2 = (aa * aa).sum(-1, keepdim=True)
+        t = torch.sqrt(t2 + 1e-12)
+        a, b = torch.sin(t) / t, (1 - torch.cos(t)) / (t2 + 1e-12)
+        x, y, z = aa.unbind(-1)
+        zero = torch.zeros_like(x)
+        k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(aa.shape[:-1] + (3, 3))
+        eye = torch.eye(3, dtype=aa.dtype)
+        return eye + a[..., None] * k + b[..., None] * (k @ k)
+
+    class Regressor(nn.Module):
+        def __init__(self, in_features, n_iter, hidden=1024, dropout=0.5):
+            super().__init__()
+            from hmr_jax.models import regressor as reg_lib  # pylint: disable=g-import-not-at-top
+            mean = np.concatenate([np.asarray(m, np.float32).ravel() for m in reg_lib.default_mean_params("aa")])
+            self.register_buffer("mean", torch.tensor(mean))
+            n_out = mean.size
+            self.fc1 = nn.Linear(in_features + n_out, hidden)
+            self.fc2 = nn.Linear(hidden, hidden)
+            self.drop = nn.Dropout(dropout)
+            self.out = nn.Linear(hidden, n_out)
+            nn.init.xavier_uniform_(self.out.weight, gain=0.01)
+            self.n_iter = n_iter
+
+        def forward(self, feats):
+            params = self.mean.expand(feats.shape[0], -1)
+            its = []
+            for _ in range(self.n_iter):
+                x = torch.cat([feats, params], -1)
+                x = self.drop(torch.relu(self.fc1(x)))
+                x = self.drop(torch.relu(self.fc2(x)))
+                params = params + self.out(x)
+                its.append(params)
+            allp = torch.stack(its)  # (n, B, 85)
+            return allp[..., :72], allp[..., 72:82], allp[..., 82:]
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.joint = nn.Sequential(nn.Linear(9, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+            self.joint_out_w = nn.Parameter(torch.randn(23, 32) / np.sqrt(32))
+            self.joint_out_b = nn.Parameter(torch.zeros(23))
+            self.pose = nn.Sequential(nn.Linear(736, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                                      nn.Linear(1024, 1))
+            self.shape = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 1))
+
+        def forward(self, rotmat23, betas):
+            b = rotmat23.shape[0]
+            f = self.joint(rotmat23.reshape(b, 23, 9))  # (B, 23, 32)
+            joint_logits = torch.einsum("bjc,jc->bj", f, self.joint_out_w) + self.joint_out_b
+            return torch.cat([joint_logits, self.pose(f.reshape(b, -1)), self.shape(betas)], -1)  # (B, 25)
+
+    # SMPL arrays (file layout: shapedirs (V, 3, K), posedirs (V, 3, 207)) in smplx's layout.
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    parents = np.asarray(smpl_arrays["kintree_table"])[0].astype(np.int64)
+    parents[0] = -1
+    smpl_t = dict(v_template=t(smpl_arrays["v_template"]), shapedirs=t(smpl_arrays["shapedirs"]),
+                  posedirs=t(np.asarray(smpl_arrays["posedirs"]).reshape(-1, 207).T),
+                  J_regressor=t(smpl_arrays["J_regressor"]), parents=torch.tensor(parents),
+                  lbs_weights=t(smpl_arrays["weights"]))
+
+    def smpl_forward(betas, rotmat):
+        verts, joints = smplx.lbs.lbs(betas, rotmat, pose2rot=False, **smpl_t)
+        return verts, joints
+
+    w = {k: float(x) for k, x in config.loss_weights.items()}
+    img_size = config.data.img_size
+    encoder = ResNet(config.model.depth, config.model.width)
+    regressor = Regressor(encoder.num_features, config.model.n_iter, config.model.hidden[0], config.model.dropout)
+    disc = Discriminator()
+    gen_modules = nn.ModuleList([encoder, regressor])
+    if channels_last:
+        encoder.to(memory_format=torch.channels_last)
+    gen_opt = torch.optim.Adam(gen_modules.parameters(), lr=config.optim.gen.learning_rate)
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=config.optim.disc.learning_rate)
+    gen_modules.train()
+    disc.train()
+
+    tb = {k: torch.tensor(x) for k, x in batch_np.items()}
+    images = tb["image"].permute(0, 3, 1, 2).contiguous()  # NCHW
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    mask = tb["has_smpl"]
+
+    def masked_mean(x):
+        return (mask * x).sum() / mask.sum().clamp(min=1.0)
+
+    def step():
+        with torch.no_grad():
+            gt_rotmat = rodrigues(tb["pose"].reshape(-1, 24, 3))
+            gt_verts, _ = smpl_forward(tb["shape"], gt_rotmat)
+        feats = encoder(images)
+        theta, betas, cam = regressor(feats)
+        n_it, b = theta.shape[:2]
+        rotmat_all = rodrigues(theta.reshape(n_it, b, 24, 3))  # (n, B, 24, 3, 3)
+        rotmat = rotmat_all[-1]
+        verts, joints = smpl_forward(betas[-1], rotmat)
+        fake_rot = rotmat_all.reshape(n_it * b, 24, 3, 3)
+        fake_betas = betas.reshape(n_it * b, -1)
+        d = verts - gt_verts
+        pred_c = joints - joints[:, :1]
+        gt3 = tb["joints_3d"]
+        gt_c = gt3[..., :3] - gt3[:, :1, :3]
+        proj = cam[-1][:, None, 0:1] * (joints[..., :2] + cam[-1][:, None, 1:3])
+        kp = tb["keypoints_2d"]
+        gt2 = 2.0 * kp[..., :2] / img_size - 1.0
+        terms = dict(
+            vertex_l2=masked_mean((d**2).sum(-1).mean(-1)),
+            vertex_l1=masked_mean(d.abs().sum(-1).mean(-1)),
+            beta=masked_mean(((betas[-1] - tb["shape"]) ** 2).sum(-1)),
+            pose=masked_mean(((rotmat - gt_rotmat) ** 2).sum((-2, -1)).mean(-1)),
+            joints_3d=masked_mean((gt3[..., 3] * ((pred_c - gt_c) ** 2).sum(-1)).mean(-1)),
+            joints_2d=((kp[..., 2] * (proj - gt2).abs().sum(-1)).mean(-1)).mean(),
+            adversarial=((disc(fake_rot[:, 1:], fake_betas) - 1.0) ** 2).mean(0).sum(),
+        )
+        total = sum(w[k] * v for k, v in terms.items())
+        gen_opt.zero_grad(set_to_none=True)
+        disc_opt.zero_grad(set_to_none=True)  # the generator's backward also reaches D
+        total.backward()
+        gen_norm = torch.sqrt(sum((p.grad**2).sum() for p in gen_modules.parameters() if p.grad is not None))
+        gen_opt.step()
+        # Discriminator update on detached fakes and the batch's GT as reals.
+        disc_opt.zero_grad(set_to_none=True)
+        d_real = disc(gt_rotmat[:, 1:], tb["shape"])
+        d_fake = disc(fake_rot[:, 1:].detach(), fake_betas.detach())
+        d_loss = masked_mean(((d_real - 1.0) ** 2).sum(-1)) + (d_fake**2).mean(0).sum()
+        (config.adversarial.disc_loss_weight * d_loss).backward()
+        disc_opt.step()
+        return float(total.detach()), float(d_loss.detach()), float(gen_norm)
+
+    return step
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of each implementation")
+    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--variants", default="default",
+                        help=f"comma-separated JAX variants (XLA options) from {sorted(VARIANTS)}; "
+                             "suffix '+bf16': encoder in bfloat16")
+    parser.add_argument("--body", default="smpl-sized", choices=("smpl-sized", "default"),
+                        help="random SMPL-sized arrays (6890 vertices) or hmr_jax.body_model's procedural model")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--torch-channels-last", action="store_true")
+    parser.add_argument("--matmul-precision", default=None,
+                        help="jax.default_matmul_precision for the JAX step (e.g. 'bfloat16', 'float32')")
+    args = parser.parse_args()
+
+    from hmr_jax import body_model, smpl  # pylint: disable=g-import-not-at-top
+
+    if args.matmul_precision:
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    config = load_config(args)
+    if args.body == "default":
+        path = str(body_model.default_body_model_path())
+        with np.load(path, allow_pickle=False) as f:
+            smpl_arrays = {k: f[k] for k in f.files}
+        smpl_host = smpl.load(path)
+    else:
+        smpl_arrays = smpl_sized_arrays()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "smpl_sized.npz")
+            np.savez(path, **smpl_arrays)
+            smpl_host = smpl.load(path)
+    batch = make_batch(args.batch, args.img_size, smpl_host)
+    smpl_model = jax.device_put(smpl_host)
+    print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
+          f"body {args.body} ({smpl_host.v_template.shape[0]} vertices), "
+          f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}", flush=True)
+
+    runners = []
+    for spec in args.variants.split(","):
+        name, *suffixes = spec.split("+")
+        if name not in VARIANTS:
+            raise SystemExit(f"--variants: unknown variant {name!r}; expected one of {sorted(VARIANTS)}")
+        cfg = load_config(args)  # a fresh copy
+        for suffix in suffixes:
+            if suffix == "bf16":
+                cfg.model.dtype = "bfloat16"
+            else:
+                raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16")
+        r = JaxRunner(f"jax:{spec}", cfg, smpl_model, batch, VARIANTS[name])
+        print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
+              f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
+              f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "
+              f"disc {float(r.metrics['loss/disc']):.6f}; "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
+        runners.append((r.name, r.step))
+    if not args.no_torch:
+        import torch  # pylint: disable=g-import-not-at-top
+
+        tstep = make_torch_runner(config, smpl_arrays, batch, args.torch_threads, args.torch_channels_last)
+        t0 = time.perf_counter()
+        tstep()  # warm-up
+        print(f"{'torch ' + torch.__version__:>22}: first step {time.perf_counter() - t0:5.2f} s, "
+              f"{torch.get_num_threads()} threads", flush=True)
+        runners.append((f"torch{'-cl' if args.torch_channels_last else ''}", tstep))
+
+    times = {name: [] for name, _ in runners}
+    cpu = {name: [] for name, _ in runners}
+    loads = []
+    for _ in range(args.steps):
+        for name, fn in runners:
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+        loads.append(os.getloadavg()[0])
+    ref = next((n for n in times if n.startswith("torch")), None)
+    print(f"\n{'implementation':>22} {'median s/step':>14} {'images/s':>9} {'vs torch':>9} {'CPU s/step':>11}"
+          "   per-step wall s")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        ratio = f"{statistics.median(times[ref]) / med:8.2f}x" if ref else "        -"
+        print(f"{name:>22} {med:14.3f} {args.batch / med:9.2f} {ratio} {statistics.median(cpu[name]):11.2f}   "
+              f"{' '.join(f'{t:.2f}' for t in ts)}")
+    print(f"load average during the timed steps: {min(loads):.2f}..{max(loads):.2f} (2 cores)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""HMR with the adversarial prior on Human3.6M (the report's best row of Table 1).
+
+ResNet-50 encoder, 5-iteration regressor (2 x 1024, dropout 0.5), Adam, SPIN-style image and
+pose augmentation, every 2nd frame kept (resample 0.5), 25 discriminators (LSGAN) fed with the
+training set's ground-truth SMPL parameters. Every other config file starts from this one.
+
+Data: a SPIN-layout annotation file of the H36M subjects (train S1, S5, S6, S7, S8; validation
+S9, S11, chosen by `annotations.split_indices`), its images under `data.image_root`, and SPIN's
+24-joint regressor as a (24, V) .npy (`tools/` converts SPIN's J_regressor_extra + H36M files).
+
+Run:
+    python -m hmr_jax.train --config=configs/h36m_hmr.py --workdir=workdirs/h36m_hmr \
+        --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_regressor_spin24.npy
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    del arg
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.body_model_path = ""  # '' = the procedural default body (hmr_jax.body_model); or SMPL .pkl/.npz
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "folder"  # 'folder' (images + annotation npz) or 'tfds' (records in data.dir)
+    c.data.dir = "data/h36m"
+    c.data.annotations = "h36m_train.npz"  # relative to data.dir unless absolute
+    c.data.image_root = "images"  # relative to data.dir unless absolute
+    c.data.train_split = "train"  # folder: 'train' / 'validation' of split_indices; '' = whole file
+    c.data.val_split = "validation"  # '' = no validation
+    c.data.val_fraction = 0.1  # files without subjects: the last 10% validate
+    c.data.resample_ratio = 0.5  # keep every 2nd frame of the training split
+    c.data.img_size = 224
+    c.data.batch_size = 64  # global (all hosts)
+    c.data.eval_batch_size = 64
+    c.data.shuffle_buffer = 4096  # tfds source only
+    c.data.threads = 0  # tf.data private threads (0 = default)
+    c.data.strict = False  # True: a corrupt image stops training
+    c.data.joint_regressor = ""  # (24, V) .npy for 'spin24' annotation files
+    c.data.augment = ml_collections.ConfigDict(dict(
+        enabled=True, rot_std_deg=30.0, rot_max_deg=60.0, rot_prob_zero=0.6, scale_std=0.25,
+        scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4))
+    c.data.synthetic = ml_collections.ConfigDict(dict(num=0, seed=0))  # num > 0: generate if missing
+
+    c.model = ml_collections.ConfigDict()
+    c.model.depth = 50
+    c.model.width = 64
+    c.model.dtype = "float32"  # encoder compute dtype ('bfloat16' on accelerators)
+    c.model.rot_repr = "aa"  # regressor's rotation output: 'aa' (report) or '6d' (SPIN)
+    c.model.hidden = (1024, 1024)
+    c.model.dropout = 0.5
+    c.model.n_iter = 5
+    c.model.final_init_gain = 0.01
+    c.model.bn_momentum = 0.9
+    c.model.zero_init_residual = False
+    c.model.pretrained_encoder = ""  # .npz from tools/convert_resnet50_weights.py
+    c.model.disc = ml_collections.ConfigDict(dict(
+        joint_hidden=(32, 32), pose_hidden=(1024, 1024), shape_hidden=(10, 5)))
+
+    c.loss_weights = ml_collections.ConfigDict(dict(
+        vertex_l2=1.0, vertex_l1=1.0, beta=0.001, pose=1.0, joints_3d=5.0, joints_2d=5.0,
+        adversarial=0.1))
+    c.adversarial = ml_collections.ConfigDict()
+    c.adversarial.disc_loss_weight = 1.0  # 0 with loss_weights.adversarial 0: no discriminator
+    c.adversarial.prior_file = ""  # npz with pose (N, 72), shape (N, 10); '' = the batch's GT
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.gen = _optimizer("adam", 5e-5)
+    c.optim.disc = _optimizer("adam", 1e-4)
+    c.optim.plateau = ml_collections.ConfigDict(dict(
+        enabled=False, factor=0.5, patience=5, cooldown=0, rtol=1e-3, min_scale=0.01))
+
+    c.train = ml_collections.ConfigDict()
+    c.train.num_steps = 200_000
+    c.train.log_every = 100
+    c.train.eval_every = 5_000
+    c.train.checkpoint_every = 5_000
+    c.train.keep_checkpoints = 3
+    c.train.image_every = 5_000
+    c.train.num_images = 8
+    c.train.nan_policy = "stop"  # 'stop' (report the term) or 'skip' (drop that update)
+    c.train.progress_bar = True
+
+    c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
+    c.images = ml_collections.ConfigDict(dict(focal_length_224=5000.0))  # drawing only
+    return c
+
+
+def _optimizer(name, learning_rate):
+    return ml_collections.ConfigDict(dict(
+        name=name, learning_rate=learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+        momentum=0.9, clip_norm=0.0, schedule="constant", warmup_steps=0, end_factor=0.01,
+        decay_every=50_000, decay_factor=0.1))

@@ -1,0 +1,996 @@
+"""Training of HMR: `TrainState`, the pure `train_step` / `eval_step`, and the training loop.
+
+Read top to bottom in stages: config checks, optimisers, state, steps, input, loop.
+
+* `TrainState` is one pytree: step, generator params / batch stats / optimiser state,
+  discriminator params / optimiser state, reduce-on-plateau state and the RNG key. The data
+  position is the step (the input pipeline restarts at `make_iterator(start_step=step)`).
+* `train_step(state, batch, smpl_model, prior)` is pure; it is compiled once with `jax.jit`,
+  the state donated, the batch sharded over the mesh axis 'data' and everything else
+  replicated. Generator and discriminator are updated in the same step.
+* The NNX modules stay behind `hmr_jax.models.hmr`'s pure `apply_*` functions; their static
+  graphdefs live in `Models`, outside the state.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from hmr_jax import checkpoint as ckpt_lib
+from hmr_jax import geometry
+from hmr_jax import joints as joints_lib
+from hmr_jax import losses
+from hmr_jax import metrics as metrics_lib
+from hmr_jax import smpl
+from hmr_jax.data import augment as augment_lib
+from hmr_jax.models import hmr as hmr_lib
+
+PyTree = Any
+Batch = Mapping[str, Any]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "warmup_cosine", "step")
+NAN_POLICIES = ("stop", "skip")
+ROT_REPRS = ("aa", "6d")
+ENCODER_DEPTHS = (18, 34, 50)
+DTYPES = ("float32", "bfloat16")
+EVAL_METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2")
+METRICS_FILE = "metrics.jsonl"
+
+
+# ----------------------------------------------------------------------------------- config checks
+
+
+class ConfigError(ValueError):
+    """A config value is missing or invalid; the message names the key."""
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        try:
+            node = node[part]
+        except (KeyError, AttributeError):
+            raise ConfigError(f"config: missing key '{key}'") from None
+    return node
+
+
+def _check(config, key: str, ok: Callable[[Any], bool], expected: str) -> Any:
+    value = _get(config, key)
+    try:
+        good = ok(value)
+    except Exception:  # pylint: disable=broad-except  (a wrong type fails the check)
+        good = False
+    if not good:
+        raise ConfigError(f"config '{key}': expected {expected}, found {value!r}")
+    return value
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(config, key):
+    return _check(config, key, lambda v: _is_int(v) and v > 0, "a positive integer")
+
+
+def _nonneg_int(config, key):
+    return _check(config, key, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+
+
+def _nonneg(config, key):
+    return _check(config, key, lambda v: _is_num(v) and v >= 0, "a finite number >= 0")
+
+
+def _positive(config, key):
+    return _check(config, key, lambda v: _is_num(v) and v > 0, "a finite number > 0")
+
+
+def _unit(config, key):
+    return _check(config, key, lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
+
+
+def _one_of(config, key, names):
+    return _check(config, key, lambda v: v in names, f"one of {list(names)}")
+
+
+def _file_or_empty(config, key):
+    return _check(config, key, lambda v: isinstance(v, str) and (not v or os.path.isfile(v)),
+                  "'' or an existing file")
+
+
+def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
+    name = _one_of(config, f"{prefix}.name", OPTIMIZERS)
+    _positive(config, f"{prefix}.learning_rate")
+    _nonneg(config, f"{prefix}.clip_norm")
+    if name in ("adam", "adamw"):
+        _unit(config, f"{prefix}.b1")
+        _unit(config, f"{prefix}.b2")
+        _positive(config, f"{prefix}.eps")
+    if name == "adamw":
+        _nonneg(config, f"{prefix}.weight_decay")
+    if name == "sgd":
+        _unit(config, f"{prefix}.momentum")
+    sched = _one_of(config, f"{prefix}.schedule", SCHEDULES)
+    _nonneg_int(config, f"{prefix}.warmup_steps")
+    if sched == "warmup_cosine":
+        _unit(config, f"{prefix}.end_factor")
+    if sched == "step":
+        _positive_int(config, f"{prefix}.decay_every")
+        _check(config, f"{prefix}.decay_factor", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
+    if _get(config, f"{prefix}.warmup_steps") > num_steps:
+        raise ConfigError(f"config '{prefix}.warmup_steps': expected <= train.num_steps ({num_steps}), "
+                          f"found {_get(config, prefix + '.warmup_steps')}")
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None,
+                    num_processes: int = 1) -> None:
+    """Check every config value the trainer uses; raise `ConfigError` naming the first bad key.
+
+    Runs before any data is read or anything is compiled.
+    """
+    _nonneg_int(config, "seed")
+    # data
+    _one_of(config, "data.source", ("folder", "tfds"))
+    _check(config, "data.dir", lambda v: isinstance(v, str), "a dataset directory ('' = beside the workdir)")
+    _check(config, "data.annotations", lambda v: isinstance(v, str), "an annotation .npz path (folder source)")
+    _check(config, "data.image_root", lambda v: isinstance(v, str), "an image directory ('' = data.dir)")
+    _check(config, "data.train_split", lambda v: isinstance(v, str), "a split name ('' = whole file)")
+    _check(config, "data.val_split", lambda v: isinstance(v, str), "a split name ('' for no validation)")
+    _check(config, "data.val_fraction", lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)")
+    _check(config, "data.resample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
+    _positive_int(config, "data.shuffle_buffer")
+    _nonneg_int(config, "data.threads")
+    _check(config, "data.strict", lambda v: isinstance(v, bool), "True or False")
+    _nonneg_int(config, "data.synthetic.num")
+    _nonneg_int(config, "data.synthetic.seed")
+    _check(config, "data.img_size", lambda v: _is_int(v) and v >= 16, "an integer >= 16")
+    batch = _positive_int(config, "data.batch_size")
+    eval_batch = _positive_int(config, "data.eval_batch_size")
+    _file_or_empty(config, "data.joint_regressor")
+    _check(config, "data.augment", lambda v: hasattr(v, "items"), "a group of augmentation settings")
+    try:
+        augment_lib.AugmentConfig.from_mapping({**config.data.augment, "img_size": config.data.img_size})
+    except ValueError as e:
+        raise ConfigError(f"config 'data.augment': {e}") from None
+    _file_or_empty(config, "body_model_path")
+    for n, key in ((batch, "data.batch_size"), (eval_batch, "data.eval_batch_size")):
+        if num_devices is not None and n % num_devices:
+            raise ConfigError(f"config '{key}': expected a multiple of the {num_devices} devices, found {n}")
+        if n % num_processes:
+            raise ConfigError(f"config '{key}': expected a multiple of the {num_processes} processes, found {n}")
+    # model
+    _one_of(config, "model.depth", ENCODER_DEPTHS)
+    _positive_int(config, "model.width")
+    _one_of(config, "model.dtype", DTYPES)
+    _one_of(config, "model.rot_repr", ROT_REPRS)
+    _check(config, "model.hidden", lambda v: all(_is_int(h) and h > 0 for h in v), "a tuple of positive ints")
+    _check(config, "model.dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+    _positive_int(config, "model.n_iter")
+    _nonneg(config, "model.final_init_gain")
+    _unit(config, "model.bn_momentum")
+    _check(config, "model.zero_init_residual", lambda v: isinstance(v, bool), "True or False")
+    _file_or_empty(config, "model.pretrained_encoder")
+    for key in ("model.disc.joint_hidden", "model.disc.pose_hidden", "model.disc.shape_hidden"):
+        _check(config, key, lambda v: len(v) > 0 and all(_is_int(h) and h > 0 for h in v),
+               "a non-empty tuple of positive ints")
+    # losses
+    weights = _check(config, "loss_weights", lambda v: hasattr(v, "keys"), "a group of loss weights")
+    missing = sorted(set(losses.LOSS_TERMS) - set(weights.keys()))
+    extra = sorted(set(weights.keys()) - set(losses.LOSS_TERMS))
+    if missing or extra:
+        raise ConfigError(f"config 'loss_weights': expected exactly the terms {list(losses.LOSS_TERMS)}, "
+                          f"missing {missing}, unknown {extra}")
+    for name in losses.LOSS_TERMS:
+        _nonneg(config, f"loss_weights.{name}")
+    _nonneg(config, "adversarial.disc_loss_weight")
+    prior = _file_or_empty(config, "adversarial.prior_file")
+    if prior:
+        _check_prior_file(prior)
+    # training loop
+    num_steps = _positive_int(config, "train.num_steps")
+    _positive_int(config, "train.log_every")
+    _nonneg_int(config, "train.eval_every")
+    _nonneg_int(config, "train.checkpoint_every")
+    _positive_int(config, "train.keep_checkpoints")
+    _nonneg_int(config, "train.image_every")
+    _positive_int(config, "train.num_images")
+    _one_of(config, "train.nan_policy", NAN_POLICIES)
+    _check(config, "train.progress_bar", lambda v: isinstance(v, bool), "True or False")
+    _validate_optimizer(config, "optim.gen", num_steps)
+    _validate_optimizer(config, "optim.disc", num_steps)
+    _check(config, "optim.plateau.enabled", lambda v: isinstance(v, bool), "True or False")
+    _check(config, "optim.plateau.factor", lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)")
+    _positive_int(config, "optim.plateau.patience")
+    _nonneg_int(config, "optim.plateau.cooldown")
+    _nonneg(config, "optim.plateau.rtol")
+    _nonneg(config, "optim.plateau.min_scale")
+    _check(config, "early_stopping.metric", lambda v: v.startswith("val/") and v[4:] in EVAL_METRICS,
+           f"one of {['val/' + m for m in EVAL_METRICS]}")
+    _nonneg_int(config, "early_stopping.patience")
+    _nonneg(config, "early_stopping.min_delta")
+    if (config.early_stopping.patience or config.optim.plateau.enabled) and not (
+            config.data.val_split and config.train.eval_every):
+        raise ConfigError("config 'train.eval_every': early stopping / reduce-on-plateau need periodic "
+                          f"validation (data.val_split and train.eval_every > 0), found "
+                          f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}")
+    _positive(config, "images.focal_length_224")
+
+
+def _check_prior_file(path: str) -> None:
+    with np.load(path, allow_pickle=False) as f:
+        for key, width in (("pose", 72), ("shape", 10)):
+            if key not in f.files:
+                raise ConfigError(f"config 'adversarial.prior_file': {path!r} needs arrays 'pose' (N, 72) and "
+                                  f"'shape' (N, 10), found keys {sorted(f.files)}")
+            if f[key].ndim != 2 or f[key].shape[1] != width or f[key].shape[0] == 0:
+                raise ConfigError(f"config 'adversarial.prior_file': {path!r} array {key!r}: expected "
+                                  f"(N, {width}) with N > 0, found {f[key].shape}")
+
+
+# --------------------------------------------------------------------------------------- optimisers
+
+
+def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+    """Learning rate per step: 'constant', 'warmup_cosine' (to end_factor * lr) or 'step' decay,
+    each after `warmup_steps` of linear warm-up from 0."""
+    lr, warmup = float(cfg.learning_rate), int(cfg.warmup_steps)
+    if cfg.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1),
+                                                  end_value=lr * float(cfg.end_factor))
+    if cfg.schedule == "constant":
+        main = optax.constant_schedule(lr)
+    else:  # step
+        main = optax.exponential_decay(lr, int(cfg.decay_every), float(cfg.decay_factor), staircase=True)
+    if warmup == 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """optax chain: optional global-norm clipping, then adam / adamw / sgd on the schedule."""
+    schedule = make_schedule(cfg, num_steps)
+    if cfg.name == "adam":
+        opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    elif cfg.name == "adamw":
+        opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    else:
+        opt = optax.sgd(schedule, momentum=cfg.momentum or None)
+    parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    return optax.chain(*parts, opt), schedule
+
+
+def make_plateau(cfg: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+    """Reduce-on-plateau, fed once per evaluation with the validation metric (patience in evals)."""
+    return optax.contrib.reduce_on_plateau(
+        factor=cfg.factor, patience=cfg.patience, rtol=cfg.rtol, atol=0.0, cooldown=cfg.cooldown,
+        accumulation_size=1, min_scale=cfg.min_scale)
+
+
+# -------------------------------------------------------------------------------------------- state
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything that changes during training (one pytree; checkpointed whole)."""
+
+    step: jax.Array  # () int32; also the data position
+    gen_params: PyTree
+    gen_batch_stats: PyTree
+    gen_opt_state: PyTree
+    disc_params: PyTree
+    disc_opt_state: PyTree
+    plateau: PyTree  # optax.contrib.ReduceLROnPlateauState; scale multiplies both learning rates
+    rng: jax.Array  # (2,) uint32 raw key
+
+
+class Models(NamedTuple):
+    """Static parts: NNX graphdefs and optax transformations (closed over by the steps)."""
+
+    gen: Any
+    disc: Any
+    gen_tx: optax.GradientTransformation
+    disc_tx: optax.GradientTransformation
+    gen_schedule: optax.Schedule
+    disc_schedule: optax.Schedule
+    plateau_tx: optax.GradientTransformationExtraArgs
+
+
+def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    m = config.model
+    return dict(depth=m.depth, width=m.width, dtype=m.dtype, rot_repr=m.rot_repr, hidden=tuple(m.hidden),
+                dropout=m.dropout, n_iter=m.n_iter, final_init_gain=m.final_init_gain,
+                bn_momentum=m.bn_momentum, zero_init_residual=m.zero_init_residual)
+
+
+def discriminator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    d = config.model.disc
+    return dict(joint_hidden=tuple(d.joint_hidden), pose_hidden=tuple(d.pose_hidden),
+                shape_hidden=tuple(d.shape_hidden))
+
+
+def make_models(config: ml_collections.ConfigDict) -> Models:
+    """Graphdefs (from abstract initialisation: no arrays are allocated) and optimisers."""
+    key = jax.random.PRNGKey(0)
+    gen_def = jax.eval_shape(functools.partial(hmr_lib.init_generator, **generator_kwargs(config)), key)[0]
+    disc_def = jax.eval_shape(functools.partial(hmr_lib.init_discriminator, **discriminator_kwargs(config)), key)[0]
+    n = config.train.num_steps
+    gen_tx, gen_schedule = make_optimizer(config.optim.gen, n)
+    disc_tx, disc_schedule = make_optimizer(config.optim.disc, n)
+    return Models(gen_def, disc_def, gen_tx, disc_tx, gen_schedule, disc_schedule, make_plateau(config.optim.plateau))
+
+
+def init_state(config: ml_collections.ConfigDict, models: Models, key: jax.Array) -> TrainState:
+    """Fresh state from a raw PRNG key (pure: jit it with out_shardings, or eval_shape it)."""
+    k_gen, k_disc, k_train = jax.random.split(key, 3)
+    _, gen_params, gen_stats = hmr_lib.init_generator(k_gen, **generator_kwargs(config))
+    _, disc_params = hmr_lib.init_discriminator(k_disc, **discriminator_kwargs(config))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        gen_params=gen_params,
+        gen_batch_stats=gen_stats,
+        gen_opt_state=models.gen_tx.init(gen_params),
+        disc_params=disc_params,
+        disc_opt_state=models.disc_tx.init(disc_params),
+        plateau=models.plateau_tx.init(jnp.zeros((), jnp.float32)),
+        rng=k_train,
+    )
+
+
+def abstract_state(config, models: Models, mesh: jax.sharding.Mesh) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of the state, without allocating it."""
+    replicated = NamedSharding(mesh, P())
+    abstract = jax.eval_shape(functools.partial(init_state, config, models), jax.random.PRNGKey(0))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+
+
+def create_sharded_state(config, models: Models, mesh: jax.sharding.Mesh) -> TrainState:
+    """Initialise the state directly with replicated shardings (no host round trip)."""
+    replicated = NamedSharding(mesh, P())
+    abstract = abstract_state(config, models, mesh)
+    shardings = jax.tree.map(lambda x: x.sharding, abstract)
+    init = functools.partial(init_state, config, models)
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(config.seed))
+    if config.model.pretrained_encoder:
+        params, stats = hmr_lib.load_pretrained_encoder(state.gen_params, state.gen_batch_stats,
+                                                        config.model.pretrained_encoder)
+        put = lambda t: jax.device_put(t, replicated)  # noqa: E731
+        state = dataclasses.replace(state, gen_params=put(params), gen_batch_stats=put(stats),
+                                    gen_opt_state=jax.jit(models.gen_tx.init, out_shardings=jax.tree.map(
+                                        lambda _: replicated, abstract.gen_opt_state))(put(params)))
+    return state
+
+
+# -------------------------------------------------------------------------------------------- steps
+
+
+def _tree_where(cond, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
+def _masked_disc_real_loss(d_real, mask):
+    """Eq. (8)'s real term, sum_i mean_b (D_i - 1)^2, as a masked mean over the real samples."""
+    if mask is None:
+        return jnp.sum(jnp.mean((d_real - 1.0) ** 2, axis=0))
+    return losses.masked_mean(jnp.sum((d_real - 1.0) ** 2, axis=-1), mask)
+
+
+def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set: str) -> Callable:
+    """The pure training step `(state, batch, smpl_model, prior, regressors) -> (state, metrics)`.
+
+    `prior` is None (real samples for the discriminators = the batch's ground truth where
+    has_smpl) or {'pose': (N, 72), 'shape': (N, 10)} sampled inside the step.
+    """
+    weights = {k: float(v) for k, v in config.loss_weights.items()}
+    adversarial = weights["adversarial"] > 0 or config.adversarial.disc_loss_weight > 0
+    disc_weight = float(config.adversarial.disc_loss_weight)
+    img_size = config.data.img_size
+    skip_nonfinite = config.train.nan_policy == "skip"
+
+    def train_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
+                   prior: Mapping[str, jax.Array] | None = None,
+                   regressors: Mapping[str, jax.Array] | None = None) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(state.rng, state.step)
+        k_dropout, k_prior = jax.random.split(key)
+        has_smpl = batch["has_smpl"]  # (B,)
+        gt_rotmat = losses.pose_to_rotmat(batch["pose"])  # (B, 24, 3, 3)
+        gt_vertices = smpl.forward(smpl_model, batch["shape"], gt_rotmat).vertices  # (B, V, 3)
+        scale = state.plateau.scale
+
+        def gen_loss(params):
+            out, new_stats = hmr_lib.apply_generator(models.gen, params, state.gen_batch_stats, batch["image"],
+                                                     k_dropout, train=True)
+            body = smpl.forward(smpl_model, out["betas"], out["pose_rotmat"])
+            pred_joints = joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors)
+            its = out["iterations"]
+            n_it, b = its["betas"].shape[:2]
+            fake_rotmat = its["pose_rotmat"].reshape((n_it * b, 24, 3, 3))  # every iteration, as HMR
+            fake_betas = its["betas"].reshape((n_it * b, -1))
+            terms = {
+                "vertex_l2": losses.vertex_l2_loss(body.vertices, gt_vertices, has_smpl),
+                "vertex_l1": losses.vertex_l1_loss(body.vertices, gt_vertices, has_smpl),
+                "beta": losses.beta_l2_loss(out["betas"], batch["shape"], has_smpl),
+                "pose": losses.pose_l2_loss(out["pose_rotmat"], gt_rotmat, has_smpl),
+                "joints_3d": losses.joints_3d_l2_loss(pred_joints, batch["joints_3d"], batch["has_joints_3d"],
+                                                      joint_set),
+                "joints_2d": losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size),
+            }
+            if adversarial:
+                d_fake = hmr_lib.apply_discriminator(models.disc, state.disc_params, fake_rotmat[:, 1:], fake_betas)
+                terms["adversarial"] = losses.adversarial_generator_loss(d_fake)
+            else:
+                terms["adversarial"] = jnp.zeros((), jnp.float32)
+            total, report = losses.total_generator_loss(terms, weights)
+            return total, (report, new_stats, fake_rotmat, fake_betas)
+
+        (total, (report, new_stats, fake_rotmat, fake_betas)), grads = jax.value_and_grad(
+            gen_loss, has_aux=True)(state.gen_params)
+        updates, gen_opt_state = models.gen_tx.update(grads, state.gen_opt_state, state.gen_params)
+        updates = jax.tree.map(lambda u: u * scale, updates)
+        gen_params = optax.apply_updates(state.gen_params, updates)
+        metrics = {f"loss/{k}": v for k, v in report.items()}
+        metrics["grad_norm/gen"] = optax.tree.norm(grads)
+        finite = jnp.isfinite(total) & jnp.isfinite(metrics["grad_norm/gen"])
+
+        disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
+        if adversarial:
+            if prior is not None:
+                idx = jax.random.randint(k_prior, (batch["pose"].shape[0],), 0, prior["pose"].shape[0])
+                real_rotmat = losses.pose_to_rotmat(prior["pose"][idx])
+                real_betas, real_mask = prior["shape"][idx], None
+            else:
+                real_rotmat, real_betas, real_mask = gt_rotmat, batch["shape"], has_smpl
+            fake_rotmat = jax.lax.stop_gradient(fake_rotmat)
+            fake_betas = jax.lax.stop_gradient(fake_betas)
+
+            def disc_loss(params):
+                d_real = hmr_lib.apply_discriminator(models.disc, params, real_rotmat[:, 1:], real_betas)
+                d_fake = hmr_lib.apply_discriminator(models.disc, params, fake_rotmat[:, 1:], fake_betas)
+                loss = _masked_disc_real_loss(d_real, real_mask) + jnp.sum(jnp.mean(d_fake**2, axis=0))
+                return disc_weight * loss, (loss, d_real, d_fake)
+
+            (_, (d_loss, d_real, d_fake)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(disc_params)
+            d_updates, disc_opt_state = models.disc_tx.update(d_grads, disc_opt_state, disc_params)
+            d_updates = jax.tree.map(lambda u: u * scale, d_updates)
+            disc_params = optax.apply_updates(disc_params, d_updates)
+            metrics["loss/disc"] = d_loss
+            metrics["grad_norm/disc"] = optax.tree.norm(d_grads)
+            metrics["disc/real_mean"] = losses.masked_mean(jnp.mean(d_real, axis=-1), real_mask)
+            metrics["disc/fake_mean"] = jnp.mean(d_fake)
+            finite = finite & jnp.isfinite(d_loss) & jnp.isfinite(metrics["grad_norm/disc"])
+
+        new_state = dataclasses.replace(
+            state, step=state.step + 1, gen_params=gen_params, gen_batch_stats=new_stats,
+            gen_opt_state=gen_opt_state, disc_params=disc_params, disc_opt_state=disc_opt_state)
+        if skip_nonfinite:  # keep the old values where anything is NaN/inf; stays compiled
+            kept = _tree_where(finite, new_state, state)
+            new_state = dataclasses.replace(kept, step=state.step + 1)
+            metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
+        metrics["param_norm/gen"] = optax.tree.norm(new_state.gen_params)
+        metrics["param_norm/disc"] = optax.tree.norm(new_state.disc_params)
+        metrics["lr/gen"] = models.gen_schedule(state.step) * scale
+        metrics["lr/disc"] = models.disc_schedule(state.step) * scale
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set: str) -> Callable:
+    """Pure evaluation step -> per-batch sums {name: sum over valid samples, 'count/...': n}.
+
+    A sample counts when ``batch['mask']`` (1 = real, 0 = padding) and its label flag are set:
+    vertex metrics need has_smpl, joint metrics has_joints_3d. MPJPE/PA-MPJPE/PVE in mm,
+    v2v_l2 in m^2 (the report's score).
+    """
+
+    def metrics_of(pose_rotmat, betas, batch, gt_body, smpl_model, regressors):
+        body = smpl.forward(smpl_model, betas, pose_rotmat)
+        pred_joints = joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors)
+        gt_joints, conf = batch["joints_3d"][..., :3], batch["joints_3d"][..., 3]
+        valid = batch["mask"]
+        m_smpl = valid * batch["has_smpl"]
+        m_j3d = valid * batch["has_joints_3d"] * (jnp.sum(conf, axis=-1) > 0)
+        safe_conf = jnp.where(m_j3d[:, None] > 0, conf, 1.0)  # padded rows: avoid 0/0
+        per_sample = {
+            "mpjpe": (metrics_lib.mpjpe(pred_joints, gt_joints, root=joint_set, weights=safe_conf), m_j3d),
+            "pa_mpjpe": (metrics_lib.pa_mpjpe(pred_joints, gt_joints, weights=safe_conf), m_j3d),
+            "pve": (metrics_lib.pve(body.vertices, gt_body.vertices, body.joints[:, 0], gt_body.joints[:, 0]),
+                    m_smpl),
+            "v2v_l2": (metrics_lib.v2v_l2(body.vertices, gt_body.vertices), m_smpl),
+        }
+        sums = {k: jnp.sum(jnp.where(m > 0, v, 0.0)) for k, (v, m) in per_sample.items()}
+        sums["count/joints"] = jnp.sum(m_j3d)
+        sums["count/smpl"] = jnp.sum(m_smpl)
+        return sums
+
+    def eval_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
+                  regressors: Mapping[str, jax.Array] | None = None,
+                  baseline: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
+        out, _ = hmr_lib.apply_generator(models.gen, state.gen_params, state.gen_batch_stats, batch["image"],
+                                         None, train=False)
+        gt_body = smpl.forward(smpl_model, batch["shape"], batch["pose"])
+        sums = metrics_of(out["pose_rotmat"], out["betas"], batch, gt_body, smpl_model, regressors)
+        if baseline is not None:  # the same metrics for one constant prediction (mean pose / shape)
+            b = batch["shape"].shape[0]
+            base = metrics_of(jnp.broadcast_to(baseline["pose_rotmat"], (b, 24, 3, 3)),
+                              jnp.broadcast_to(baseline["betas"], (b, baseline["betas"].shape[-1])),
+                              batch, gt_body, smpl_model, regressors)
+            sums.update({f"mean_baseline/{k}": v for k, v in base.items()})
+        return sums
+
+    return eval_step
+
+
+def mean_body(pose: np.ndarray, shape: np.ndarray) -> dict[str, np.ndarray]:
+    """The 'mean pose and shape' predictor: per joint, the rotation closest to the mean rotation
+    matrix (SVD projection), and the mean betas. pose (N, 72) axis-angle, shape (N, K)."""
+    rot = np.asarray(geometry.axis_angle_to_matrix(jnp.asarray(pose.reshape(-1, 24, 3), jnp.float32)))
+    u, _, vt = np.linalg.svd(rot.mean(axis=0))  # (24, 3, 3)
+    d = np.sign(np.linalg.det(u @ vt))
+    u[..., :, -1] *= d[:, None]
+    return {"pose_rotmat": (u @ vt).astype(np.float32), "betas": shape.mean(axis=0).astype(np.float32)}
+
+
+def finalize_eval(sums: Mapping[str, float]) -> dict[str, float]:
+    """Per-batch sums (added over batches) -> means, as 'val/<metric>' (and
+    'val/mean_baseline/<metric>' when the baseline was evaluated)."""
+    out = {}
+    for prefix in ("", "mean_baseline/"):
+        if prefix + "count/smpl" not in sums:
+            continue
+        for k in EVAL_METRICS:
+            n = float(sums[prefix + ("count/smpl" if k in ("pve", "v2v_l2") else "count/joints")])
+            out[f"val/{prefix}{k}"] = float(sums[prefix + k]) / n if n > 0 else float("nan")
+    return out
+
+
+def make_predict(config: ml_collections.ConfigDict, models: Models) -> Callable:
+    """(state, images, smpl_model) -> camera-frame vertices (B, V, 3) for drawing."""
+    focal = config.images.focal_length_224 * config.data.img_size / 224.0
+    img_size = config.data.img_size
+
+    def predict(state: TrainState, images, smpl_model):
+        out, _ = hmr_lib.apply_generator(models.gen, state.gen_params, state.gen_batch_stats, images, None,
+                                         train=False)
+        transl = geometry.weak_perspective_to_translation(out["cam"], focal, img_size)  # (B, 3)
+        return smpl.forward(smpl_model, out["betas"], out["pose_rotmat"], transl=transl).vertices
+
+    return predict
+
+
+def update_plateau(plateau_tx, state: TrainState, value: jax.Array) -> TrainState:
+    """Feed one validation value to reduce-on-plateau (call after each evaluation)."""
+    _, plateau = plateau_tx.update(jnp.zeros((), jnp.float32), state.plateau, value=value)
+    return dataclasses.replace(state, plateau=plateau)
+
+
+# -------------------------------------------------------------------------------------------- input
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    """1-D mesh over every device of every process, axis 'data'."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def to_global(batch: Batch, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """This process's numpy batch -> global arrays sharded over 'data' (leading axis)."""
+    sharding = NamedSharding(mesh, P("data"))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def replicate(tree: PyTree, mesh: jax.sharding.Mesh) -> PyTree:
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def load_prior(path: str) -> dict[str, np.ndarray]:
+    """The adversarial prior file: real SMPL poses (N, 72) and shapes (N, 10), float32."""
+    _check_prior_file(path)
+    with np.load(path, allow_pickle=False) as f:
+        return {"pose": np.asarray(f["pose"], np.float32), "shape": np.asarray(f["shape"], np.float32)}
+
+
+def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
+    """The vertex-to-joint regressor a dataset's joint set needs (None for 'smpl24')."""
+    if joint_set == "smpl24":
+        return None
+    if not config.data.joint_regressor:
+        raise ConfigError(f"config 'data.joint_regressor': the dataset's joint set {joint_set!r} needs a "
+                          f"({joints_lib.get_joint_set(joint_set).num_joints}, V) regressor file, found ''")
+    return {joint_set: joints_lib.load_regressor(config.data.joint_regressor,
+                                                 joints_lib.get_joint_set(joint_set).num_joints)}
+
+
+def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
+    """(data dir, annotation file, image root); data.dir '' means `<workdir>/../data_<name>`."""
+    data_dir = config.data.dir or os.path.join(os.path.dirname(os.path.abspath(workdir)),
+                                               f"synthetic_{config.data.img_size}px_{config.data.synthetic.num}")
+    ann = config.data.annotations
+    ann = ann if os.path.isabs(ann) else os.path.join(data_dir, ann)
+    root = config.data.image_root
+    root = root if os.path.isabs(root) else os.path.join(data_dir, root)
+    return data_dir, ann, root
+
+
+def prepare_data(config, workdir: str, body_model_path: str) -> tuple[str, str, str]:
+    """Generate the synthetic dataset on first use (data.synthetic.num > 0; process 0 writes,
+    the others wait), then check that the files the config names exist."""
+    data_dir, ann, root = resolve_data_paths(config, workdir)
+    if config.data.source == "folder" and config.data.synthetic.num > 0 and not os.path.exists(ann):
+        if jax.process_index() == 0:
+            from hmr_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+            logging.info("Generating %d synthetic samples into %s", config.data.synthetic.num, data_dir)
+            synthetic.generate(data_dir, config.data.synthetic.num, config.data.synthetic.seed,
+                               config.data.img_size, body_model_path=body_model_path,
+                               val_fraction=config.data.val_fraction)
+        _barrier("synthetic_data")
+    if config.data.source == "folder":
+        if not os.path.isfile(ann):
+            raise ConfigError(f"config 'data.annotations': expected an annotation file, {ann!r} does not exist")
+        if not os.path.isdir(root):
+            raise ConfigError(f"config 'data.image_root': expected an image directory, {root!r} does not exist")
+    elif not os.path.isdir(data_dir):
+        raise ConfigError(f"config 'data.dir': expected a TFDS data directory, {data_dir!r} does not exist")
+    return data_dir, ann, root
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+        multihost_utils.sync_global_devices(name)
+
+
+def make_source(config, split: str, paths: tuple[str, str, str]):
+    from hmr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    data_dir, ann, root = paths
+    if config.data.source == "tfds":
+        return pipeline.TfdsSource(data_dir=data_dir, split=split)
+    return pipeline.FolderSource(annotations=ann, image_root=root, split=split or None,
+                                 val_fraction=config.data.val_fraction)
+
+
+def make_input(config, source, *, train: bool, start_step: int = 0):
+    """This host's batch iterator (per-host batch = global batch / process count)."""
+    from hmr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    n = jax.process_count()
+    batch = (config.data.batch_size if train else config.data.eval_batch_size) // n
+    augment = augment_lib.AugmentConfig.from_mapping({**config.data.augment, "img_size": config.data.img_size})
+    return pipeline.make_iterator(
+        source, batch_size=batch, train=train, augment=augment, seed=config.seed, start_step=start_step,
+        process_index=jax.process_index(), process_count=n,
+        resample_ratio=config.data.resample_ratio if train else 1.0, strict=config.data.strict,
+        shuffle_buffer=config.data.shuffle_buffer, threads=config.data.threads or None)
+
+
+# ------------------------------------------------------------------------------------ host helpers
+
+
+class StopRequest:
+    """SIGTERM handler: sets a flag the loop checks (it then saves a checkpoint and exits)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):  # pylint: disable=unused-argument
+        logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+        self.requested = True
+
+
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def nonfinite_terms(metrics: Mapping[str, Any]) -> list[str]:
+    """Names of the metrics whose value is NaN or inf."""
+    return sorted(k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v, np.float64))))
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The resolved config as workdir/config.json and a python file defining `get_config()`."""
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(workdir, "config.py"), "w") as f:
+        f.write('"""Resolved config of this run (written by hmr_jax.train); usable as --config."""\n\n'
+                "import json\n\nimport ml_collections\n\n_CONFIG = r'''\n" + text + "\n'''\n\n\n"
+                "def get_config(arg=None):\n    del arg\n"
+                "    return ml_collections.ConfigDict(json.loads(_CONFIG))\n")
+
+
+def make_writer(workdir: str, is_main: bool):
+    """clu metric writer (TensorBoard + logging) on process 0, a no-op elsewhere."""
+    try:
+        from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        logging.warning("clu metric writers unavailable (%s): logging scalars only, no TensorBoard events. "
+                        "Install the 'tensorboard' package to get them.", e)
+        return _LoggingWriter(is_main)
+    return metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
+
+
+class _LoggingWriter:
+    """Fallback with clu's MetricWriter methods, when TensorBoard is not installed."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def write_scalars(self, step, scalars):
+        if self.enabled:
+            logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(scalars.items())))
+
+    def write_images(self, step, images):  # images also go to workdir/images/*.png
+        del step, images
+
+    def write_hparams(self, hparams):
+        del hparams
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def append_jsonl(path: str, step: int, values: Mapping[str, float]) -> None:
+    row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def draw_predictions(images: np.ndarray, vertices: np.ndarray, faces: np.ndarray, focal: float,
+                     cols: int, min_size: int = 128) -> np.ndarray:
+    """Contact sheet: each input crop beside the predicted mesh drawn over it (uint8)."""
+    from hmr_jax import render  # pylint: disable=g-import-not-at-top
+    mean, std = np.asarray(augment_lib.IMAGENET_MEAN), np.asarray(augment_lib.IMAGENET_STD)
+    tiles = []
+    for img, verts in zip(images, vertices):
+        rgb = np.clip((img * std + mean) * 255.0, 0, 255).astype(np.uint8)  # (H, W, 3)
+        up = max(1, min_size // rgb.shape[0])  # small crops: render at a viewable size
+        rgb = np.repeat(np.repeat(rgb, up, axis=0), up, axis=1)
+        h, w = rgb.shape[:2]
+        result = render.render_mesh(verts, faces, focal * up, (w / 2.0, h / 2.0), (h, w))
+        tiles += [rgb, render.overlay(rgb, result)]
+    return render.contact_sheet(tiles, cols=2 * cols)
+
+
+# --------------------------------------------------------------------------------------------- loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train (resuming from workdir/checkpoints if any), evaluate, checkpoint, log.
+
+    Returns {'state', 'step', 'train' (last logged metrics), 'eval' (last validation metrics),
+    'best_metric', 'best_step', 'stopped_early', 'interrupted'}.
+    """
+    # Stage 1: config and run directory (before anything is read or compiled).
+    validate_config(config, jax.device_count(), jax.process_count())
+    is_main = jax.process_index() == 0
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        write_config(config, workdir)
+    mesh = make_mesh()
+    stop = StopRequest()  # SIGTERM from here on: checkpoint at the next step, then return
+    previous_handler = signal.signal(signal.SIGTERM, stop) if _in_main_thread() else None
+    try:
+        with jax.set_mesh(mesh):
+            return _train(config, workdir, mesh, is_main, stop)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict[str, Any]:
+    from hmr_jax import body_model  # pylint: disable=g-import-not-at-top
+
+    # Stage 2: body model and data.
+    body_model_path = config.body_model_path or str(body_model.default_body_model_path())
+    smpl_host = smpl.load(body_model_path)
+    paths = prepare_data(config, workdir, body_model_path)
+    train_source = make_source(config, config.data.train_split, paths)
+    val_source = make_source(config, config.data.val_split, paths) if config.data.val_split else None
+    smpl_model = replicate(smpl_host, mesh)
+    prior = replicate(load_prior(config.adversarial.prior_file), mesh) if config.adversarial.prior_file else None
+
+    # Stage 3: models, state (sharded), checkpoint restore.
+    models = make_models(config)
+    manager = ckpt_lib.make_manager(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    meta = {"best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False}
+    restored = ckpt_lib.restore(manager, abstract_state(config, models, mesh))
+    if restored is not None:
+        state, saved_meta = restored
+        meta.update(saved_meta)
+        logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
+    else:
+        state = create_sharded_state(config, models, mesh)
+    step = int(jax.device_get(state.step))
+    train_iter = make_input(config, train_source, train=True, start_step=step)  # resumes the data too
+    joint_set = train_iter.joint_set
+    regressors = load_regressors(config, joint_set)
+    regressors = replicate(regressors, mesh) if regressors else None
+
+    # Stage 4: compiled steps (state donated; batch sharded over 'data'; the rest replicated).
+    replicated = NamedSharding(mesh, P())
+    state_sharding = jax.tree.map(lambda x: x.sharding, state)
+    train_step = jax.jit(make_train_step(config, models, joint_set), donate_argnums=(0,),
+                         out_shardings=(state_sharding, replicated))
+    eval_step = jax.jit(make_eval_step(config, models, joint_set), out_shardings=replicated)
+    predict = jax.jit(make_predict(config, models))
+    plateau_step = jax.jit(functools.partial(update_plateau, models.plateau_tx), donate_argnums=(0,),
+                           out_shardings=state_sharding)
+
+    baseline = replicate(training_mean_body(config, paths), mesh) if val_source is not None else None
+
+    def evaluate(state) -> dict[str, float]:
+        sums = None
+        for batch in make_input(config, val_source, train=False):
+            out = jax.device_get(eval_step(state, to_global(_batch_arrays(batch), mesh), smpl_model, regressors,
+                                           baseline))
+            sums = out if sums is None else {k: sums[k] + out[k] for k in out}
+        return finalize_eval(sums)
+
+    # Stage 5: writers, image batch, signal handler.
+    writer = make_writer(workdir, is_main)
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    image_dir = os.path.join(workdir, "images")
+    image_batch = None
+    if config.train.image_every:
+        source = val_source or train_source
+        first = next(iter(make_input(config, source, train=False)))
+        image_batch = to_global({"image": first["image"]}, mesh)["image"]
+    focal = config.images.focal_length_224 * config.data.img_size / 224.0
+
+    num_steps = config.train.num_steps
+    tc = config.train
+    result = {"train": {}, "eval": {}, "stopped_early": bool(meta["stopped_early"]), "interrupted": False}
+    last_saved = manager.latest_step()
+
+    def save(state, step, best_metric=None):
+        nonlocal last_saved
+        ckpt_lib.save(manager, step, state, meta, best_metric)
+        last_saved = step
+
+    try:
+        bar = _progress_bar(is_main and tc.progress_bar, num_steps, step)
+        t0, s0 = time.time(), step
+        while step < num_steps and not meta["stopped_early"]:
+            batch = to_global(_batch_arrays(next(train_iter)), mesh)
+            state, metrics = train_step(state, batch, smpl_model, prior, regressors)
+            step += 1
+            bar.update(1)
+            if step % tc.log_every == 0 or step == num_steps:
+                values = jax.device_get(metrics)
+                bad = nonfinite_terms({k: v for k, v in values.items() if k != "skipped"})
+                if bad and tc.nan_policy == "stop":
+                    raise FloatingPointError(
+                        f"non-finite training values at step {step}: "
+                        + ", ".join(f"{k}={float(values[k])}" for k in bad)
+                        + f" (metrics are checked every train.log_every={tc.log_every} steps; "
+                        f"train.nan_policy='skip' skips such updates instead)")
+                elapsed = time.time() - t0
+                rate = (step - s0) * config.data.batch_size / max(elapsed, 1e-9)
+                values = {k: float(v) for k, v in values.items()}
+                values["perf/images_per_sec"] = rate
+                writer.write_scalars(step, values)
+                if is_main:
+                    append_jsonl(metrics_path, step, values)
+                bar.set_postfix(loss=f"{values['loss/total']:.4g}", img_s=f"{rate:.1f}")
+                result["train"] = values
+                t0, s0 = time.time(), step
+            best_value = None
+            if val_source is not None and tc.eval_every and (step % tc.eval_every == 0 or step == num_steps):
+                result["eval"] = evaluate(state)
+                writer.write_scalars(step, result["eval"])
+                if is_main:
+                    append_jsonl(metrics_path, step, result["eval"])
+                value = result["eval"][config.early_stopping.metric]
+                best_value = value
+                if meta["best_metric"] is None or value < meta["best_metric"] - config.early_stopping.min_delta:
+                    meta.update(best_metric=float(value), best_step=int(step), bad_evals=0)
+                    save(state, step, value)
+                else:
+                    meta["bad_evals"] += 1
+                    patience = config.early_stopping.patience
+                    if patience and meta["bad_evals"] >= patience:
+                        logging.info("Early stopping at step %d: %s did not improve for %d evaluations "
+                                     "(best %.6g at step %s)", step, config.early_stopping.metric,
+                                     meta["bad_evals"], meta["best_metric"], meta["best_step"])
+                        meta["stopped_early"] = True
+                if config.optim.plateau.enabled:
+                    state = plateau_step(state, jnp.asarray(value, jnp.float32))
+                t0 = time.time()  # do not count evaluation time in images/s
+            if image_batch is not None and step % tc.image_every == 0:
+                vertices = _gather(predict(state, image_batch, smpl_model))
+                if is_main:
+                    # Spread over the batch (neighbouring validation samples are often one video).
+                    pick = np.linspace(0, len(vertices) - 1, min(tc.num_images, len(vertices))).astype(int)
+                    sheet = draw_predictions(_gather(image_batch)[pick], vertices[pick], np.asarray(smpl_host.faces),
+                                             focal, cols=min(4, len(pick)))
+                    os.makedirs(image_dir, exist_ok=True)
+                    from hmr_jax import render  # pylint: disable=g-import-not-at-top
+                    render.save_png(os.path.join(image_dir, f"step_{step:07d}.png"), sheet)
+                    writer.write_images(step, {"predictions": sheet[None]})
+                t0 = time.time()
+            check_stop = jax.process_count() == 1 or step % tc.log_every == 0
+            if check_stop and _any_process(stop.requested):
+                result["interrupted"] = True
+                save(state, step, best_value)
+                logging.info("Stopped by signal at step %d; checkpoint saved.", step)
+                break
+            if (tc.checkpoint_every and step % tc.checkpoint_every == 0 and last_saved != step) or (
+                    meta["stopped_early"] and last_saved != step):
+                save(state, step, best_value)
+        bar.close()
+        if last_saved != step:
+            save(state, step)
+        result["stopped_early"] = bool(meta["stopped_early"])
+    finally:
+        manager.wait_until_finished()
+        writer.flush()
+    if is_main and os.path.exists(metrics_path):
+        from hmr_jax import plot  # pylint: disable=g-import-not-at-top
+        plot.plot_run(workdir)
+    writer.close()
+    result.update(state=state, step=step, best_metric=meta["best_metric"], best_step=meta["best_step"])
+    return result
+
+
+def training_mean_body(config, paths) -> dict[str, np.ndarray] | None:
+    """Mean pose / shape of the training split's SMPL labels (folder sources), or None."""
+    if config.data.source != "folder":
+        return None
+    from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
+    ann = ann_lib.load(paths[1])
+    rows = (ann_lib.split_indices(ann, config.data.train_split, val_fraction=config.data.val_fraction)
+            if config.data.train_split else np.arange(len(ann.pose)))
+    rows = rows[np.asarray(ann.has_smpl)[rows] > 0]
+    if len(rows) == 0:
+        return None
+    return mean_body(np.asarray(ann.pose)[rows], np.asarray(ann.shape)[rows])
+
+
+def _batch_arrays(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keep the arrays the steps use (drops e.g. 'index'), as float32 where floating."""
+    keys = ("image", "keypoints_2d", "joints_3d", "pose", "shape", "has_smpl", "has_joints_3d", "mask")
+    return {k: np.asarray(batch[k], np.float32) for k in keys if k in batch}
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _in_main_thread() -> bool:
+    import threading  # pylint: disable=g-import-not-at-top
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                     smoothing=0.1)

@@ -1,0 +1,50 @@
+"""Run a few training steps of the tiny config on a fixed global batch; write metrics as JSON.
+
+Used by test_distributed.py in subprocesses (device count / process count set from outside):
+    python tests/distributed_worker.py DATA_DIR OUT_JSON [PROCESS_ID NUM_PROCESSES PORT]
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+NUM_STEPS = 3
+
+
+def main(argv):
+    data_dir, out = argv[1], argv[2]
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
+    if len(argv) > 3:
+        pid, nproc, port = int(argv[3]), int(argv[4]), int(argv[5])
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
+    import trainer_helpers as th  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
+
+    config = th.tiny_config(data_dir)
+    batch = th.fixed_batch(data_dir, n=config.data.batch_size)
+    n, i = jax.process_count(), jax.process_index()
+    per_host = config.data.batch_size // n
+    local = {k: v[i * per_host:(i + 1) * per_host] for k, v in batch.items()}  # this host's slice
+    mesh = trainer.make_mesh()
+    with jax.set_mesh(mesh):
+        models = trainer.make_models(config)
+        state = trainer.create_sharded_state(config, models, mesh)
+        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        step = jax.jit(trainer.make_train_step(config, models, "smpl24"), donate_argnums=(0,))
+        history = []
+        for _ in range(NUM_STEPS):
+            state, metrics = step(state, trainer.to_global(local, mesh), smpl_model, None, None)
+            history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+        params = jax.tree.leaves(state.gen_params)
+        checksum = float(sum(np.abs(np.asarray(jax.device_get(p), np.float64)).sum() for p in params))
+    with open(out, "w") as f:
+        json.dump({"devices": jax.device_count(), "processes": n, "metrics": history, "checksum": checksum}, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,78 @@
+"""Same training on 1 device, 8 simulated devices and 2 processes (jax.distributed on localhost)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import trainer_helpers as th
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    th.make_dataset(d, num=8, img_size=32)
+    return d
+
+
+def _env(devices):
+    env = dict(os.environ, **th.cache_env(devices))
+    env["PYTHONPATH"] = str(th.REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _start(data_dir, out, devices, *extra):
+    return subprocess.Popen([sys.executable, WORKER, str(data_dir), str(out), *map(str, extra)], env=_env(devices),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc, out, timeout=300):
+    try:
+        log, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        log, _ = proc.communicate()
+        pytest.fail(f"worker timed out:\n{log[-3000:]}")
+    assert proc.returncode == 0, log[-3000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def one_device(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "out.json"
+    return _finish(_start(data_dir, out, 1), out)
+
+
+def _assert_same(a, b, rtol=1e-4):
+    assert len(a["metrics"]) == len(b["metrics"])
+    for step, (ma, mb) in enumerate(zip(a["metrics"], b["metrics"])):
+        assert ma.keys() == mb.keys()
+        for k in ma:
+            np.testing.assert_allclose(mb[k], ma[k], rtol=rtol, atol=1e-6, err_msg=f"step {step}: {k}")
+    np.testing.assert_allclose(b["checksum"], a["checksum"], rtol=rtol)
+
+
+def test_eight_devices_match_one(data_dir, one_device, tmp_path):
+    out = tmp_path / "eight.json"
+    eight = _finish(_start(data_dir, out, 8), out)
+    assert (one_device["devices"], eight["devices"]) == (1, 8)
+    _assert_same(one_device, eight)
+
+
+def test_two_processes_agree(data_dir, one_device, tmp_path):
+    with socket.socket() as s:  # one free port, chosen here and given to both processes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outs = [tmp_path / f"p{i}.json" for i in range(2)]
+    procs = [_start(data_dir, outs[i], 1, i, 2, port) for i in range(2)]
+    results = [_finish(p, o) for p, o in zip(procs, outs)]
+    assert [r["processes"] for r in results] == [2, 2] and results[0]["devices"] == 2
+    _assert_same(results[0], results[1], rtol=1e-6)
+    _assert_same(one_device, results[0])

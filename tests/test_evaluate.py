@@ -1,0 +1,133 @@
+"""hmr_jax.evaluate: report over a tiny run (H36M-style names), consistency with the trainer's
+validation, mean-pose baseline, Human3.6M protocol selection, errors."""
+
+import json
+import math
+import os
+
+import trainer_helpers as th
+
+os.environ.setdefault("XLA_FLAGS", th.FAST_COMPILE_FLAGS)  # cheap XLA CPU compiles (if jax not loaded yet)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import eval_helpers as eh  # noqa: E402
+from hmr_jax import body_model, smpl, trainer  # noqa: E402
+from hmr_jax import evaluate as ev  # noqa: E402
+
+th.enable_compilation_cache()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    eh.make_h36m_dataset(data_dir)
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = eh.make_run(workdir, data_dir, step=3)
+    n_vertices = smpl.load(body_model.default_body_model_path()).num_vertices
+    reg = eh.make_h36m_regressor(os.path.join(workdir, "J_regressor_h36m.npy"), n_vertices)
+    report = ev.evaluate(workdir, split="validation", checkpoint="best", h36m_regressor=reg, progress=False)
+    return dict(workdir=workdir, data_dir=data_dir, config=config, report=report)
+
+
+def _finite_summary(s):
+    for m in ev.METRICS:
+        assert s[m] is not None and math.isfinite(s[m]), (m, s)
+    assert 0.0 <= s["pose_outside_limits"] <= 1.0
+
+
+def test_report_written_with_expected_keys(run):
+    report = run["report"]
+    path = os.path.join(run["workdir"], "eval", "validation_step3.json")
+    assert report["output"] == path and os.path.isfile(path)
+    with open(path) as f:
+        saved = json.load(f)
+    for key in ("model", "baseline", "train_mean_baseline", "per_action", "h36m", "checkpoint", "units",
+                "mean_params", "joint_set"):
+        assert key in saved, key
+    assert saved["checkpoint"] == {"requested": "best", "step": 3, "loaded": "best"}
+    _finite_summary(saved["model"])
+    _finite_summary(saved["baseline"])
+    assert saved["model"]["count"] == {"valid": eh.EXPECTED["validation"], "joints": eh.EXPECTED["validation"],
+                                       "smpl": eh.EXPECTED["validation"]}
+    assert saved["model"]["v2v_l2"] != saved["baseline"]["v2v_l2"]  # the model is not the mean
+    text = ev.format_table(report)
+    assert "mean-pose baseline" in text and "Protocol 1" in text and "Directions" in text
+
+
+def test_model_metrics_match_trainer_validation(run):
+    """The per-sample step averaged over the split == the trainer's eval_step sums + finalize_eval."""
+    config, workdir = run["config"], run["workdir"]
+    mesh = trainer.make_mesh()
+    with jax.set_mesh(mesh):
+        models = trainer.make_models(config)
+        state, _, step, _ = ev.restore_checkpoint(workdir, config, models, mesh, "latest")
+        assert step == 3
+        paths = trainer.resolve_data_paths(config, workdir)
+        source = trainer.make_source(config, "validation", paths)
+        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        baseline = trainer.replicate(trainer.training_mean_body(config, paths), mesh)
+        step_fn = jax.jit(trainer.make_eval_step(config, models, "smpl24"))
+        sums = None
+        for batch in trainer.make_input(config, source, train=False):
+            arrays = {k: np.asarray(batch[k], np.float32) for k in ev._BATCH_KEYS}
+            out = jax.device_get(step_fn(state, trainer.to_global(arrays, mesh), smpl_model, None, baseline))
+            sums = out if sums is None else {k: sums[k] + out[k] for k in out}
+    expected = trainer.finalize_eval(sums)
+    for m in ("mpjpe", "pa_mpjpe", "pve", "v2v_l2"):
+        np.testing.assert_allclose(run["report"]["model"][m], expected[f"val/{m}"], rtol=1e-4, err_msg=m)
+        np.testing.assert_allclose(run["report"]["train_mean_baseline"][m], expected[f"val/mean_baseline/{m}"],
+                                   rtol=1e-4, err_msg=m)
+
+
+def test_baseline_is_the_regressor_mean(run):
+    mean = run["report"]["mean_params"]
+    np.testing.assert_allclose(mean["cam"], [0.9, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(mean["betas"], np.zeros(10), atol=1e-6)
+    rot = np.asarray(mean["pose_rotmat"])
+    np.testing.assert_allclose(rot[0], np.diag([1.0, -1.0, -1.0]), atol=1e-5)  # 180 deg about x
+    np.testing.assert_allclose(rot[1:], np.broadcast_to(np.eye(3), (23, 3, 3)), atol=1e-5)
+    assert run["report"]["baseline"]["pose_outside_limits"] == 0.0
+
+
+def test_per_action_and_h36m_protocols(run):
+    report = run["report"]
+    counts = {a: s["model"]["count"]["valid"] for a, s in report["per_action"].items()}
+    assert counts == eh.EXPECTED["actions"]
+    h = report["h36m"]
+    assert "note" not in h
+    assert h["p1"]["model"]["count"] == eh.EXPECTED["p1"]
+    assert h["p2"]["model"]["count"] == eh.EXPECTED["p2"]
+    for p in ("p1", "p2"):
+        for who in ("model", "baseline"):
+            for m in ("mpjpe", "pa_mpjpe"):
+                assert math.isfinite(h[p][who][m]) and h[p][who][m] >= 0.0
+        assert h[p]["model"]["pa_mpjpe"] <= h[p]["model"]["mpjpe"] + 1e-3
+
+
+def test_protocol_masks_and_actions():
+    rows = [dict(subject="S9", action="Directions_1", camera="60457274", frame=f) for f in (1, 3, 6)]
+    rows += [dict(subject="S11", action="Eating", camera="54138969", frame=10),
+             dict(subject="S1", action="Eating", camera="60457274", frame=1)]
+    masks = ev.h36m_protocol_masks(rows)
+    np.testing.assert_array_equal(masks["p1"], [True, False, True, True, False])
+    np.testing.assert_array_equal(masks["p2"], [True, False, True, False, False])
+    assert ev.h36m_protocol_masks([dict(subject="S9", action="x", camera="1")]) is None  # no frame
+    assert ev.canonical_action("Directions_1") == "Directions"
+    assert ev.canonical_action("TakingPhoto") == "Photo"
+    assert ev.canonical_action("WalkingDog 1") == "WalkDog"
+
+
+def test_errors_name_the_problem(run, tmp_path):
+    with pytest.raises(ValueError, match=r"step 99 .* found steps \[3\]"):
+        ev.evaluate(run["workdir"], checkpoint="99", progress=False)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        ev.evaluate(str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="--checkpoint"):
+        ev.parse_checkpoint("first")
+    bad = tmp_path / "empty.npy"
+    bad.write_bytes(b"")
+    with pytest.raises(ValueError, match="h36m-regressor"):
+        ev.load_h36m_regressor(str(bad))

@@ -1,0 +1,136 @@
+"""hmr_jax.predict: the CLI on 2 good images + 1 corrupt file over a tiny run; crops; image errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import trainer_helpers as th
+
+os.environ.setdefault("XLA_FLAGS", th.FAST_COMPILE_FLAGS)  # cheap XLA CPU compiles (if jax not loaded yet)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import eval_helpers as eh  # noqa: E402
+from hmr_jax import body_model, geometry, smpl  # noqa: E402
+from hmr_jax import predict as pr  # noqa: E402
+
+th.enable_compilation_cache()
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    eh.make_h36m_dataset(data_dir)
+    workdir = str(tmp_path_factory.mktemp("run"))
+    eh.make_run(workdir, data_dir, step=3)
+    inputs = tmp_path_factory.mktemp("inputs")
+    src = os.path.join(data_dir, "images", eh.H36M_NAMES[4])
+    a = os.path.join(inputs, "person.jpg")
+    Image.open(src).save(a)
+    b = os.path.join(inputs, "wide.png")  # non-square: padded to a square crop
+    Image.open(src).resize((48, 32)).save(b)
+    bad = os.path.join(inputs, "corrupt.jpg")
+    with open(src, "rb") as f:
+        head = f.read(200)
+    with open(bad, "wb") as f:
+        f.write(head)  # a truncated JPEG
+    out = str(tmp_path_factory.mktemp("out"))
+    env = {**os.environ, **th.cache_env()}
+    proc = subprocess.run([sys.executable, "-m", "hmr_jax.predict", f"--workdir={workdir}", "--images", a, b, bad,
+                           f"--out={out}", "--checkpoint=latest", "--batch-size=4"],
+                          capture_output=True, text=True, env=env, cwd=str(th.REPO), timeout=300)
+    return dict(proc=proc, out=out, a=a, b=b, bad=bad)
+
+
+def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
+    proc, out = cli_run["proc"], cli_run["out"]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # one image failed
+    assert "corrupt.jpg" in proc.stderr and "corrupt or truncated" in proc.stderr, proc.stderr[-3000:]
+    assert "2 image(s) done, 1 failed" in proc.stdout
+    n_vertices = smpl.load(body_model.default_body_model_path()).num_vertices
+    for stem in ("person", "wide"):
+        with open(os.path.join(out, f"{stem}.json")) as f:
+            rec = json.load(f)
+        assert len(rec["pose"]) == 72 and len(rec["betas"]) == 10 and len(rec["cam"]) == 3
+        assert len(rec["translation"]) == 3 and rec["translation"][2] > 0
+        assert np.all(np.isfinite(rec["pose"] + rec["betas"] + rec["cam"] + rec["translation"]))
+        assert rec["checkpoint_step"] == 3
+        with open(os.path.join(out, f"{stem}.obj")) as f:
+            lines = f.read().splitlines()
+        assert sum(line.startswith("v ") for line in lines) == n_vertices
+        png = np.asarray(Image.open(os.path.join(out, f"{stem}_overlay.png")))
+        assert png.ndim == 3 and png.shape[1] > 2 * png.shape[0]  # crop | overlay | side view
+    with open(os.path.join(out, "wide.json")) as f:
+        wide = json.load(f)
+    assert wide["crop_box"] == {**wide["crop_box"], "x": 0.0, "y": -8.0, "side": 48.0}
+    with open(os.path.join(out, "predictions.json")) as f:
+        summary = json.load(f)
+    assert len(summary["done"]) == 2
+    assert [x["image"] for x in summary["failed"]] == [cli_run["bad"]]
+    assert not os.path.exists(os.path.join(out, "corrupt.json"))
+
+
+def test_crop_matches_the_box():
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[5:15, 10:20] = 255  # a white square
+    cx, cy, side = pr.crop_box(img.shape[:2], bbox=(10, 5, 10, 10), bbox_scale=1.0)
+    assert (cx, cy, side) == (15.0, 10.0, 10.0)
+    out = pr.crop(img, cx, cy, side, 10)
+    np.testing.assert_array_equal(out, 255)  # exactly the square
+    whole = pr.crop(img, *pr.crop_box(img.shape[:2]), 40)
+    assert whole.shape == (40, 40, 3)
+    assert whole[:10].max() == 0 and whole[30:].max() == 0  # black padding above and below
+    np.testing.assert_array_equal(whole[15:25, 10:20], 255)
+    with pytest.raises(ValueError, match="--bbox"):
+        pr.parse_bbox("1,2,3")
+    with pytest.raises(ValueError, match="--bbox"):
+        pr.parse_bbox("1,2,0,4")
+    assert pr.parse_bbox("1, 2, 3, 4") == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_load_image_errors(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    big = tmp_path / "big.png"
+    Image.new("RGB", (64, 48)).save(big)
+    with pytest.raises(pr.ImageError, match="empty file"):
+        pr.load_image(str(empty))
+    with pytest.raises(pr.ImageError, match="Pillow can decode|corrupt"):
+        pr.load_image(str(text))
+    with pytest.raises(pr.ImageError, match="no such file"):
+        pr.load_image(str(tmp_path / "missing.jpg"))
+    with pytest.raises(pr.ImageError, match=r"64x48 px .* over the 0.001 MP limit"):
+        pr.load_image(str(big), max_megapixels=0.001)
+    assert pr.load_image(str(big)).shape == (48, 64, 3)
+    images, errors = pr.list_images([str(tmp_path)])
+    assert sorted(os.path.basename(p) for p in images) == ["big.png", "empty.jpg", "notes.png"]
+    (tmp_path / "sub").mkdir()
+    images, errors = pr.list_images([str(tmp_path / "sub")])
+    assert images == [] and "no image files" in errors[0][1]
+
+
+def test_overlay_camera_matches_the_weak_perspective_projection():
+    """The mesh drawn at the predicted camera covers the joints projected the way the 2D loss does."""
+    model = smpl.load(body_model.default_body_model_path())
+    pose = np.zeros((1, 72), np.float32)
+    pose[0, 0] = np.pi  # upright, facing the camera
+    pose[0, 16 * 3 + 2], pose[0, 17 * 3 + 2] = -1.0, 1.0  # arms down a little
+    betas = np.zeros((1, 10), np.float32)
+    cam = np.array([[0.8, 0.15, 0.1]], np.float32)
+    size, display = 32, 96
+    focal = 5000.0 * size / 224.0
+    transl = geometry.weak_perspective_to_translation(cam, focal, size)
+    body = smpl.forward(model, betas, pose, transl=transl)
+    raw = smpl.forward(model, betas, pose).joints  # the loss projects joints without translation
+    xy = (np.asarray(geometry.weak_perspective_project(raw, cam))[0] + 1.0) * display / 2.0  # (24, 2) px
+    result = pr.render_front(np.asarray(body.vertices[0]), np.asarray(model.faces), focal * display / size, display)
+    for j in (0, 3, 6, 9, 12, 15, 1, 2):  # pelvis, spine, neck, head, hips
+        x, y = np.round(xy[j]).astype(int)
+        assert result.mask[y, x], (smpl.JOINT_NAMES[j], x, y)
+    ys, xs = np.nonzero(result.mask)
+    assert abs(xs.mean() - xy[[0, 3, 6, 9]].mean(0)[0]) < 3.0  # horizontally centred on the spine

@@ -1,0 +1,135 @@
+"""Functional core of the trainer: train_step overfits, NaN skip, config checks, checkpoints."""
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import trainer_helpers as th
+from hmr_jax import body_model
+from hmr_jax import checkpoint as ckpt_lib
+from hmr_jax import smpl
+from hmr_jax import trainer
+
+th.enable_compilation_cache()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny config (nan_policy 'skip': one compiled step serves both tests), state, fixed batch."""
+    data_dir = tmp_path_factory.mktemp("data")
+    th.make_dataset(data_dir, num=8, img_size=32)
+    config = th.tiny_config(data_dir, **{"train.nan_policy": "skip", "loss_weights.adversarial": 0.0,
+                                         "adversarial.disc_loss_weight": 0.0})
+    mesh = trainer.make_mesh()
+    with jax.set_mesh(mesh):
+        models = trainer.make_models(config)
+        state = trainer.create_sharded_state(config, models, mesh)
+        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        step = jax.jit(trainer.make_train_step(config, models, "smpl24"))
+        yield dict(config=config, mesh=mesh, models=models, state=state, smpl=smpl_model, step=step,
+                   batch=th.fixed_batch(data_dir))
+
+
+def test_train_step_overfits_fixed_samples(setup):
+    state, batch = setup["state"], trainer.to_global(setup["batch"], setup["mesh"])
+    losses = []
+    for _ in range(150):
+        state, metrics = setup["step"](state, batch, setup["smpl"], None, None)
+        losses.append(float(metrics["loss/total"]))
+    assert int(state.step) == 150
+    assert np.all(np.isfinite(losses))
+    assert min(losses[-5:]) <= losses[0] / 10.0, (losses[0], losses[-5:])
+    for key in ("loss/vertex_l2", "loss/pose", "grad_norm/gen", "param_norm/gen", "lr/gen", "skipped"):
+        assert key in metrics
+
+
+def test_nan_skip_keeps_state(setup):
+    bad = dict(setup["batch"])
+    bad["image"] = np.full_like(bad["image"], np.nan)
+    state = setup["state"]
+    before = jax.device_get(state.gen_params)
+    new_state, metrics = setup["step"](state, trainer.to_global(bad, setup["mesh"]), setup["smpl"], None, None)
+    assert float(metrics["skipped"]) == 1.0
+    assert int(new_state.step) == int(state.step) + 1
+    after = jax.device_get(new_state.gen_params)
+    jax.tree.map(np.testing.assert_array_equal, before, after)
+    assert trainer.nonfinite_terms(jax.device_get(metrics))  # the NaN is reported, not hidden
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("data.batch_size", 0, "data.batch_size"),
+    ("data.batch_size", 7, "data.batch_size"),  # not a multiple of the devices (conftest: 8)
+    ("optim.gen.name", "adamax", "optim.gen.name"),
+    ("optim.disc.schedule", "linear", "optim.disc.schedule"),
+    ("train.nan_policy", "ignore", "train.nan_policy"),
+    ("model.depth", 19, "model.depth"),
+    ("adversarial.prior_file", "/nonexistent/prior.npz", "adversarial.prior_file"),
+    ("early_stopping.metric", "val/accuracy", "early_stopping.metric"),
+    ("loss_weights.pose", -1.0, "loss_weights.pose"),
+    ("data.augment.flip_prob", 2.0, "data.augment"),
+])
+def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
+    config = th.tiny_config(tmp_path / "no_data", **{key: value})
+    if key == "data.batch_size" and value == 7 and jax.device_count() == 1:
+        pytest.skip("needs several devices")
+    start = time.time()
+    with pytest.raises(trainer.ConfigError, match=needle.replace(".", r"\.")):
+        trainer.train_and_evaluate(config, str(tmp_path / "wd"))
+    assert time.time() - start < 5.0
+    assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+def test_missing_dataset_names_the_key(tmp_path):
+    config = th.tiny_config(tmp_path / "no_data")
+    with pytest.raises(trainer.ConfigError, match=r"data\.annotations"):
+        trainer.train_and_evaluate(config, str(tmp_path / "wd"))
+
+
+def test_checkpoint_roundtrip_latest_and_best(setup, tmp_path):
+    state = setup["state"]
+    manager = ckpt_lib.make_manager(tmp_path / "ckpt", keep=1)
+    abstract = ckpt_lib.abstract_like(state)
+    assert ckpt_lib.restore(manager, abstract) is None
+    ckpt_lib.save(manager, 1, state, {"best_step": 1}, best_metric=0.5)
+    later = dataclasses.replace(state, step=state.step + 7, rng=state.rng + 1)
+    ckpt_lib.save(manager, 2, later, {"best_step": 1}, best_metric=0.9)
+    ckpt_lib.save(manager, 3, later, {"best_step": 1})
+    manager.wait_until_finished()
+    assert 1 in manager.all_steps() and 3 in manager.all_steps()  # best kept beside the latest
+    restored, meta = ckpt_lib.restore(manager, abstract)
+    assert meta == {"best_step": 1}
+    assert int(restored.step) == int(later.step)
+    assert restored.gen_params["encoder"] is not None
+    leaf = jax.tree.leaves(restored.gen_params)[0]
+    assert leaf.sharding == jax.tree.leaves(state.gen_params)[0].sharding
+    best, _ = ckpt_lib.restore(manager, abstract, which="best")
+    np.testing.assert_array_equal(np.asarray(best.rng), np.asarray(state.rng))
+
+
+def test_reduce_on_plateau_scales_learning_rate(setup):
+    config = setup["config"]
+    plateau_tx = trainer.make_plateau(config.optim.plateau)
+    state = setup["state"]
+    update = jax.jit(lambda s, v: trainer.update_plateau(plateau_tx, s, v))
+    state = update(state, jnp.float32(1.0))
+    for _ in range(config.optim.plateau.patience + 1):
+        state = update(state, jnp.float32(2.0))
+    assert float(state.plateau.scale) == pytest.approx(config.optim.plateau.factor)
+
+
+def test_schedules():
+    config = th.tiny_config("/unused")
+    opt = config.optim.gen
+    opt.learning_rate, opt.warmup_steps = 1.0, 10
+    opt.schedule = "warmup_cosine"
+    sched = trainer.make_schedule(opt, 110)
+    assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1.0)
+    assert float(sched(110)) == pytest.approx(opt.end_factor)
+    opt.schedule, opt.decay_every, opt.decay_factor = "step", 50, 0.1
+    sched = trainer.make_schedule(opt, 110)
+    assert float(sched(5)) == pytest.approx(0.5)
+    assert float(sched(10 + 49)) == pytest.approx(1.0) and float(sched(10 + 50)) == pytest.approx(0.1)
