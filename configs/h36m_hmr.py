@@ -6,7 +6,8 @@ training set's ground-truth SMPL parameters. Every other config file starts from
 
 Data: a SPIN-layout annotation file of the H36M subjects (train S1, S5, S6, S7, S8; validation
 S9, S11, chosen by `annotations.split_indices`), its images under `data.image_root`, and SPIN's
-24-joint regressor as a (24, V) .npy (`tools/` converts SPIN's J_regressor_extra + H36M files).
+24-joint GT set as one (24, V) joint-regressor .npy (`data.joint_regressor`), which the user
+assembles from their SMPL model and SPIN's J_regressor_extra.npy / J_regressor_h36m.npy.
 
 Run:
     python -m hmr_jax.train --config=configs/h36m_hmr.py --workdir=workdirs/h36m_hmr \

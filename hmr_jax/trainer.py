@@ -163,6 +163,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "data.strict", lambda v: isinstance(v, bool), "True or False")
     _nonneg_int(config, "data.synthetic.num")
     _nonneg_int(config, "data.synthetic.seed")
+    if "yaw_range_deg" in config.data.synthetic:
+        _check(config, "data.synthetic.yaw_range_deg", lambda v: _is_num(v) and 0 <= v <= 180,
+               "a number of degrees in [0, 180]")
     _check(config, "data.img_size", lambda v: _is_int(v) and v >= 16, "an integer >= 16")
     batch = _positive_int(config, "data.batch_size")
     eval_batch = _positive_int(config, "data.eval_batch_size")
@@ -621,10 +624,18 @@ def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
                                                  joints_lib.get_joint_set(joint_set).num_joints)}
 
 
+def _synthetic_yaw(config) -> float:
+    """data.synthetic.yaw_range_deg (optional key; default 180 = all directions)."""
+    return float(config.data.synthetic.get("yaw_range_deg", 180.0))
+
+
 def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
     """(data dir, annotation file, image root); data.dir '' means `<workdir>/../data_<name>`."""
-    data_dir = config.data.dir or os.path.join(os.path.dirname(os.path.abspath(workdir)),
-                                               f"synthetic_{config.data.img_size}px_{config.data.synthetic.num}")
+    yaw = _synthetic_yaw(config)
+    suffix = "" if yaw == 180.0 else f"_yaw{yaw:g}"
+    data_dir = config.data.dir or os.path.join(
+        os.path.dirname(os.path.abspath(workdir)),
+        f"synthetic_{config.data.img_size}px_{config.data.synthetic.num}{suffix}")
     ann = config.data.annotations
     ann = ann if os.path.isabs(ann) else os.path.join(data_dir, ann)
     root = config.data.image_root
@@ -642,7 +653,8 @@ def prepare_data(config, workdir: str, body_model_path: str) -> tuple[str, str, 
             logging.info("Generating %d synthetic samples into %s", config.data.synthetic.num, data_dir)
             synthetic.generate(data_dir, config.data.synthetic.num, config.data.synthetic.seed,
                                config.data.img_size, body_model_path=body_model_path,
-                               val_fraction=config.data.val_fraction)
+                               val_fraction=config.data.val_fraction,
+                               yaw_range_deg=_synthetic_yaw(config))
         _barrier("synthetic_data")
     if config.data.source == "folder":
         if not os.path.isfile(ann):
@@ -721,37 +733,10 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def make_writer(workdir: str, is_main: bool):
-    """clu metric writer (TensorBoard + logging) on process 0, a no-op elsewhere."""
-    try:
-        from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-        logging.warning("clu metric writers unavailable (%s): logging scalars only, no TensorBoard events. "
-                        "Install the 'tensorboard' package to get them.", e)
-        return _LoggingWriter(is_main)
+    """clu metric writer (TensorBoard + logging) on process 0, logging only elsewhere."""
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorBoard)
+
     return metric_writers.create_default_writer(workdir, just_logging=not is_main, asynchronous=False)
-
-
-class _LoggingWriter:
-    """Fallback with clu's MetricWriter methods, when TensorBoard is not installed."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def write_scalars(self, step, scalars):
-        if self.enabled:
-            logging.info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}" for k, v in sorted(scalars.items())))
-
-    def write_images(self, step, images):  # images also go to workdir/images/*.png
-        del step, images
-
-    def write_hparams(self, hparams):
-        del hparams
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
 
 
 def append_jsonl(path: str, step: int, values: Mapping[str, float]) -> None:

@@ -29,7 +29,8 @@ def test_tfds_build_and_read(tmp_path):
     f.write(b'\xff\xd8\xff\xe0 corrupt')
   ann_lib.save_spin(tmp_path / 'ann.npz', arrays)
   with pytest.warns(UserWarning, match='skipping 1 unusable'):
-    tfds_builder.build(str(tmp_path / 'tfds'), str(tmp_path / 'img'), str(tmp_path / 'ann.npz'))
+    tfds_builder.main(['--data-dir', str(tmp_path / 'tfds'), '--image-root', str(tmp_path / 'img'),
+                       '--annotations', str(tmp_path / 'ann.npz')])  # the CLI
   meta = tfds_builder.load_builder(str(tmp_path / 'tfds')).info.metadata
   assert meta['joint_set'] == 'smpl24' and meta['skipped_train'] == 1
   assert meta['indices_validation'] == [0, 1, 2]  # S9, S11, S9 rows 2, 5, 9

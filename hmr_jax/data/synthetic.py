@@ -48,8 +48,8 @@ reaching, waving, T/A-pose, ...) blended pairwise, mirrored at random and pertur
 moderate noise; knees and elbows bend about their hinge axis only. A pose is kept when every joint
 is within `metrics` limits (with a margin) and a coarse capsule test finds no gross
 self-intersection (limbs through the torso or each other), otherwise it is redrawn.
-The body turns +-180 deg about the vertical, tilts a little, and the camera (elevation -8..25 deg,
-field of view 35..65 deg) frames it at a random size and position.
+The body turns +-180 deg about the vertical (option `yaw_range_deg`), tilts a little, and the
+camera (elevation -8..25 deg, field of view 35..65 deg) frames it at a random size and position.
 
 Determinism: every random draw comes from a generator seeded by (seed, kind, id) where kind is
 subject / sequence / sample and id its number, so results do not depend on the worker count or
@@ -78,6 +78,7 @@ from hmr_jax import render
 GENERATOR_VERSION = "synth-1"
 FRAMES_PER_SEQUENCE = 8
 SEQUENCES_PER_SUBJECT = 3
+YAW_RANGE_DEG = 180.0
 BOX_MARGIN = 1.2
 NUM_BETAS = 10
 BETA_CLIP = 2.5
@@ -432,6 +433,12 @@ class _Sequence:
     noise_sigma: float
 
 
+def _yaw(rng: np.random.Generator, yaw_range_deg: float) -> float:
+    """Start yaw (rad) uniform in +-yaw_range_deg; 180 draws exactly uniform(-pi, pi)."""
+    r = np.pi if yaw_range_deg == 180.0 else np.deg2rad(yaw_range_deg)
+    return float(rng.uniform(-r, r))
+
+
 def _global_rotation(seq: _Sequence, t: float, root_local: np.ndarray) -> np.ndarray:
     """Camera-frame global orientation (3, 3) at sequence time t in [0, 1]."""
     world = _rot_y(seq.yaw + seq.yaw_drift * t) @ Rotation.from_rotvec(seq.tilt).as_matrix()
@@ -455,7 +462,7 @@ def _camera_pose(seq: _Sequence, body_pose: np.ndarray, t: float) -> np.ndarray:
 
 
 def _sequence(seed: int, qid: int, rest_joints: np.ndarray, img_size: int,
-              frames: int) -> _Sequence:
+              frames: int, yaw_range_deg: float = 180.0) -> _Sequence:
     rng = _rng(seed, _KIND_SEQUENCE, qid)
     pose_a = sample_key_blend(rng, rest_joints=rest_joints)
     pose_b = sample_key_blend(rng, rest_joints=rest_joints)
@@ -467,7 +474,7 @@ def _sequence(seed: int, qid: int, rest_joints: np.ndarray, img_size: int,
     fov = np.deg2rad(rng.uniform(35.0, 65.0))
     focal = 0.5 * img_size / np.tan(0.5 * fov)
     seq = _Sequence(
-        pose_a=pose_a, pose_b=pose_b, yaw=rng.uniform(-np.pi, np.pi),
+        pose_a=pose_a, pose_b=pose_b, yaw=_yaw(rng, yaw_range_deg),
         yaw_drift=rng.uniform(-0.5, 0.5), tilt=rng.normal(0.0, 0.06, 3) * np.array([1, 0.3, 1]),
         elevation=np.deg2rad(rng.uniform(-8.0, 25.0)), focal=float(focal), distance=0.0,
         root_xy=np.zeros(2), light_dir=np.zeros(3), ambient=0.0,
@@ -570,6 +577,7 @@ class Layout:
     num_train: int
     frames_per_sequence: int = FRAMES_PER_SEQUENCE
     sequences_per_subject: int = SEQUENCES_PER_SUBJECT
+    yaw_range_deg: float = YAW_RANGE_DEG  # a sequence's start yaw is uniform in +-this (degrees)
 
     @property
     def frames_per_subject(self) -> int:
@@ -611,7 +619,8 @@ def _render_sample(body: _Body, out_dir: str, seed: int, img_size: int, layout: 
         cache.update(sid=sid, subj=subj, v_shaped=v_shaped, rest=rest, albedo=albedo)
     subj, v_shaped, rest = cache["subj"], cache["v_shaped"], cache["rest"]
     if cache.get("qid") != qid:
-        cache.update(qid=qid, seq=_sequence(seed, qid, rest, img_size, layout.frames_per_sequence),
+        cache.update(qid=qid, seq=_sequence(seed, qid, rest, img_size, layout.frames_per_sequence,
+                                                    layout.yaw_range_deg),
                      background=background(_rng(seed, _KIND_BACKGROUND, qid), img_size))
     seq: _Sequence = cache["seq"]
     rng = _rng(seed, _KIND_SAMPLE, index)
@@ -754,12 +763,16 @@ def preview(out_dir, ann_path=None, num: int = 16, cols: int = 4) -> UInt8[np.nd
 def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=None,
              workers: int | None = None, val_fraction: float = 0.1, *,
              frames_per_sequence: int = FRAMES_PER_SEQUENCE,
-             sequences_per_subject: int = SEQUENCES_PER_SUBJECT, progress: bool = True,
+             sequences_per_subject: int = SEQUENCES_PER_SUBJECT,
+             yaw_range_deg: float = YAW_RANGE_DEG, progress: bool = True,
              write_preview: bool = True) -> dict:
     """Render `num` samples into `out_dir` (layout: module docstring); returns the summary (meta.json).
 
     workers: processes (default os.cpu_count(); 1 = in this process). The validation split is
     the last round(num * val_fraction) samples, made of subjects that do not occur in train.
+    yaw_range_deg: each sequence starts at a yaw (turn about the vertical; 0 = facing the camera)
+    uniform in +-yaw_range_deg (default 180: all directions); the body still turns up to
+    +-0.5 rad more within the sequence.
     """
     num, seed, img_size = int(num), int(seed), int(img_size)
     if num < 1:
@@ -771,6 +784,9 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
     if frames_per_sequence < 1 or sequences_per_subject < 1:
         raise ValueError(f"frames_per_sequence / sequences_per_subject: expected >= 1, found "
                          f"{frames_per_sequence} / {sequences_per_subject}")
+    yaw_range_deg = float(yaw_range_deg)
+    if not 0.0 <= yaw_range_deg <= 180.0:
+        raise ValueError(f"yaw_range_deg: expected in [0, 180], found {yaw_range_deg}")
     workers = int(workers or os.cpu_count() or 1)
     t0 = time.time()
     body, model_path = _load_body(body_model_path)
@@ -778,7 +794,7 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
     if num - n_val < 1:
         raise ValueError(f"num={num}, val_fraction={val_fraction}: expected at least one training "
                          f"sample, found {num - n_val}")
-    layout = Layout(num, num - n_val, frames_per_sequence, sequences_per_subject)
+    layout = Layout(num, num - n_val, frames_per_sequence, sequences_per_subject, yaw_range_deg)
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     ann_path = os.path.join(out_dir, "annotations.npz")
@@ -837,7 +853,7 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
         "generator": GENERATOR_VERSION, "num": num, "train": len(train_rows),
         "validation": len(val_rows), "seed": seed, "img_size": img_size,
         "val_fraction": val_fraction, "frames_per_sequence": frames_per_sequence,
-        "sequences_per_subject": sequences_per_subject,
+        "sequences_per_subject": sequences_per_subject, "yaw_range_deg": yaw_range_deg,
         "train_subjects": len({r["subject"] for r in train_rows}),
         "validation_subjects": len({r["subject"] for r in val_rows}),
         "sequences": len({r["sequence"] for r in rows}),
@@ -873,11 +889,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--frames-per-sequence", type=int, default=FRAMES_PER_SEQUENCE)
     ap.add_argument("--sequences-per-subject", type=int, default=SEQUENCES_PER_SUBJECT)
+    ap.add_argument("--yaw-range-deg", type=float, default=YAW_RANGE_DEG,
+                    help="start yaw uniform in +- this many degrees (180: all directions)")
     ap.add_argument("--no-preview", action="store_true")
     a = ap.parse_args(argv)
     summary = generate(a.out, a.num, a.seed, a.img_size, a.body_model, a.workers, a.val_fraction,
                        frames_per_sequence=a.frames_per_sequence,
-                       sequences_per_subject=a.sequences_per_subject, write_preview=not a.no_preview)
+                       sequences_per_subject=a.sequences_per_subject,
+                       yaw_range_deg=a.yaw_range_deg, write_preview=not a.no_preview)
     print(json.dumps({k: summary[k] for k in ("num", "train", "validation", "train_subjects",
                                               "validation_subjects", "images_per_second",
                                               "total_seconds")}))

@@ -184,3 +184,26 @@ def load_builder(data_dir: str) -> HmrFolder:
     raise FileNotFoundError(f'TFDS dataset: expected a built {NAME!r} under {data_dir!r}, found '
                             f'none; build it with tfds_builder.build(...)')
   return builder
+
+
+def main(argv=None) -> None:
+  """`python -m hmr_jax.data.tfds_builder --data-dir OUT --image-root DIR --annotations A.npz`."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  ap = argparse.ArgumentParser(description='Build TFDS records from an image folder + SPIN-layout npz.')
+  ap.add_argument('--data-dir', required=True, help='where the TFDS records go')
+  ap.add_argument('--image-root', required=True, help='folder the annotations\' imgname are relative to')
+  ap.add_argument('--annotations', required=True, nargs='+',
+                  help='one npz (split by subject / val fraction) or train=A.npz validation=B.npz')
+  ap.add_argument('--val-fraction', type=float, default=0.1)
+  ap.add_argument('--strict', action='store_true', help='stop at the first unusable sample')
+  args = ap.parse_args(argv)
+  ann = (args.annotations[0] if len(args.annotations) == 1 and '=' not in args.annotations[0]
+         else dict(a.split('=', 1) for a in args.annotations))
+  builder = build(args.data_dir, args.image_root, ann, val_fraction=args.val_fraction, strict=args.strict)
+  for split, info in builder.info.splits.items():
+    print(f'{split}: {info.num_examples} examples')
+  print(f'built {NAME!r} in {args.data_dir}')
+
+
+if __name__ == '__main__':
+  main()
