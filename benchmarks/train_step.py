@@ -40,6 +40,7 @@ import time
 
 import jax
 import numpy as np
+from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,22 +59,6 @@ VARIANTS = {
     "fast_compile": {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"},
     "fast_runtime": {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_RUNTIME"},
 }
-
-
-def smpl_sized_arrays(seed=0):
-    """Random but well-formed arrays of SMPL's sizes (6890 vertices), in the SMPL file layout."""
-    rng = np.random.default_rng(seed)
-    v = 6890
-    weights = rng.random((v, 24)) ** 8
-    weights /= weights.sum(1, keepdims=True)
-    j_reg = rng.random((24, v)) * (rng.random((24, v)) < 0.01)
-    j_reg /= j_reg.sum(1, keepdims=True)
-    parents = np.array([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21])
-    return dict(
-        v_template=rng.normal(0, 0.3, (v, 3)), shapedirs=rng.normal(0, 0.03, (v, 3, 10)),
-        posedirs=rng.normal(0, 0.01, (v, 3, 207)), J_regressor=j_reg, weights=weights,
-        kintree_table=np.stack([parents, np.arange(24)]), f=rng.integers(0, v, (13776, 3)),
-    )  # fmt: skip
 
 
 def load_config(args):
