@@ -13,7 +13,7 @@ Measured (2026-11-25, 3000 steps, shared 2-core machine): MPJPE 137.6 mm vs 174.
 pose/shape (ratio 0.79), PA-MPJPE 89.5 vs 122.7 mm (ratio 0.73): the goal is NOT met yet.
 Time: data generation 68 s + training, 22 min wall on a machine loaded by other jobs (load ~5);
 18.1 CPU-minutes in all (user 14m55 + sys 3m11), i.e. about 9-11 min on 2 free cores.
-Tuning notes: /work/notes/quickstart_tuning.md.
+Tuning notes: docs/quickstart_tuning.md.
 
 Run:
     python -m hmr_jax.train --config=configs/quickstart.py --workdir=workdirs/quickstart
