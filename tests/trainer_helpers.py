@@ -62,6 +62,8 @@ TINY = {
     "optim.gen.schedule": "constant", "optim.gen.warmup_steps": 0, "train.num_steps": 20,
     "train.log_every": 5, "train.eval_every": 10, "train.checkpoint_every": 10, "train.image_every": 0,
     "train.num_images": 4, "train.progress_bar": False,
+    # the full method, discriminators included (the quickstart itself turns them off)
+    "loss_weights.adversarial": 0.01, "adversarial.disc_loss_weight": 1.0,
 }
 
 
