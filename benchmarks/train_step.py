@@ -31,7 +31,6 @@ about 42 CPU s (45-48 s wall).
 
 import argparse
 import functools
-import importlib.util
 import os
 import pathlib
 import statistics
@@ -40,6 +39,7 @@ import time
 
 import jax
 import numpy as np
+from hmr_jax import config_files
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -62,11 +62,7 @@ VARIANTS = {
 
 
 def load_config(args):
-    path = REPO / "configs" / "h36m_hmr.py"
-    spec = importlib.util.spec_from_file_location("bench_config_h36m_hmr", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = config_files.load(REPO / "configs" / "h36m_hmr.py")
     c.data.batch_size = args.batch
     c.data.img_size = args.img_size
     c.model.depth = args.depth

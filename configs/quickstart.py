@@ -19,21 +19,12 @@ Run:
     python -m hmr_jax.train --config=configs/quickstart.py --workdir=workdirs/quickstart
 """
 
-import importlib.util
-import os
-
-
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h36m_hmr.py")
-    spec = importlib.util.spec_from_file_location("hmr_jax_configs_h36m_hmr", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from hmr_jax import config_files
 
 
 def get_config(arg=None):
     del arg
-    c = _base()
+    c = config_files.sibling(__file__, "h36m_hmr.py")
     c.data.dir = ""  # '' = <workdir>/../synthetic_<img_size>px_<num>
     c.data.annotations = "annotations.npz"
     c.data.image_root = ""

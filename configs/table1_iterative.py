@@ -8,21 +8,12 @@ Run:
         --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_regressor_spin24.npy
 """
 
-import importlib.util
-import os
-
-
-def _base():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h36m_hmr.py")
-    spec = importlib.util.spec_from_file_location("hmr_jax_configs_h36m_hmr", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from hmr_jax import config_files
 
 
 def get_config(arg=None):
     del arg
-    c = _base()
+    c = config_files.sibling(__file__, "h36m_hmr.py")
     c.data.resample_ratio = 1.0
     c.loss_weights.adversarial = 0.0
     c.adversarial.disc_loss_weight = 0.0

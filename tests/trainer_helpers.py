@@ -1,22 +1,19 @@
 """Shared helpers of the trainer / CLI / distributed tests: a tiny dataset and a tiny config."""
 
-import importlib.util
 import os
 import pathlib
 
 import numpy as np
 from PIL import Image
 
+from hmr_jax import config_files
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(name: str = "quickstart", arg=None):
     """configs/<name>.py's get_config(arg), loaded by path (as the CLI does)."""
-    path = REPO / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"test_config_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_files.load(REPO / "configs" / f"{name}.py", arg)
 
 
 def make_dataset(out_dir, num: int = 16, img_size: int = 32, seed: int = 0) -> str:
