@@ -163,9 +163,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "data.strict", lambda v: isinstance(v, bool), "True or False")
     _nonneg_int(config, "data.synthetic.num")
     _nonneg_int(config, "data.synthetic.seed")
-    if "yaw_range_deg" in config.data.synthetic:
-        _check(config, "data.synthetic.yaw_range_deg", lambda v: _is_num(v) and 0 <= v <= 180,
-               "a number of degrees in [0, 180]")
+    _positive_int(config, "data.synthetic.frames_per_sequence")
+    _check(config, "data.synthetic.yaw_range_deg", lambda v: _is_num(v) and 0 <= v <= 180,
+           "a number of degrees in [0, 180]")
     _check(config, "data.img_size", lambda v: _is_int(v) and v >= 16, "an integer >= 16")
     batch = _positive_int(config, "data.batch_size")
     eval_batch = _positive_int(config, "data.eval_batch_size")
@@ -624,15 +624,11 @@ def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
                                                  joints_lib.get_joint_set(joint_set).num_joints)}
 
 
-def _synthetic_yaw(config) -> float:
-    """data.synthetic.yaw_range_deg (optional key; default 180 = all directions)."""
-    return float(config.data.synthetic.get("yaw_range_deg", 180.0))
-
-
 def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
     """(data dir, annotation file, image root); data.dir '' means `<workdir>/../data_<name>`."""
-    yaw = _synthetic_yaw(config)
-    suffix = "" if yaw == 180.0 else f"_yaw{yaw:g}"
+    syn = config.data.synthetic
+    suffix = "" if syn.yaw_range_deg == 180.0 else f"_yaw{syn.yaw_range_deg:g}"
+    suffix += "" if syn.frames_per_sequence == 8 else f"_fps{syn.frames_per_sequence}"
     data_dir = config.data.dir or os.path.join(
         os.path.dirname(os.path.abspath(workdir)),
         f"synthetic_{config.data.img_size}px_{config.data.synthetic.num}{suffix}")
@@ -654,7 +650,8 @@ def prepare_data(config, workdir: str, body_model_path: str) -> tuple[str, str, 
             synthetic.generate(data_dir, config.data.synthetic.num, config.data.synthetic.seed,
                                config.data.img_size, body_model_path=body_model_path,
                                val_fraction=config.data.val_fraction,
-                               yaw_range_deg=_synthetic_yaw(config))
+                               yaw_range_deg=config.data.synthetic.yaw_range_deg,
+                               frames_per_sequence=config.data.synthetic.frames_per_sequence)
         _barrier("synthetic_data")
     if config.data.source == "folder":
         if not os.path.isfile(ann):
