@@ -120,6 +120,7 @@ def _convert_and_compare(tmp_path, block, layers, width, depth):
     model = TorchResNet(block, layers, width=width)
     _randomise_bn(model, gen)
     model.eval()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     src = tmp_path / "resnet.pth"
     torch.save(model.state_dict(), src)
     dst = tmp_path / "encoder.npz"
@@ -153,6 +154,20 @@ def test_resnet50_conversion_matches_torch(tmp_path):
     new_params, new_stats = hmr.load_pretrained_encoder(params, stats, str(dst))
     assert jax.tree_util.tree_structure(new_params) == jax.tree_util.tree_structure(params)
     assert jax.tree_util.tree_structure(new_stats) == jax.tree_util.tree_structure(stats)
+
+
+def test_safetensors_gives_the_same_encoder_as_pth(tmp_path):
+    from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+
+    pth = _convert_and_compare(tmp_path / "pth", TorchBasicBlock, (2, 2, 2, 2), width=8, depth=18)
+    state = torch.load(tmp_path / "pth" / "resnet.pth", weights_only=True)
+    save_file(state, tmp_path / "resnet.safetensors")
+    tool = _load_tool()
+    assert tool.convert_file(tmp_path / "resnet.safetensors", tmp_path / "st.npz") == (18, 8)
+    with np.load(pth) as a, np.load(tmp_path / "st.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_resnet18_conversion_matches_torch(tmp_path):

@@ -8,7 +8,7 @@ Then point the config's `model.pretrained_encoder` at the .npz; the trainer load
 Input: a local file, no downloads --
   .pth / .pt       a PyTorch state_dict (read with torch.load(weights_only=True)); a dict wrapping
                    it under 'state_dict' or 'model', and a 'module.' prefix (DDP), are accepted;
-  .safetensors     read with the `safetensors` package (needs it installed).
+  .safetensors     read with the `safetensors` package (a dependency; no torch, no pickle).
 torchvision's resnet18/34/50 and timm's resnet18/34/50 use the same parameter names (conv1, bn1,
 layer1.0.conv1, ..., layerN.0.downsample.0 / .1, fc), so both convert. ResNet-50 weights must
 be torchvision's v1.5 layout (stride on the 3x3 convolution; timm's and torchvision's are).
