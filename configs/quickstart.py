@@ -1,19 +1,18 @@
 """Quickstart: HMR on a synthetic dataset, small enough to train on a 2-core laptop CPU.
 
 On the first run the synthetic dataset (procedural body, rendered crops, SPIN-layout
-annotations) is generated beside the workdir (or into --config.data.dir); later runs reuse it.
-Bodies start within +-20 deg of facing the camera (data.synthetic.yaw_range_deg; the full
-generator default is +-180 deg, where the global orientation dominated the error of so short a
-run). ResNet-18 at width 16 on 64 px crops, a 3-iteration regressor with the 6D rotation output,
-no dropout and NO adversarial prior (no discriminator, so cheaper steps; its effect on
-accuracy was not measured in isolation).
+annotations; 6,000 samples at 96 px, every one a new pose, subject, camera and background) is
+generated beside the workdir (or into --config.data.dir); later runs reuse it. Bodies start within
++-20 deg of facing the camera (data.synthetic.yaw_range_deg; the generator's default is +-180 deg,
+where the global orientation dominated the error of so short a run). ResNet-18 at width 16 on
+96 px crops, a 3-iteration regressor with the 6D rotation output, no dropout and NO adversarial
+prior (no discriminator, so cheaper steps).
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-11-25, 3000 steps, shared 2-core machine): MPJPE 137.6 mm vs 174.0 mm for the mean
-pose/shape (ratio 0.79), PA-MPJPE 89.5 vs 122.7 mm (ratio 0.73): the goal is NOT met yet.
-Time: data generation 68 s + training, 22 min wall on a machine loaded by other jobs (load ~5);
-18.1 CPU-minutes in all (user 14m55 + sys 3m11), i.e. about 9-11 min on 2 free cores.
-Tuning notes: docs/quickstart_tuning.md.
+Measured (2026-11-25, 3000 steps, shared 2-core machine): MPJPE 125.5 mm vs 189.8 mm for the
+training-set mean pose/shape (ratio 0.66), PA-MPJPE 87.1 vs 137.1 mm (ratio 0.64): the goal is NOT
+met yet. Time: 20.1 CPU-minutes of training plus about 4 of data generation.
+Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
     python -m hmr_jax.train --config=configs/quickstart.py --workdir=workdirs/quickstart
@@ -32,10 +31,11 @@ def get_config(arg=None):
     c.data.val_split = "validation"
     c.data.val_fraction = 0.1
     c.data.resample_ratio = 1.0
-    c.data.img_size = 64
+    c.data.img_size = 96
     c.data.batch_size = 32
     c.data.eval_batch_size = 64
-    c.data.synthetic.num = 3000
+    c.data.synthetic.num = 6000
+    c.data.synthetic.frames_per_sequence = 1  # every image a new pose, camera and background
     c.data.synthetic.seed = 0
     c.data.synthetic.yaw_range_deg = 20.0  # bodies roughly face the camera (photo-like)
     c.data.augment.rot_std_deg = 10.0
