@@ -1,25 +1,45 @@
-"""Input pipeline throughput: JPEG on disk -> decode, crop, augment, normalise, batch.
+"""Input pipeline throughput, images per CPU-second on one core, and the quickstart's consumption.
 
-    python benchmarks/input_pipeline.py --threads=1     # images/s on one core
-    python benchmarks/input_pipeline.py --threads=0     # all cores (tf.data default)
-    python benchmarks/input_pipeline.py --threads=1 --ab --baseline   # + full-resolution decode
+    python benchmarks/input_pipeline.py                   # the table below, threads=1 (per core)
+    python benchmarks/input_pipeline.py --no_quickstart   # only the 224 px pipelines
+    python benchmarks/input_pipeline.py --baseline        # + a one-thread PIL loader
 
-Writes --num_images JPEGs of --image_px x --image_px (smooth content + noise, like photos) with
-person boxes of 40-70 % of the image side into a temp dir, then times the training pipeline
-(`hmr_jax.data.pipeline.make_dataset`, augmentation on) at --img_size px after one warm-up pass.
-`--ab` also times the same pipeline with JPEG DCT-domain downscaling off (max_decode_ratio=1, the
-previous path), alternating passes of the two so that both see the same machine load.
-The number to compare is images per CPU-second (process CPU time, all threads): it does not
-depend on other jobs sharing the cores, unlike wall-clock images/s.
-Reference: a SPIN-style OpenCV loader does about 136 images/s on one core here (STACK_NOTES).
+Timed side by side, round-robin (one pass of each per round, so all see the same machine load):
+  (a) folder:      JPEG frames on disk (--image_px square, smooth content + noise like photos,
+                   person boxes of 40-70 % of the side, H36M-like) -> read, decode (DCT-scaled
+                   where the box allows), crop, augment (SPIN's ranges), normalise, batch at
+                   --img_size (`pipeline.make_dataset`, FolderSource).
+  (b) TFDS crops:  the same samples built into TFDS records holding box crops
+                   (`tfds_builder.build(crop_px=2 x img_size)`) -> the same pipeline (TfdsSource).
+  (c) quickstart:  the quickstart's own input, as configs/quickstart.py sets it (data.img_size,
+                   batch, augmentation, synthetic options): JPEGs from hmr_jax.data.synthetic
+                   at img_size -> img_size crops.
+  step:            the quickstart's real training step (`trainer.make_train_step`, jit, state
+                   donated; the config's model and batch) on a batch of (c).
+The pipelines run on one tf.data thread (--threads=1); the step uses every core (XLA).
+Throughput is images per CPU-second (process CPU time, all threads): far less sensitive to other
+jobs sharing the cores than wall-clock images/s (also printed), though on a shared machine with
+SMT it still moved by +-20 % between runs here: compare variants within one run (the one-thread
+PIL loader, --baseline, shows the machine's speed of the moment). The step's consumption is
+given two ways: images/s wall-clock (lower when the machine is shared) and images per
+CPU-second x cores (what it could reach with every core to itself and perfect scaling: an upper
+bound, so the ratio "(c) per core / consumption" computed from it is the conservative one).
+Also printed: how close the box-crop records' crops are to the folder's (same samples, same
+augmentation parameters), in grey levels.
 """
 
 import argparse
+import functools
 import os
+import pathlib
+import platform
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def write_dataset(root: str, n: int, px: int, seed: int = 0, noise: float = 6.0) -> str:
@@ -56,6 +76,59 @@ def write_dataset(root: str, n: int, px: int, seed: int = 0, noise: float = 6.0)
   return path
 
 
+class Timed:
+  """Round-robin timing of one variant: images, wall seconds, CPU seconds over its passes."""
+
+  def __init__(self, name, run):
+    self.name, self.run = name, run
+    self.images, self.wall, self.cpu = 0, 0.0, 0.0
+
+  def once(self):
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = self.run()
+    self.wall += time.perf_counter() - t0
+    self.cpu += time.process_time() - c0
+    self.images += n
+
+  def row(self):
+    return (f'{self.name:<58} {self.images:>7} {self.cpu:>7.2f} {self.images / self.cpu:>12.1f} '
+            f'{self.wall:>7.2f} {self.images / self.wall:>10.1f}')
+
+
+def count(ds) -> int:
+  n = 0
+  for b in ds:
+    n += int(b['index'].shape[0])
+  return n
+
+
+def quickstart_step(batch: dict):
+  """The quickstart's jitted train step on `batch`: returns (run k steps -> images, batch size)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from hmr_jax import body_model, config_files, smpl, trainer  # pylint: disable=g-import-not-at-top
+  config = config_files.load(REPO / 'configs' / 'quickstart.py')
+  models = trainer.make_models(config)
+  step = jax.jit(trainer.make_train_step(config, models, 'smpl24'), donate_argnums=(0,))
+  state = jax.jit(functools.partial(trainer.init_state, config, models))(jax.random.PRNGKey(0))
+  smpl_model = jax.device_put(smpl.load(config.body_model_path or
+                                        str(body_model.default_body_model_path())))
+  arrays = jax.device_put({k: np.asarray(v, np.float32) for k, v in batch.items() if k != 'index'})
+  box = {'state': state}
+  t0 = time.perf_counter()
+  box['state'], m = step(box['state'], arrays, smpl_model)
+  jax.block_until_ready(m)
+  print(f'quickstart step compiled + first step: {time.perf_counter() - t0:.1f}s wall '
+        f'(jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s))')
+
+  def run(k):
+    for _ in range(k):
+      box['state'], metrics = step(box['state'], arrays, smpl_model)
+    jax.block_until_ready((box['state'], metrics))
+    return k * len(batch['index'])
+  return run, config
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--threads', type=int, default=1, help='tf.data threads; 0 = all cores')
@@ -63,63 +136,132 @@ def main():
   ap.add_argument('--image_px', type=int, default=1000)
   ap.add_argument('--img_size', type=int, default=224)
   ap.add_argument('--batch_size', type=int, default=32)
-  ap.add_argument('--passes', type=int, default=3)
+  ap.add_argument('--crop_px', type=int, default=0, help='box crop px of the TFDS records '
+                  '(default 2 x img_size)')
+  ap.add_argument('--jpeg_quality', type=int, default=95)
+  ap.add_argument('--passes', type=int, default=4)
   ap.add_argument('--noise', type=float, default=6.0,
                   help='pixel noise std of the test JPEGs (sets their size / entropy)')
+  ap.add_argument('--no_quickstart', action='store_true',
+                  help='skip the quickstart part (synthetic 64 px pipeline and training step)')
+  ap.add_argument('--quickstart_images', type=int, default=320)
+  ap.add_argument('--quickstart_steps', type=int, default=3, help='train steps per round')
   ap.add_argument('--baseline', action='store_true',
                   help='also time a one-thread PIL loader (decode, affine warp, normalise)')
-  ap.add_argument('--max_decode_ratio', type=int, default=8,
-                  help='JPEG DCT-domain downscaling limit (1 = full-resolution decode)')
-  ap.add_argument('--ab', action='store_true',
-                  help='also time max_decode_ratio=1 (full-resolution decode), passes alternated')
   args = ap.parse_args()
+  crop_px = args.crop_px or 2 * args.img_size
 
   import tensorflow as tf
   if args.threads:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-  from hmr_jax.data import pipeline
+  from hmr_jax.data import pipeline, tfds_builder
+
+  def make(src, img_size, augment=None):
+    return pipeline.make_dataset(
+        src, batch_size=args.batch_size, train=True, seed=0,
+        augment={**(augment or {}), 'img_size': img_size}, threads=args.threads or None,
+        num_parallel_calls=args.threads or tf.data.AUTOTUNE)
 
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.time()
     path = write_dataset(tmp, args.num_images, args.image_px, noise=args.noise)
-    mb = sum(os.path.getsize(os.path.join(tmp, 'images', f))
-             for f in os.listdir(os.path.join(tmp, 'images'))) / 2**20
+    images = os.path.join(tmp, 'images')
+    kib = sum(os.path.getsize(os.path.join(images, f)) for f in os.listdir(images)) / 1024
     print(f'wrote {args.num_images} JPEGs of {args.image_px}x{args.image_px} '
-          f'({mb / args.num_images * 1024:.0f} KiB each) in {time.time() - t0:.1f}s')
-    src = pipeline.FolderSource(path, os.path.join(tmp, 'images'))
-    ratios = [args.max_decode_ratio] + ([1] if args.ab and args.max_decode_ratio != 1 else [])
-    datasets = {r: pipeline.make_dataset(
-        src, batch_size=args.batch_size, train=True, seed=0,
-        augment={'img_size': args.img_size, 'max_decode_ratio': r}, threads=args.threads or None,
-        num_parallel_calls=args.threads or tf.data.AUTOTUNE) for r in ratios}
-    for ds in datasets.values():  # warm-up pass (tracing, file cache)
-      for _ in ds:
-        pass
-    load0 = os.getloadavg()[0]
-    stats = {r: [0, 0.0, 0.0] for r in ratios}  # images, wall s, CPU s
+          f'({kib / args.num_images:.0f} KiB each) in {time.time() - t0:.1f}s')
+    t0 = time.time()
+    tfds_dir = os.path.join(tmp, 'tfds')
+    tfds_builder.build(tfds_dir, images, path, crop_px=crop_px, jpeg_quality=args.jpeg_quality)
+    rec = [os.path.join(dp, f) for dp, _, fs in os.walk(tfds_dir) for f in fs if '.tfrecord' in f]
+    kib = sum(os.path.getsize(f) for f in rec) / 1024
+    print(f'built TFDS box crops ({crop_px} px, quality {args.jpeg_quality}; '
+          f'{kib / args.num_images:.0f} KiB per record) in {time.time() - t0:.1f}s')
+    folder = make(pipeline.FolderSource(path, images), args.img_size)
+    crops = make(pipeline.TfdsSource(tfds_dir, 'train'), args.img_size)
+    variants = [
+        Timed(f'(a) folder: {args.image_px} px JPEG frames -> {args.img_size} px',
+              lambda: count(folder)),
+        Timed(f'(b) TFDS box crops: {crop_px} px JPEG -> {args.img_size} px', lambda: count(crops))]
+    if not args.no_quickstart:
+      from hmr_jax import config_files  # pylint: disable=g-import-not-at-top
+      from hmr_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+      qc = config_files.load(REPO / 'configs' / 'quickstart.py')
+      t0 = time.time()
+      syn = os.path.join(tmp, 'synthetic')
+      n_syn = int(round(args.quickstart_images / (1 - qc.data.val_fraction)))
+      options = {k: qc.data.synthetic[k] for k in ('yaw_range_deg', 'frames_per_sequence')
+                 if k in qc.data.synthetic}
+      synthetic.generate(syn, n_syn, 0, qc.data.img_size, val_fraction=qc.data.val_fraction,
+                         progress=False, write_preview=False, **options)
+      print(f'generated {n_syn} synthetic {qc.data.img_size} px samples in {time.time() - t0:.1f}s')
+      qsrc = pipeline.FolderSource(os.path.join(syn, qc.data.annotations), syn, split='train',
+                                   val_fraction=qc.data.val_fraction)
+      quick = pipeline.make_dataset(
+          qsrc, batch_size=qc.data.batch_size, train=True, seed=0,
+          augment={**qc.data.augment, 'img_size': qc.data.img_size},
+          threads=args.threads or None, num_parallel_calls=args.threads or tf.data.AUTOTUNE)
+      variants.append(Timed(f'(c) quickstart input: {qc.data.img_size} px synthetic JPEG -> '
+                            f'{qc.data.img_size} px', lambda: count(quick)))
+      batch = {k: v.numpy() for k, v in next(iter(quick)).items()}
+      step_run, _ = quickstart_step(batch)
+      k = args.quickstart_steps
+      step = Timed(f'quickstart train step (batch {qc.data.batch_size}, {qc.data.img_size} px), '
+                   f'{k} per round', lambda: step_run(k))
+    # warm-up (tracing, XLA compilation, file cache), and the box crops' agreement with the folder
+    outs = [{int(i): img for b in ds for i, img in zip(b['index'], b['image'])}
+            for ds in (folder, crops)]
+    if not args.no_quickstart:
+      count(quick)
+      step_run(1)
+    load0 = os.getloadavg()
     for _ in range(args.passes):
-      for r, ds in datasets.items():  # alternate: both variants see the same load
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in ds:
-          stats[r][0] += int(b['image'].shape[0])
-        stats[r][1] += time.perf_counter() - t0
-        stats[r][2] += time.process_time() - c0
+      for v in variants:
+        v.once()
+      if not args.no_quickstart:
+        step.once()
+    load1 = os.getloadavg()
     if args.baseline:
-      base_cpu = pil_baseline(path, os.path.join(tmp, 'images'), args.img_size)
-  cores = args.threads or os.cpu_count()
-  print(f'img_size {args.img_size}, batch {args.batch_size}, augmentation on, {cores} thread(s); '
-        f'load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
-  for r, (n, dt, cpu) in stats.items():
-    label = 'DCT-scaled decode (max ratio %d)' % r if r > 1 else 'full-resolution decode'
-    print(f'{label}: {n} images, {dt:.2f}s wall = {n / dt / cores:.1f} images/s per core '
-          f'(wall; lower when other jobs share the cores); CPU {cpu:.2f}s = '
-          f'{n / cpu:.1f} images per CPU-second (load-independent)')
-  if len(stats) == 2:
-    (n1, _, c1), (n2, _, c2) = stats.values()
-    print(f'speed-up (images per CPU-second): {(n1 / c1) / (n2 / c2):.2f}x')
+      base_cpu = pil_baseline(path, images, args.img_size)
+
+  cores = os.cpu_count()
+  print(f'\nmachine: {platform.processor() or platform.machine()}, {cores} cores; load average '
+        f'(1 min) {load0[0]:.1f} -> {load1[0]:.1f}; tf.data threads {args.threads or "all"}; '
+        f'augmentation on; batch {args.batch_size}; {args.passes} rounds')
+  print(f'{"variant":<58} {"images":>7} {"CPU s":>7} {"img/CPU-s":>12} {"wall s":>7} '
+        f'{"img/s wall":>10}')
+  for v in variants:
+    print(v.row())
   if args.baseline:
-    print(f'baseline (PIL, one thread, same files): {1 / base_cpu:.1f} images per CPU-second')
+    print(f'{"    one-thread PIL loader, frames of (a) (decode, warp, normalise)":<58} '
+          f'{"":>7} {"":>7} {1 / base_cpu:>12.1f}')
+  a, b = variants[0], variants[1]
+  ra, rb = a.images / a.cpu, b.images / b.cpu
+  print(f'\n(b) / (a): {rb / ra:.2f}x images per CPU-second; target >= 200 per core at '
+        f'{args.img_size} px: (a) {"met" if ra >= 200 else "NOT met"}, (b) '
+        f'{"met" if rb >= 200 else "NOT met"}')
+  diffs = [np.abs(_grey(outs[0][i]) - _grey(outs[1][i])) for i in outs[0] if i in outs[1]]
+  d = np.stack(diffs)
+  print(f'box crops vs folder, same samples and augmentation: mean |diff| {d.mean():.2f} grey '
+        f'levels (of 255), 99th percentile {np.percentile(d, 99):.1f} ({len(diffs)} crops)')
+  if not args.no_quickstart:
+    c = variants[2]
+    print(step.row())
+    per_core = c.images / c.cpu
+    wall = step.images / step.wall
+    best = step.images / step.cpu * cores
+    print(f'\nquickstart: the step consumes {wall:.1f} images/s wall-clock here ({cores} cores, '
+          f'shared), at most {best:.1f} images/s with all {cores} cores to itself '
+          f'({step.images / step.cpu:.1f} images per CPU-s x {cores});\n  the input pipeline '
+          f'makes {per_core:.1f} images per CPU-second on one core: {per_core / best:.1f}x the '
+          f'most the step can consume ({per_core / wall:.1f}x its wall-clock rate here); target '
+          f'>= 3x: {"met" if per_core / best >= 3 else "NOT met"}')
+
+
+def _grey(image):
+  from hmr_jax.data import augment  # pylint: disable=g-import-not-at-top
+  std, mean = np.array(augment.IMAGENET_STD), np.array(augment.IMAGENET_MEAN)
+  return (np.asarray(image) * std + mean) * 255
 
 
 def pil_baseline(path: str, image_root: str, img_size: int) -> float:
@@ -147,4 +289,5 @@ def pil_baseline(path: str, image_root: str, img_size: int) -> float:
 
 
 if __name__ == '__main__':
+  sys.path.insert(0, str(REPO))
   main()

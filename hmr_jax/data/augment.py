@@ -22,10 +22,12 @@ Geometry kept consistent with the image (tests prove it):
   camera-frame point = root-relative joint + t: focal' = F * focal, centre' = A(centre),
   t' = M3 R3 t. Exact for square pixels (fx == fy).
 
-Image: one bilinear resampling (``crop_and_resize`` when not rotated, else
-``ImageProjectiveTransformV3``), outside the source = 0 (black, as SPIN), then
-channel-wise multiplicative noise U[noise_min, noise_max] clipped to [0, 255], then ImageNet
-normalisation. JPEGs are decoded only inside the window the crop needs (``decode_and_crop_jpeg``),
+Image: one bilinear resampling of the decoded uint8 pixels, each of the four taps outside the
+source = 0 (black, as SPIN), then channel-wise multiplicative noise U[noise_min, noise_max]
+clipped to [0, 255], then ImageNet normalisation, all fused into one XLA-compiled loop
+(`warp_normalize`; on CPU about 3x cheaper than TF's ImageProjectiveTransformV3 + normalisation
+and cheaper than crop_and_resize alone; TF builds without an XLA JIT fall back to those ops).
+JPEGs are decoded only inside the window the crop needs (``decode_and_crop_jpeg``),
 and downscaled in the DCT domain by libjpeg (``ratio`` r in {1, 2, 4, 8}: the largest power of two
 <= side / img_size, at most ``max_decode_ratio``), so the decoded box still has >= img_size px
 across (no resolution lost; libjpeg's block averaging also anti-aliases). Decoded pixel i
@@ -34,10 +36,17 @@ at 1/r covers source pixels r*i .. r*i + r - 1 (centre r*i + (r - 1) / 2), i.e.
 consistent (tests: a bright dot lands on its keypoint at r = 1, 2, 4, 8).
 Parameters are drawn in numpy (`sample_params`; the pipeline draws them per epoch from
 (seed, epoch)), so they do not depend on tf.data's parallelism. The geometry functions take any
-leading batch dims; the pipeline runs them once per batch (fewer small TF ops per image).
+leading batch dims; the pipeline runs them once per epoch or per group of samples, and per batch
+for the annotations (`crop_geometry`, `augment_annotations`): in tf.data each small TF op costs
+microseconds, as much as the pixel work of a small crop, so per image only the decode, the fused
+warp and a few window ops remain.
+`box_crop` makes the stored squares of pre-cropped TFDS records (tfds_builder) with the same
+decode and resampling.
 """
 
 import dataclasses
+import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,6 +112,18 @@ class AugmentConfig:
   def eval_config(self) -> 'AugmentConfig':
     """Same crop size, augmentation off."""
     return dataclasses.replace(self, enabled=False)
+
+
+def required_crop_factor(cfg: AugmentConfig) -> float:
+  """How many box sides around the box centre an augmented crop can reach, along x or y: the
+  largest augmentation scale times max |cos t| + |sin t| over the rotations (sqrt(2) from 45 deg).
+  Records holding box crops (tfds_builder) must store at least this much."""
+  if not cfg.enabled:
+    return 1.0
+  scale = cfg.scale_max if cfg.scale_std > 0 else min(max(1.0, cfg.scale_min), cfg.scale_max)
+  rot = 0.0 if cfg.rot_std_deg == 0 or cfg.rot_prob_zero >= 1 else math.radians(cfg.rot_max_deg)
+  extent = math.sqrt(2.0) if rot >= math.pi / 4 else math.cos(rot) + math.sin(rot)
+  return scale * extent
 
 
 # ----------------------------------------------------------------------------------------- params
@@ -259,36 +280,119 @@ def augment_annotations(ex: dict[str, tf.Tensor], A: tf.Tensor, rot: tf.Tensor, 
 
 
 # ------------------------------------------------------------------------------------------ image
-def crop_window(A: tf.Tensor, img_size: int, height: tf.Tensor,
-                width: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  """Integer source window [y0, x0, h, w] covering the crop (clipped to the image) and `nonempty`."""
-  e = img_size - 0.5
+def decode_ratio(A: tf.Tensor, img_size: int, max_ratio: int = 8) -> tf.Tensor:
+  """Index into DECODE_RATIOS (int32) of the largest r <= min(side / img_size, max_ratio), where
+  side / img_size = 1 / F is read off A (source px per crop px)."""
+  zoom = 1.0 / tf.norm(A[..., 1, :2], axis=-1)  # side / img_size
+  n = DECODE_RATIOS.index(max_ratio)
+  return tf.add_n([tf.cast(zoom >= r, tf.int32) for r in DECODE_RATIOS[1:n + 1]] +
+                  [tf.zeros_like(zoom, tf.int32)])
+
+
+def scaled_decode_matrix(r: int | tf.Tensor) -> tf.Tensor:
+  """(..., 3, 3) map of 1/r-decoded px -> source px: x = r * x_dec + (r - 1) / 2; r int or (...)."""
+  r = tf.cast(r, tf.float32)
+  o, z, one = (r - 1.0) / 2.0, tf.zeros_like(r), tf.ones_like(r)
+  return tf.stack([tf.stack([r, z, o], -1), tf.stack([z, r, o], -1), tf.stack([z, z, one], -1)], -2)
+
+
+def _jpeg_ratios(max_ratio: int) -> tuple[int, ...]:
+  return DECODE_RATIOS[:DECODE_RATIOS.index(max_ratio) + 1]
+
+
+def crop_geometry(center: tf.Tensor, scale: tf.Tensor, params: Mapping[str, tf.Tensor],
+                  cfg: AugmentConfig) -> dict[str, tf.Tensor]:
+  """Everything a crop needs except the pixels, for any leading dims (the pipeline runs it once
+  per epoch or per group of samples, not once per image: in tf.data a handful of small TF ops
+  costs as much as decoding a 64 px JPEG).
+
+  center (..., 2), scale (...), params rot / scale / flip (...). Returns crop_matrix A (..., 3, 3)
+  (source px -> crop px); branch (...) int32: the JPEG decode scale, an index into
+  DECODE_RATIOS (r = the largest power of two <= side / img_size, at most max_decode_ratio);
+  inverse (..., 3, 3): crop px -> px of the JPEG decoded at 1/r; window (..., 4) float32 x0, y0,
+  x1, y1: the decoded pixels the bilinear taps can reach (clipped to the image by `decode_crop`,
+  once its header is read).
+  """
+  side = 200.0 * tf.cast(scale, tf.float32) * tf.cast(params['scale'], tf.float32)
+  A = crop_matrix(center, side, tf.cast(params['rot'], tf.float32), params['flip'], cfg.img_size)
+  if cfg.max_decode_ratio > 1:
+    idx = decode_ratio(A, cfg.img_size, cfg.max_decode_ratio)
+  else:
+    idx = tf.zeros_like(side, tf.int32)
+  r = tf.gather(tf.constant(DECODE_RATIOS, tf.float32), idx)
+  inverse = tf.linalg.inv(A @ scaled_decode_matrix(r))  # crop px -> decoded px
+  e = cfg.img_size - 0.5
   corners = tf.constant([[-0.5, -0.5], [-0.5, e], [e, -0.5], [e, e]], tf.float32)
-  src = apply_affine(tf.linalg.inv(A), corners)  # (4, 2)
-  lo = tf.floor(tf.reduce_min(src, axis=0)) - 1.0
-  hi = tf.math.ceil(tf.reduce_max(src, axis=0)) + 2.0
-  size = tf.cast(tf.stack([width, height]), tf.float32)
-  lo = tf.clip_by_value(lo, 0.0, size)
-  hi = tf.clip_by_value(hi, 0.0, size)
-  nonempty = tf.reduce_all(hi - lo >= 1.0)
-  lo = tf.where(nonempty, lo, 0.0)  # an empty window becomes a valid 1x1 one (sample is dropped)
-  hi = tf.where(nonempty, hi, 1.0)
-  lo_i = tf.cast(lo, tf.int32)
-  wh = tf.maximum(tf.cast(hi - lo, tf.int32), 1)
-  return tf.stack([lo_i[1], lo_i[0], wh[1], wh[0]]), nonempty
+  src = tf.matmul(corners, inverse[..., :2, :2], transpose_b=True) + inverse[..., None, :2, 2]
+  lo = tf.floor(tf.reduce_min(src, axis=-2)) - 1.0
+  hi = tf.math.ceil(tf.reduce_max(src, axis=-2)) + 2.0
+  return {'crop_matrix': A, 'branch': idx, 'inverse': inverse,
+          'window': tf.concat([lo, hi], axis=-1)}
 
 
-def warp(image: tf.Tensor, A: tf.Tensor, img_size: int,
-         axis_aligned: tf.Tensor | bool = False) -> tf.Tensor:
-  """image (h, w, 3) uint8 -> (img_size, img_size, 3) float32, bilinear, outside = 0.
+def decode_crop(image_bytes: tf.Tensor, branch: tf.Tensor, window: tf.Tensor, inverse: tf.Tensor,
+                max_ratio: int = 8) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Decode one encoded image, or only the part of it a crop needs (crop_geometry's outputs).
+
+  JPEGs: decode_and_crop_jpeg of the window at 1/r, r = DECODE_RATIOS[branch] (libjpeg's DCT
+  scaling). Other formats (PNG, BMP, GIF): decoded whole at full size (inverse rescaled to it).
+  Returns pixels (h, w, 3) uint8, inverse (3, 3) crop px -> px of `pixels`, image_hw (2,) int32
+  (the full-resolution image's height, width) and nonempty (whether the crop overlaps the image;
+  if not, pixels may be a 1x1 dummy). Corrupt bytes raise (the pipeline counts them).
+  """
+  ratios = _jpeg_ratios(max_ratio)
+
+  def clip(win, hw):  # -> [y0, x0, h, w] inside the image, nonempty
+    size = tf.cast(tf.stack([hw[1], hw[0]]), tf.float32)
+    lo = tf.clip_by_value(win[:2], 0.0, size)
+    hi = tf.clip_by_value(win[2:], 0.0, size)
+    nonempty = tf.reduce_all(hi - lo >= 1.0)
+    lo = tf.where(nonempty, lo, 0.0)  # an empty window becomes a valid 1x1 one (sample dropped)
+    hi = tf.where(nonempty, hi, 1.0)
+    lo_i = tf.cast(lo, tf.int32)
+    wh = tf.maximum(tf.cast(hi - lo, tf.int32), 1)
+    return tf.stack([lo_i[1], lo_i[0], wh[1], wh[0]]), nonempty
+
+  def jpeg():
+    hw = tf.io.extract_jpeg_shape(image_bytes)[:2]
+    if len(ratios) == 1:
+      win, nonempty = clip(window, hw)
+      pixels = tf.io.decode_and_crop_jpeg(image_bytes, win, channels=3)
+    else:
+      r = tf.gather(tf.constant(ratios, tf.int32), branch)
+      win, nonempty = clip(window, (hw + r - 1) // r)  # libjpeg's size at 1/r: ceil(size / r)
+      # The ratio is an op attribute: one branch per ratio, each holding nothing but the decode
+      # (control flow in tf.data functions costs per op of every branch, taken or not).
+      pixels = tf.switch_case(branch, [
+          lambda k=k: tf.io.decode_and_crop_jpeg(image_bytes, win, channels=3, ratio=k)
+          for k in ratios])
+    offset = tf.cast(tf.stack([win[1], win[0], 0]), tf.float32)[:, None]
+    return pixels, tf.concat([inverse[:, :2], inverse[:, 2:] - offset], 1), hw, nonempty
+
+  def other():
+    pixels = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    hw = tf.shape(pixels)[:2]
+    r = tf.gather(tf.constant(ratios, tf.float32), branch)
+    full = tf.concat([inverse[:2] * r + tf.constant([[0.0, 0.0, 1.0]]) * ((r - 1.0) / 2.0),
+                      inverse[2:]], 0)  # crop px -> full-resolution px
+    _, nonempty = clip(window * r + tf.stack([-r, -r, r, r]), hw)
+    return pixels, full, hw, nonempty
+
+  return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+
+
+def warp_inverse(image: tf.Tensor, inverse: tf.Tensor, img_size: int,
+                 axis_aligned: tf.Tensor | bool = False) -> tf.Tensor:
+  """image (h, w, 3) uint8 -> (img_size, img_size, 3) float32, bilinear, outside = 0 (black, as
+  SPIN); `inverse` (3, 3) maps crop px -> image px. (TF ops: warp_normalize's fallback.)
 
   One resampling either way: `axis_aligned` (no rotation; flip and scale allowed) uses
   crop_and_resize (about 2.5x faster on CPU), otherwise ImageProjectiveTransformV3 on uint8
   (output rounded to integers, as an OpenCV uint8 warp). Both sample the same source points.
   """
-  inv = tf.linalg.inv(A)
   # crop_and_resize: output pixel u samples source x = inv[0,0] * u + inv[0,2]; same for y (no
   # rotation). Both branches hold only the resampling op (small ops outside: cheaper in tf.data).
+  inv = inverse
   last = float(img_size - 1)
   hw = tf.cast(tf.maximum(tf.shape(image)[:2] - 1, 1), tf.float32)
   box = tf.stack([inv[1, 2] / hw[0], inv[0, 2] / hw[1], (inv[1, 1] * last + inv[1, 2]) / hw[0],
@@ -311,86 +415,127 @@ def warp(image: tf.Tensor, A: tf.Tensor, img_size: int,
   return tf.cond(axis_aligned, crop_resize, projective)
 
 
+def warp(image: tf.Tensor, A: tf.Tensor, img_size: int,
+         axis_aligned: tf.Tensor | bool = False) -> tf.Tensor:
+  """warp_inverse with A (3, 3) image px -> crop px."""
+  return warp_inverse(image, tf.linalg.inv(A), img_size, axis_aligned)
+
+
+def _normalize(image: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+  # min(x * n, 255) * a + b = min(x * (n * a), 255 * a) + b with a = 1 / (255 std) > 0.
+  a = 1.0 / (255.0 * tf.constant(IMAGENET_STD))
+  b = -tf.constant(IMAGENET_MEAN) / tf.constant(IMAGENET_STD)
+  noise = tf.cast(noise, tf.float32)[..., None, None, :]
+  return tf.minimum(image * (noise * a), 255.0 * a) + b
+
+
+def _bilinear(flat: tf.Tensor, width: tf.Tensor, height: tf.Tensor, inverse: tf.Tensor,
+              img_size: int) -> tf.Tensor:
+  """flat (L, 3) uint8 holding a height x width image row by row (L >= h * w; the rest unused)
+  -> (img_size, img_size, 3) float32 bilinear samples at inverse @ (u, v, 1); each of the four
+  taps outside the image reads 0 (ImageProjectiveTransform's CONSTANT fill)."""
+  grid = np.mgrid[0:img_size, 0:img_size].astype(np.float32).reshape(2, -1)
+  u, v = tf.constant(grid[1]), tf.constant(grid[0])  # (S*S,) crop px x, y
+  x = inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]
+  y = inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]
+  x0, y0 = tf.floor(x), tf.floor(y)
+  fx, fy = x - x0, y - y0
+  xi, yi = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+  out = 0.0
+  for dy, wy in ((0, 1.0 - fy), (1, fy)):
+    for dx, wx in ((0, 1.0 - fx), (1, fx)):
+      xx, yy = xi + dx, yi + dy
+      inside = (xx >= 0) & (xx < width) & (yy >= 0) & (yy < height)
+      idx = tf.clip_by_value(yy, 0, height - 1) * width + tf.clip_by_value(xx, 0, width - 1)
+      w = tf.where(inside, wx * wy, 0.0)
+      out = out + tf.cast(tf.gather(flat, idx), tf.float32) * w[:, None]
+  return tf.reshape(out, [img_size, img_size, 3])
+
+
+def _warp_normalize(flat, width, height, inverse, noise, img_size, normalise=True):
+  image = _bilinear(flat, width, height, inverse, img_size)
+  return _normalize(image, noise) if normalise else image
+
+
+# XLA fuses these elementwise passes and gathers into one loop: on CPU the fused warp + noise +
+# normalisation costs less than TF's crop_and_resize alone and a third of
+# ImageProjectiveTransformV3 + normalisation (TF's broadcasting multiply alone costs more than the
+# whole fused normalisation). XLA compiles one program per input shape, so the warp's input is
+# flattened and zero-padded to one of a few lengths (_FLAT_BUCKETS).
+_normalize_xla = tf.function(_normalize, jit_compile=True, autograph=False, reduce_retracing=True)
+_warp_normalize_xla = tf.function(_warp_normalize, jit_compile=True, autograph=False,
+                                  reduce_retracing=True)
+_FLAT_BUCKETS = np.unique(np.ceil(64 * 2.0 ** (np.arange(49) / 2))).astype(np.int32)  # x sqrt(2)
+
+
+@functools.cache
+def _xla_works() -> bool:
+  try:
+    with tf.init_scope():
+      _normalize_xla(tf.zeros([2, 2, 3]), tf.ones([3]))
+    return True
+  except Exception:  # pylint: disable=broad-except  # no XLA JIT in this TensorFlow build
+    return False
+
+
 def normalize(image: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
-  """float 0..255 (H, W, 3) -> channel noise (3,) (>= 0), clip to 255, ImageNet normalisation."""
-  # Same as ((clip(image * noise, 0, 255) / 255) - mean) / std, with fewer broadcasting passes
-  # (about 30 % cheaper on CPU): the per-channel scale as a (3, 3) matmul, the offset as a bias.
-  # image >= 0 (a warp of uint8 pixels), so only the upper clip is needed.
-  std = tf.constant(IMAGENET_STD)
-  shape = tf.shape(image)
-  x = tf.reshape(tf.minimum(image * noise, 255.0), [-1, 3])
-  x = tf.nn.bias_add(x @ tf.linalg.diag(1.0 / (255.0 * std)), -tf.constant(IMAGENET_MEAN) / std)
-  return tf.reshape(x, shape)
+  """float 0..255 (..., H, W, 3) -> channel noise (..., 3) (>= 0), clip to 255, ImageNet
+  normalisation: ((min(image * noise, 255) / 255) - mean) / std."""
+  image = tf.convert_to_tensor(image, tf.float32)
+  return (_normalize_xla if _xla_works() else _normalize)(image, noise)
 
 
-def decode_ratio(A: tf.Tensor, img_size: int, max_ratio: int = 8) -> tf.Tensor:
-  """Index into DECODE_RATIOS (int32) of the largest r <= min(side / img_size, max_ratio), where
-  side / img_size = 1 / F is read off A (source px per crop px)."""
-  zoom = 1.0 / tf.norm(A[..., 1, :2], axis=-1)  # side / img_size
-  n = DECODE_RATIOS.index(max_ratio)
-  return tf.add_n([tf.cast(zoom >= r, tf.int32) for r in DECODE_RATIOS[1:n + 1]] +
-                  [tf.zeros_like(zoom, tf.int32)])
-
-
-def scaled_decode_matrix(r: int | tf.Tensor) -> tf.Tensor:
-  """(3, 3) map of 1/r-decoded px -> source px: x = r * x_dec + (r - 1) / 2."""
-  r = tf.cast(r, tf.float32)
-  o, z = (r - 1.0) / 2.0, tf.zeros_like(r)
-  return tf.stack([tf.stack([r, z, o]), tf.stack([z, r, o]), tf.constant([0.0, 0.0, 1.0])])
-
-
-def decode_window(image_bytes: tf.Tensor, A: tf.Tensor, img_size: int, max_ratio: int = 8):
-  """Decode only the window of the encoded image that the crop needs.
-
-  Returns (pixels (h, w, 3) uint8, A' mapping window px -> crop px, (height, width) of the full
-  image, nonempty: whether the crop overlaps the image at all). JPEGs use decode_and_crop_jpeg
-  at 1/r scale (module docstring; r = 1 when max_ratio = 1); other formats (PNG, BMP, GIF) are
-  decoded fully at full resolution. Corrupt bytes raise (the pipeline counts them).
-  """
-  def jpeg():
-    shape = tf.io.extract_jpeg_shape(image_bytes)
-    if max_ratio == 1:
-      idx = tf.constant(0, tf.int32)
-    else:
-      idx = decode_ratio(A, img_size, max_ratio)
-    r = tf.gather(tf.constant(DECODE_RATIOS, tf.int32), idx)
-    A_r = A @ scaled_decode_matrix(r)  # decoded px -> crop px
-    hw = (shape[:2] + r - 1) // r  # libjpeg's decoded size: ceil(size / r)
-    window, nonempty = crop_window(A_r, img_size, hw[0], hw[1])
-    if max_ratio == 1:
-      pixels = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-    else:  # ratio is an op attribute: one branch per ratio, holding only the decode
-      branches = [lambda k=k: tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3, ratio=k)
-                  for k in DECODE_RATIOS[:DECODE_RATIOS.index(max_ratio) + 1]]
-      pixels = tf.switch_case(idx, branches)
-    return pixels, window, A_r, shape[:2], nonempty
-
-  def other():
-    full = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    shape = tf.shape(full)
-    window, nonempty = crop_window(A, img_size, shape[0], shape[1])
-    pixels = full[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
-    return pixels, window, A, shape[:2], nonempty
-
-  pixels, window, A_dec, hw, nonempty = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
-  shift = tf.stack([tf.stack([1.0, 0.0, tf.cast(window[1], tf.float32)]),
-                    tf.stack([0.0, 1.0, tf.cast(window[0], tf.float32)]),
-                    tf.constant([0.0, 0.0, 1.0])])
-  return pixels, A_dec @ shift, hw, nonempty
+def warp_normalize(pixels: tf.Tensor, inverse: tf.Tensor, noise: tf.Tensor | None, img_size: int,
+                   axis_aligned: tf.Tensor | bool = False) -> tf.Tensor:
+  """normalize(warp_inverse(pixels, inverse, img_size), noise), fused by XLA: one bilinear
+  resampling of the uint8 pixels (h, w, 3), each tap outside the image = 0, no rounding in
+  between. noise=None: the warped float 0..255 pixels, not normalised. Without an XLA JIT (some
+  TensorFlow builds) the separate TF ops run instead (`axis_aligned` picks crop_and_resize)."""
+  if not _xla_works():
+    image = warp_inverse(pixels, inverse, img_size, axis_aligned)
+    return image if noise is None else normalize(image, noise)
+  shape = tf.shape(pixels)
+  n = shape[0] * shape[1]
+  buckets = tf.constant(_FLAT_BUCKETS)
+  padded = tf.gather(buckets, tf.minimum(tf.searchsorted(buckets, n[None])[0],
+                                         len(_FLAT_BUCKETS) - 1))
+  flat = tf.pad(tf.reshape(pixels, [-1, 3]), [[0, tf.maximum(padded - n, 0)], [0, 0]])
+  out = _warp_normalize_xla(flat, shape[1], shape[0], tf.cast(inverse, tf.float32),
+                            tf.ones([3]) if noise is None else tf.cast(noise, tf.float32),
+                            img_size, noise is not None)
+  return tf.ensure_shape(out, [img_size, img_size, 3])
 
 
 def crop_image(image_bytes: tf.Tensor, center: tf.Tensor, scale: tf.Tensor,
                params: dict[str, tf.Tensor], cfg: AugmentConfig) -> dict[str, tf.Tensor]:
   """One encoded image -> image (S, S, 3) float32 normalised, crop_matrix A (3, 3), valid (crop
-  overlaps the image), image_hw (2,). params: rot, scale, flip, noise (3,) of this sample."""
-  side = 200.0 * tf.cast(scale, tf.float32) * tf.cast(params['scale'], tf.float32)
-  rot = tf.cast(params['rot'], tf.float32)
-  A = crop_matrix(center, side, rot, params['flip'], cfg.img_size)
-  pixels, A_win, hw, nonempty = decode_window(image_bytes, A, cfg.img_size, cfg.max_decode_ratio)
-  image = normalize(warp(pixels, A_win, cfg.img_size, tf.equal(rot, 0.0)),
-                    tf.cast(params['noise'], tf.float32))
-  image = tf.ensure_shape(image, [cfg.img_size, cfg.img_size, 3])
-  return {'image': image, 'crop_matrix': A, 'valid': nonempty, 'image_hw': tf.cast(hw, tf.int32)}
+  overlaps the image), image_hw (2,). params: rot, scale, flip, noise (3,) of this sample.
+  (The pipeline runs the same steps with crop_geometry batched.)"""
+  geo = crop_geometry(center, scale, params, cfg)
+  pixels, inverse, hw, nonempty = decode_crop(image_bytes, geo['branch'], geo['window'],
+                                              geo['inverse'], cfg.max_decode_ratio)
+  image = warp_normalize(pixels, inverse, params['noise'], cfg.img_size,
+                         tf.equal(tf.cast(params['rot'], tf.float32), 0.0))
+  return {'image': image, 'crop_matrix': geo['crop_matrix'], 'valid': nonempty,
+          'image_hw': tf.cast(hw, tf.int32)}
+
+
+def box_crop(image_bytes: tf.Tensor, center: tf.Tensor, scale: tf.Tensor, crop_px: int,
+             crop_factor: float, max_decode_ratio: int = 8) -> dict[str, tf.Tensor]:
+  """The stored crop of pre-cropped records (tfds_builder): the axis-aligned square of side
+  crop_factor * 200 * scale around center, resampled to crop_px x crop_px uint8 (rounded) with
+  the same decode + bilinear resampling as a training crop (warp_normalize without the
+  normalisation: each tap outside the image = 0, as there).
+  Returns image (crop_px, crop_px, 3) uint8, crop_matrix A (3, 3) source px -> stored px, valid."""
+  cfg = AugmentConfig(img_size=crop_px, enabled=False, max_decode_ratio=max_decode_ratio)
+  params = {'rot': tf.constant(0.0), 'scale': tf.constant(float(crop_factor)),
+            'flip': tf.constant(False), 'noise': tf.ones([3])}
+  geo = crop_geometry(center, scale, params, cfg)
+  pixels, inverse, _, nonempty = decode_crop(image_bytes, geo['branch'], geo['window'],
+                                             geo['inverse'], max_decode_ratio)
+  image = warp_normalize(pixels, inverse, None, crop_px, True)
+  image = tf.ensure_shape(tf.saturate_cast(tf.round(image), tf.uint8), [crop_px, crop_px, 3])
+  return {'image': image, 'crop_matrix': geo['crop_matrix'], 'valid': nonempty}
 
 
 def augment_example(image_bytes: tf.Tensor, ex: dict[str, tf.Tensor], params: dict[str, Any],

@@ -13,15 +13,23 @@ missing image files for folders) -> resample (k = round(1/ratio): every k-th fra
 each sequence when the annotations carry `frame`, else every k-th position in the split; see
 `annotations.resample_rank`) -> equal contiguous chunk per host
 (floor(n / process_count)) -> per epoch: shuffle with seed (seed, epoch) -> skip the samples of
-steps already done -> parallel decode + crop + augment of each image (parameters drawn in numpy
-per epoch from (seed, epoch) for each sample id: the same whatever the parallelism) -> batch ->
-keypoint / joint / pose transforms once per batch -> prefetch.
+steps already done -> crop geometry (augment.crop_geometry), vectorised over the epoch (folders)
+or over groups of 64 records (TFDS), with parameters drawn in numpy per epoch from (seed, epoch)
+for each sample id (the same whatever the parallelism) -> parallel read + decode + fused warp /
+noise / normalisation of each image -> batch -> keypoint / joint / pose transforms once per
+batch -> prefetch.
 `batch_size` is the PER-HOST batch. Each host yields the same number of batches.
+
+TFDS records may hold box crops instead of full frames (tfds_builder `crop_px`): read the same
+way, with annotations already in the stored crop's pixels; an augmentation that would reach
+outside the stored square raises (ValueError naming the needed `--crop-factor`), a crop size
+above the stored box resolution warns.
 
 Resume: `start_step = N` (global step) restarts at epoch N // steps_per_epoch, skipping the
 (N % steps_per_epoch) * batch_size samples already used in that epoch (before decoding them).
 Folder sources shuffle with a full permutation per epoch; TFDS sources with a `shuffle_buffer`
-over index-ordered records (cheaper, but a local shuffle).
+over index-ordered records (cheaper, but a local shuffle; the buffer holds records before
+resampling, so it is scaled by 1 / resample_ratio to hold about `shuffle_buffer` kept ones).
 
 Bad data: images that fail to decode / are missing at run time, or whose box misses the image,
 are dropped (non-strict), counted per epoch in `iterator.epoch_stats` and reported with a
@@ -46,11 +54,13 @@ import numpy as np
 import tensorflow as tf
 
 from hmr_jax.data import annotations as ann_lib
-from hmr_jax.data.augment import (AugmentConfig, augment_annotations, crop_image, identity_params,
-                                  sample_params)
+from hmr_jax.data.augment import (AugmentConfig, augment_annotations, crop_geometry, decode_crop,
+                                  identity_params, required_crop_factor, sample_params,
+                                  warp_normalize)
 
 BATCH_KEYS = ('image', 'keypoints_2d', 'joints_3d', 'pose', 'shape', 'has_smpl', 'has_joints_3d',
               'index')
+GEOMETRY_GROUP = 64  # TFDS records per vectorised crop-geometry call (before decoding)
 _ANN_KEYS = ('center', 'scale', 'part', 'S', 'pose', 'shape', 'has_smpl', 'has_joints_3d')
 
 
@@ -92,6 +102,7 @@ class _Plan:
       raise ValueError(f'process_index: expected in [0, {process_count}), found {process_index}')
     self.source = source
     self.invalid: dict[int, str] = {}
+    self.box_crop = None
     if isinstance(source, FolderSource):
       ann = ann_lib.load(source.annotations)
       rows = (np.arange(len(ann)) if source.split is None else
@@ -119,6 +130,7 @@ class _Plan:
       ranks = np.zeros(int(positions.max()) + 1 if len(positions) else 0, np.int64)
       ranks[positions] = np.asarray(meta[rank_key], np.int64) if rank_key in meta else positions
       self.joint_set = meta['joint_set']
+      self.box_crop = meta.get('box_crop')  # None: full frames (also builds before box crops)
       self.ann = None
     else:
       raise TypeError(f'source: expected FolderSource or TfdsSource, found {type(source).__name__}')
@@ -140,6 +152,25 @@ class _Plan:
                        f'(found {n} after resampling)')
 
 
+def _check_box_crop(plan: _Plan, cfg: AugmentConfig) -> None:
+  """Records holding box crops must cover every crop the augmentation can ask for."""
+  if not plan.box_crop:
+    return
+  stored, px = plan.box_crop['crop_factor'], plan.box_crop['crop_px']
+  need = required_crop_factor(cfg)
+  if need > stored * (1 + 1e-6):
+    raise ValueError(
+        f'{plan.source}: the records hold box crops of {stored:g} x the box side '
+        f'(crop_factor), but this augmentation reaches {need:.3f} x (scale_max '
+        f'{cfg.scale_max:g}, rotations up to {cfg.rot_max_deg:g} deg); rebuild the records with '
+        f'--crop-factor >= {need:.3f} or narrow data.augment')
+  if px / stored < cfg.img_size * (1 - 1e-6):
+    warnings.warn(f'{plan.source}: the records store the box at {px / stored:.0f} px '
+                  f'(crop_px {px} / crop_factor {stored:g}), fewer than img_size '
+                  f'{cfg.img_size}: crops are upsampled (blurred); rebuild with --crop-px >= '
+                  f'{math.ceil(cfg.img_size * stored)}')
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]) & 0x7FFFFFFF
 
@@ -151,66 +182,75 @@ def _epoch_order(plan: _Plan, train: bool, seed: int, epoch: int) -> np.ndarray 
   return np.random.default_rng(_epoch_seed(seed, epoch)).permutation(len(plan.host_indices))
 
 
-def _raw_dataset(plan: _Plan, order: np.ndarray | None, *, shuffle_seed: int | None,
-                 shuffle_buffer: int, skip: int) -> tf.data.Dataset:
-  """Elements {'image': bytes or 'path', annotation fields, 'index'} in the epoch's order."""
+def _raw_dataset(plan: _Plan, order: np.ndarray | None, cfg: AugmentConfig,
+                 params: dict[str, np.ndarray], *, shuffle_seed: int | None, shuffle_buffer: int,
+                 skip: int) -> tf.data.Dataset:
+  """Elements {'image': bytes or 'path', annotation fields, 'index', crop geometry + this
+  epoch's augmentation parameters} in the epoch's order (`skip` samples skipped)."""
   if plan.ann is not None:
     idx = plan.host_indices if order is None else plan.host_indices[order]
     idx = idx[skip:]
     ann = plan.ann
     fields = {k: getattr(ann, k)[idx] for k in _ANN_KEYS}
-    if ann.has_camera:
-      fields.update(cam_focal=ann.cam_focal[idx], cam_center=ann.cam_center[idx],
-                    cam_t=ann.cam_t[idx])
     root = plan.source.image_root
     fields['path'] = np.array([os.path.join(root, n) for n in ann.imgname[idx]], dtype=object)
     fields['imgname'] = np.array([str(n) for n in ann.imgname[idx]], dtype=object)
     fields['index'] = idx.astype(np.int64)
+    # every sample's crop geometry for the epoch, in one vectorised call (not per image)
+    p = {k: v[idx] for k, v in params.items()}
+    geo = crop_geometry(fields['center'], fields['scale'], p, cfg)
+    fields.update({k: v.numpy() for k, v in geo.items()}, rot=p['rot'], flip=p['flip'],
+                  noise=p['noise'])
     return tf.data.Dataset.from_tensor_slices(fields)
-  # TFDS: read the record range that holds this host's samples, in index order.
+  # TFDS: read the record range that holds this host's samples, in index order; per group of
+  # records (vectorised): drop the ones resampling leaves out, crop geometry + parameters.
   hi = plan.host_indices
   if len(hi) == 0:
-    return plan.builder.as_dataset(split=f'{plan.source.split}[:0]')
-  pos = np.searchsorted(plan.record_positions, [hi[0], hi[-1]])
-  split = f'{plan.source.split}[{int(pos[0])}:{int(pos[1]) + 1}]'
-  ds = plan.builder.as_dataset(split=split, shuffle_files=False)
+    ds = plan.builder.as_dataset(split=f'{plan.source.split}[:0]')
+  else:
+    pos = np.searchsorted(plan.record_positions, [hi[0], hi[-1]])
+    split = f'{plan.source.split}[{int(pos[0])}:{int(pos[1]) + 1}]'
+    ds = plan.builder.as_dataset(split=split, shuffle_files=False)
+  if shuffle_seed is not None:  # the buffer holds records before resampling: scale it to match
+    kept = max(len(hi), 1) / max(int(pos[1]) + 1 - int(pos[0]), 1) if len(hi) else 1.0
+    ds = ds.shuffle(max(1, round(shuffle_buffer / kept)), seed=shuffle_seed,
+                    reshuffle_each_iteration=False)
   keep = tf.constant(plan.resample_keep)
-  ds = ds.filter(lambda ex: tf.gather(keep, ex['index'])).take(len(hi))
-  ds = ds.map(lambda ex: {**{key: ex[key] for key in _ANN_KEYS}, 'image': ex['image'],
-                          'imgname': ex['imgname'], 'index': ex['index'],
-                          'cam_focal': ex['cam_focal'], 'cam_center': ex['cam_center'],
-                          'cam_t': ex['cam_t']})
-  if shuffle_seed is not None:
-    ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-  return ds.skip(skip)
+  table = {k: tf.constant(v) for k, v in params.items()}
+  names = (*_ANN_KEYS, 'image', 'imgname', 'index')
+
+  def geometry(g):
+    g = {k: tf.boolean_mask(g[k], tf.gather(keep, g['index'])) for k in names}
+    p = {k: tf.gather(v, g['index']) for k, v in table.items()}
+    geo = crop_geometry(g['center'], g['scale'], p, cfg)
+    return {**g, **geo, 'rot': p['rot'], 'flip': p['flip'], 'noise': p['noise']}
+  return ds.batch(GEOMETRY_GROUP).map(geometry).unbatch().skip(skip)
 
 
 def _params_table(plan: _Plan, cfg: AugmentConfig, train: bool, seed: int,
-                  epoch: int) -> dict[str, tf.Tensor]:
+                  epoch: int) -> dict[str, np.ndarray]:
   """Augmentation parameters of every sample id for this epoch (identity in eval)."""
   n = int(plan.host_indices.max()) + 1 if len(plan.host_indices) else 1
   if train and cfg.enabled:
-    params = sample_params(np.random.default_rng([seed, epoch, 0xA06]), n, cfg)
-  else:
-    params = identity_params(n)
-  return {k: tf.constant(v) for k, v in params.items()}
+    return sample_params(np.random.default_rng([seed, epoch, 0xA06]), n, cfg)
+  return identity_params(n)
 
 
-def _image_fn(cfg: AugmentConfig, table: dict[str, tf.Tensor], strict: bool):
-  """Per sample: read/decode/crop/augment the image; geometry is left for the batch."""
+def _image_fn(cfg: AugmentConfig, strict: bool):
+  """Per sample: read, decode (the window), warp, noise + normalise; geometry is left for the
+  batch. A crop that misses the image raises (ignore_errors drops and counts it; strict: fatal)."""
 
   def fn(ex):
     data = tf.io.read_file(ex['path']) if 'path' in ex else ex['image']
-    params = {k: tf.gather(v, ex['index']) for k, v in table.items()}
-    out = crop_image(data, ex['center'], ex['scale'], params, cfg)
-    if strict:
-      tf.debugging.Assert(out['valid'], ['box outside the image: sample', ex['index'],
-                                         ex['imgname'], 'image (h, w)', out['image_hw']])
+    pixels, inverse, hw, nonempty = decode_crop(data, ex['branch'], ex['window'], ex['inverse'],
+                                                cfg.max_decode_ratio)
+    image = warp_normalize(pixels, inverse, ex['noise'], cfg.img_size, tf.equal(ex['rot'], 0.0))
+    tf.debugging.Assert(nonempty, ['box outside the image: sample', ex['index'], ex['imgname'],
+                                   'image (h, w)', hw])
     keep = {k: tf.cast(ex[k], tf.float32) for k in ('part', 'S', 'pose', 'shape', 'has_smpl',
                                                      'has_joints_3d')}
-    return {**keep, 'image': out['image'], 'crop_matrix': out['crop_matrix'],
-            'rot': params['rot'], 'flip': params['flip'], 'valid': out['valid'],
-            'index': tf.cast(ex['index'], tf.int64)}
+    return {**keep, 'image': image, 'crop_matrix': ex['crop_matrix'], 'rot': ex['rot'],
+            'flip': ex['flip'], 'index': tf.cast(ex['index'], tf.int64)}
   return fn
 
 
@@ -234,23 +274,22 @@ def make_dataset(source: FolderSource | TfdsSource, *, batch_size: int, train: b
   short: `make_iterator` drops it in training and pads it in eval). `skip_samples` skips that
   many samples of the epoch's order before any decoding (resume). `threads`: a private tf.data
   thread pool of that size (e.g. 1 to measure one core). `shuffle_buffer` (TFDS sources only)
-  holds encoded images: about buffer x JPEG size of memory."""
+  holds encoded images: about buffer / resample_ratio x JPEG size of memory."""
   cfg = AugmentConfig.from_mapping(augment)
   if not train:
     cfg = cfg.eval_config()
   plan = _plan or _Plan(source, train=train, resample_ratio=resample_ratio,
                         process_index=process_index, process_count=process_count, strict=strict)
+  if _plan is None:
+    _check_box_crop(plan, cfg)
   shuffle_seed = _epoch_seed(seed, epoch) if train else None
   order = _epoch_order(plan, train, seed, epoch)
-  ds = _raw_dataset(plan, order, shuffle_seed=shuffle_seed, shuffle_buffer=shuffle_buffer,
-                    skip=skip_samples)
-  table = _params_table(plan, cfg, train, seed, epoch)
-  ds = ds.map(_image_fn(cfg, table, strict), num_parallel_calls=num_parallel_calls,
-              deterministic=True)
+  params = _params_table(plan, cfg, train, seed, epoch)
+  ds = _raw_dataset(plan, order, cfg, params, shuffle_seed=shuffle_seed,
+                    shuffle_buffer=shuffle_buffer, skip=skip_samples)
+  ds = ds.map(_image_fn(cfg, strict), num_parallel_calls=num_parallel_calls, deterministic=True)
   if not strict:
     ds = ds.ignore_errors(log_warning=True)
-  ds = ds.filter(lambda ex: ex['valid'])
-  ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != 'valid'})
   ds = ds.batch(batch_size, drop_remainder=False)
   ds = ds.map(_batch_fn(ann_lib.flip_permutation(plan.joint_set)),
               num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -280,6 +319,8 @@ class BatchIterator(Iterator):
                     process_index=process_index, process_count=process_count,
                     resample_ratio=resample_ratio, strict=strict, shuffle_buffer=shuffle_buffer,
                     threads=threads)
+    cfg = AugmentConfig.from_mapping(augment)
+    _check_box_crop(self._plan, cfg if train else cfg.eval_config())
     self.batch_size, self.train, self.strict = batch_size, train, strict
     self.joint_set = self._plan.joint_set
     self.flip_perm = ann_lib.flip_permutation(self.joint_set)
