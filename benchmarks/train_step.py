@@ -22,11 +22,25 @@ options (see VARIANTS), each with its own state, all in the same process; the su
 `+bf16` runs the encoder in bfloat16. Each JAX variant prints its loss after the first step (same init, same batch: the
 variants must agree).
 
-Measured here (2 shared AVX2 cores, load about 3, batch 8, 224 px, ResNet-50, float32):
-before models/resnet.py computed 1x1 convolutions as matmuls (PointwiseConv) and the max pool
-as slices: jax 0.87 images/s; after: 1.51 images/s; torch 0.63 images/s (torch slows down
-badly under load: on a quiet machine one step took torch 2.1 s, jax 2.7 s). Trace + compile
-about 42 CPU s (45-48 s wall).
+Measured here (2 shared AVX2 cores, batch 8, 224 px, ResNet-50, float32, jax 0.10.2, torch 2.13;
+`python benchmarks/train_step.py --steps 9`, 9 round-robin steps, medians):
+- load 1.6-1.7 (one other process): jax 2.50 s/step = 3.21 images/s, torch 2.48 s = 3.22
+  images/s: 1.00x (parity); CPU s per step jax 4.72, torch 4.93. Trace + compile 49.7 CPU s
+  (35 s wall); 52-57 CPU s (43-56 s wall) at load 2.4-3.5, ~6 CPU s more than before the
+  hand-written gradients below.
+- load 3.0-3.4: jax 1.65 images/s, torch 0.68 (torch's threads degrade badly under load): 2.4x;
+  load 2.4-3.5: 1.17 vs 0.52, 2.3x.
+- one core each (`taskset -c 1 python benchmarks/train_step.py --steps 5 --torch-threads 1`,
+  load 1.5-1.9): jax 4.57 s/step, torch 4.26 s: 0.93x.
+How: models/resnet.py computes 1x1 convolutions as matmuls and the max pool as slices (0.87 ->
+1.51 images/s at load 3), then fused training-mode BatchNorm + residual + ReLU with a
+hand-written backward, the weight gradients of the 3x3 and stem convolutions as matmuls over
+patches and an elementwise max-pool gradient (another 1.25x: 5.17 -> 4.12 s/step at load 2.3,
+6.05 -> 4.93 CPU s; per-layer timings in benchmarks/conv_layers.py). In single-op
+micro-benchmarks (ResNet-50's 1x1 dots and 3x3 convolutions) the XLA:CPU options no_xnnpack,
+onednn and fast_runtime changed nothing beyond the noise, so none is set by default; an encoder
+in bfloat16 does not pay on this CPU (no native bf16 matmul: a 25088x256x64 dot takes 17 ms in
+bf16, 12 ms in float32).
 """
 
 import argparse
@@ -44,6 +58,7 @@ from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when ru
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
+_ALL_LIBRARY_FUSIONS = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"
 # XLA compiler options per variant (passed to `Lowered.compile`; same effect as XLA_FLAGS).
 VARIANTS = {
     "default": {},
@@ -51,9 +66,9 @@ VARIANTS = {
     "onednn": {"xla_cpu_use_onednn": True},
     "onednn_cc": {"xla_cpu_experimental_onednn_custom_call": True},
     "no_xnnpack": {"xla_cpu_use_xnnpack": False},
-    "xnn_dot": {"xla_cpu_experimental_xnn_fusion_type": "dot,eltwise,reduce"},
+    "xnn_dot": {"xla_cpu_experimental_xnn_fusion_type": _ALL_LIBRARY_FUSIONS},
     "xnn_graph": {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"},
-    "ynn": {"xla_cpu_experimental_ynn_fusion_type": "dot,eltwise,reduce"},
+    "ynn": {"xla_cpu_experimental_ynn_fusion_type": _ALL_LIBRARY_FUSIONS},
     "no_eigen_mt": {"xla_cpu_multi_thread_eigen": False},
     "vec512": {"xla_cpu_prefer_vector_width": 512},
     "fast_compile": {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"},
