@@ -8,9 +8,12 @@ Two joint sets are supported, chosen by the dataset (annotation key ``joint_set`
 
 ``spin24``
     The 24 "ground-truth" joints of SPIN's annotation files (LSP 14 + MPII pelvis/thorax + H36M
-    spine/jaw/head + face points). The model's joints are regressed from the mesh vertices by a
-    user-supplied (24, V) regressor (SPIN builds them from ``J_regressor_extra`` and the H36M
-    regressor; stack them into one (24, V) array, file given in config ``data.joint_regressor``).
+    spine/jaw/head + face points). The model's joints come from a user-supplied regressor, file
+    given in config ``data.joint_regressor``: either (24, V), applied to the mesh vertices, or
+    (24, V + 24), applied to the vertices followed by the 24 posed SMPL kinematic joints. The
+    latter reproduces SPIN exactly (10 kinematic joints, 9 ``J_regressor_extra`` rows, 5 face
+    vertices); build it with ``tools/make_spin24_regressor.py``. A (24, V) file can only
+    approximate the kinematic joints, which do not move linearly with the posed vertices.
     The root is the midpoint of the two hips (joints 2 and 3), as SPIN's 3D keypoint loss does;
     joint 14 ("pelvis (MPII)") is named ``pelvis_index`` but is missing in several datasets.
 
@@ -125,16 +128,18 @@ def model_joints(
     joint_set: str,
     smpl_joints: Float[Array, "b 24 3"],
     vertices: Float[Array, "b v 3"],
-    regressors: Mapping[str, Float[Array, "j v"]] | None = None,
+    regressors: Mapping[str, Float[Array, "j n"]] | None = None,
 ) -> Float[Array, "b j 3"]:
     """The body model's joints in the dataset's joint set.
 
     Args:
-      joint_set: 'smpl24' (returns `smpl_joints`), 'spin24' or 'h36m17' (regressed from
-        `vertices` with `regressors[joint_set]`, a (J, V) array).
-      smpl_joints: SMPL kinematic joints (B, 24, 3).
-      vertices: SMPL vertices (B, V, 3).
-      regressors: optional dict joint-set name -> (J, V) regressor (see `load_regressor`).
+      joint_set: 'smpl24' (returns `smpl_joints`), 'spin24' or 'h36m17' (regressed with
+        `regressors[joint_set]`).
+      smpl_joints: posed SMPL kinematic joints (B, 24, 3).
+      vertices: posed SMPL vertices (B, V, 3).
+      regressors: optional dict joint-set name -> regressor (see `load_regressor`), either
+        (J, V), applied to `vertices`, or (J, V + 24), applied to the points
+        ``concatenate([vertices, smpl_joints], axis=-2)`` (so column V + k is SMPL joint k).
     """
     js = get_joint_set(joint_set)
     if joint_set == "smpl24":
@@ -151,19 +156,34 @@ def model_joints(
             f"regressor for joint set {joint_set!r}: expected {js.num_joints} rows, found shape "
             f"{tuple(reg.shape)}"
         )
+    v, k = vertices.shape[-2], smpl_joints.shape[-2]
+    if reg.ndim != 2 or reg.shape[1] not in (v, v + k):
+        raise ValueError(
+            f"regressor for joint set {joint_set!r}: expected shape ({js.num_joints}, {v}) (vertices) or "
+            f"({js.num_joints}, {v + k}) (vertices then {k} SMPL joints), found {tuple(reg.shape)}"
+        )
+    if reg.shape[1] == v + k:
+        return regress(reg, jnp.concatenate([vertices, smpl_joints.astype(vertices.dtype)], axis=-2))
     return regress(reg, vertices)
 
 
 def load_regressor(
     path: str | os.PathLike, num_joints: int | None = None, num_vertices: int | None = None
 ) -> np.ndarray:
-    """Load a dense (J, V) float32 regressor (.npy / .npz, no pickle) via `smpl.load_regressor`.
+    """Load a dense (J, V) or (J, V + 24) float32 regressor (.npy / .npz, no pickle).
 
-    Raises naming the file when it is missing, unreadable, or not (num_joints, num_vertices).
+    The (J, V + 24) form also weights the 24 SMPL kinematic joints (see `model_joints`).
+    Raises naming the file when it is missing, unreadable, or not (num_joints, num_vertices)
+    or (num_joints, num_vertices + 24).
     """
-    arr = smpl.load_regressor(path, num_vertices)
-    if num_joints is not None and arr.shape[0] != num_joints:
+    arr = smpl.load_regressor(path)
+    cols = None if num_vertices is None else (num_vertices, num_vertices + smpl.NUM_JOINTS)
+    if (num_joints is not None and arr.shape[0] != num_joints) or (cols is not None and arr.shape[1] not in cols):
+        j = "J" if num_joints is None else num_joints
+        v = "V" if num_vertices is None else num_vertices
+        v24 = "V + 24" if num_vertices is None else num_vertices + smpl.NUM_JOINTS
         raise ValueError(
-            f"joint regressor file {os.fspath(path)!r}: expected shape ({num_joints}, V), found {arr.shape}"
+            f"joint regressor file {os.fspath(path)!r}: expected shape ({j}, {v}) or ({j}, {v24}), "
+            f"found {arr.shape}"
         )
     return arr
