@@ -5,13 +5,15 @@ pose augmentation, every 2nd frame kept (resample 0.5), 25 discriminators (LSGAN
 training set's ground-truth SMPL parameters. Every other config file starts from this one.
 
 Data: a SPIN-layout annotation file of the H36M subjects (train S1, S5, S6, S7, S8; validation
-S9, S11, chosen by `annotations.split_indices`), its images under `data.image_root`, and SPIN's
-24-joint GT set as one (24, V) joint-regressor .npy (`data.joint_regressor`), which the user
-assembles from their SMPL model and SPIN's J_regressor_extra.npy / J_regressor_h36m.npy.
+S9, S11, chosen by `annotations.split_indices`; or a separate validation file in
+`data.val_annotations` when, as SPIN's h36m_train.npz, the file holds the training subjects only),
+its images under `data.image_root`, and SPIN's
+24-joint GT set as one joint file (`data.joint_regressor`), made once from SPIN's
+J_regressor_extra.npy by tools/make_spin24_regressor.py.
 
 Run:
     python -m hmr_jax.train --config=configs/h36m_hmr.py --workdir=workdirs/h36m_hmr \
-        --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_regressor_spin24.npy
+        --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_spin24.npy
 """
 
 import ml_collections
@@ -30,6 +32,7 @@ def get_config(arg=None):
     c.data.image_root = "images"  # relative to data.dir unless absolute
     c.data.train_split = "train"  # folder: 'train' / 'validation' of split_indices; '' = whole file
     c.data.val_split = "validation"  # '' = no validation
+    c.data.val_annotations = ""  # folder: a file read whole for validation, e.g. h36m_valid_protocol1.npz
     c.data.val_fraction = 0.1  # files without subjects: the last 10% validate
     c.data.resample_ratio = 0.5  # keep every 2nd frame of the training split
     c.data.img_size = 224
@@ -41,7 +44,7 @@ def get_config(arg=None):
     c.data.joint_regressor = ""  # (24, V) .npy for 'spin24' annotation files
     c.data.augment = ml_collections.ConfigDict(dict(
         enabled=True, rot_std_deg=30.0, rot_max_deg=60.0, rot_prob_zero=0.6, scale_std=0.25,
-        scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4))
+        scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4, xla_warp=True))
     # num > 0: generate the synthetic set if missing (hmr_jax.data.synthetic.generate's options)
     c.data.synthetic = ml_collections.ConfigDict(dict(num=0, seed=0, yaw_range_deg=180.0, frames_per_sequence=8))
 
@@ -56,6 +59,14 @@ def get_config(arg=None):
     c.model.final_init_gain = 0.01
     c.model.bn_momentum = 0.9
     c.model.zero_init_residual = False
+    # The regressor's starting pose/shape: 'train' (mean of the training split's SMPL labels), 'zero'
+    # (upright, zero body pose, mean betas 0) or an .npz with pose ((72,) axis-angle or (144,) 6d) and
+    # shape (10,), e.g. SPIN's data/smpl_mean_params.npz. Resolved at the start of training into
+    # mean_pose / mean_betas (72 and 10 numbers, written to the run's config.json).
+    c.model.mean_params = "train"
+    c.model.mean_pose = ()
+    c.model.mean_betas = ()
+    c.model.mean_cam = (0.9, 0.0, 0.0)  # weak-perspective (s, tx, ty) start of the camera
     c.model.pretrained_encoder = ""  # .npz from tools/convert_resnet50_weights.py
     c.model.disc = ml_collections.ConfigDict(dict(
         joint_hidden=(32, 32), pose_hidden=(1024, 1024), shape_hidden=(10, 5)))

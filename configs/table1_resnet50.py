@@ -5,7 +5,7 @@ Human3.6M data as in configs/h36m_hmr.py (see there for the data files).
 
 Run:
     python -m hmr_jax.train --config=configs/table1_resnet50.py --workdir=workdirs/table1_resnet50 \
-        --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_regressor_spin24.npy
+        --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_spin24.npy
 """
 
 from hmr_jax import config_files

@@ -12,6 +12,7 @@ Read top to bottom in stages: config checks, optimisers, state, steps, input, lo
   graphdefs live in `Models`, outside the state.
 """
 
+import copy
 import dataclasses
 import functools
 import json
@@ -48,6 +49,7 @@ SCHEDULES = ("constant", "warmup_cosine", "step")
 NAN_POLICIES = ("stop", "skip")
 ROT_REPRS = ("aa", "6d")
 ENCODER_DEPTHS = (18, 34, 50)
+DEFAULT_MEAN_CAM = (0.9, 0.0, 0.0)  # runs written before model.mean_cam existed
 DTYPES = ("float32", "bfloat16")
 EVAL_METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2")
 METRICS_FILE = "metrics.jsonl"
@@ -156,6 +158,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "data.image_root", lambda v: isinstance(v, str), "an image directory ('' = data.dir)")
     _check(config, "data.train_split", lambda v: isinstance(v, str), "a split name ('' = whole file)")
     _check(config, "data.val_split", lambda v: isinstance(v, str), "a split name ('' for no validation)")
+    _check(config, "data.val_annotations", lambda v: isinstance(v, str),
+           "an annotation .npz read whole for validation ('' = the val_split of data.annotations)")
     _check(config, "data.val_fraction", lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)")
     _check(config, "data.resample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
     _positive_int(config, "data.shuffle_buffer")
@@ -186,6 +190,13 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _positive_int(config, "model.width")
     _one_of(config, "model.dtype", DTYPES)
     _one_of(config, "model.rot_repr", ROT_REPRS)
+    _check(config, "model.mean_params", lambda v: v in ("train", "zero") or (isinstance(v, str) and os.path.isfile(v)),
+           "'train', 'zero' or an existing .npz of mean parameters")
+    _check(config, "model.mean_cam", lambda v: len(v) == 3 and all(_is_num(x) for x in v), "3 numbers (s, tx, ty)")
+    _check(config, "model.mean_pose", lambda v: len(v) in (0, 72) and all(_is_num(x) for x in v),
+           "() or 72 axis-angle numbers")
+    _check(config, "model.mean_betas", lambda v: len(v) in (0, 10) and all(_is_num(x) for x in v),
+           "() or 10 numbers")
     _check(config, "model.hidden", lambda v: all(_is_int(h) and h > 0 for h in v), "a tuple of positive ints")
     _check(config, "model.dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
     _positive_int(config, "model.n_iter")
@@ -321,8 +332,14 @@ class Models(NamedTuple):
 
 
 def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`hmr.build_generator`'s arguments. The regressor starts from model.mean_pose / mean_betas
+    once `resolve_mean_params` has filled them (a run's config.json holds them), else from
+    `regressor.default_mean_params`; its camera from model.mean_cam."""
     m = config.model
-    return dict(depth=m.depth, width=m.width, dtype=m.dtype, rot_repr=m.rot_repr, hidden=tuple(m.hidden),
+    mean_pose, mean_betas = tuple(m.get("mean_pose", ())), tuple(m.get("mean_betas", ()))
+    return dict(mean_pose=mean_pose or None, mean_betas=mean_betas or None,
+                mean_cam=tuple(m.get("mean_cam", DEFAULT_MEAN_CAM)),
+                depth=m.depth, width=m.width, dtype=m.dtype, rot_repr=m.rot_repr, hidden=tuple(m.hidden),
                 dropout=m.dropout, n_iter=m.n_iter, final_init_gain=m.final_init_gain,
                 bn_momentum=m.bn_momentum, zero_init_residual=m.zero_init_residual)
 
@@ -546,13 +563,11 @@ def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set:
 
 
 def mean_body(pose: np.ndarray, shape: np.ndarray) -> dict[str, np.ndarray]:
-    """The 'mean pose and shape' predictor: per joint, the rotation closest to the mean rotation
-    matrix (SVD projection), and the mean betas. pose (N, 72) axis-angle, shape (N, K)."""
-    rot = np.asarray(geometry.axis_angle_to_matrix(jnp.asarray(pose.reshape(-1, 24, 3), jnp.float32)))
-    u, _, vt = np.linalg.svd(rot.mean(axis=0))  # (24, 3, 3)
-    d = np.sign(np.linalg.det(u @ vt))
-    u[..., :, -1] *= d[:, None]
-    return {"pose_rotmat": (u @ vt).astype(np.float32), "betas": shape.mean(axis=0).astype(np.float32)}
+    """The 'mean pose and shape' predictor (`annotations.mean_smpl`): pose (N, 72) axis-angle,
+    shape (N, K) -> {'pose_rotmat' (24, 3, 3), 'betas' (K,)}."""
+    from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
+    rot, betas = ann_lib.mean_smpl(pose, shape)
+    return {"pose_rotmat": rot, "betas": betas}
 
 
 def finalize_eval(sums: Mapping[str, float]) -> dict[str, float]:
@@ -670,10 +685,20 @@ def _barrier(name: str) -> None:
 
 
 def make_source(config, split: str, paths: tuple[str, str, str]):
+    """The source of `split`. Folder sources: rows of data.annotations by `annotations.split_indices`;
+    the validation split (split == data.val_split) reads data.val_annotations whole when set
+    (SPIN's Human3.6M files: h36m_train.npz holds the training subjects only)."""
     from hmr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     data_dir, ann, root = paths
     if config.data.source == "tfds":
         return pipeline.TfdsSource(data_dir=data_dir, split=split)
+    val_ann = config.data.get("val_annotations", "")  # absent in runs written before it existed
+    if split and split == config.data.val_split and val_ann:
+        val_ann = val_ann if os.path.isabs(val_ann) else os.path.join(data_dir, val_ann)
+        if not os.path.isfile(val_ann):
+            raise ConfigError(f"config 'data.val_annotations': expected an annotation file, {val_ann!r} does "
+                              "not exist")
+        return pipeline.FolderSource(annotations=val_ann, image_root=root, split=None)
     return pipeline.FolderSource(annotations=ann, image_root=root, split=split or None,
                                  val_fraction=config.data.val_fraction)
 
@@ -792,6 +817,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     body_model_path = config.body_model_path or str(body_model.default_body_model_path())
     smpl_host = smpl.load(body_model_path)
     paths = prepare_data(config, workdir, body_model_path)
+    config = resolve_mean_params(config, paths)  # the regressor's start, kept in config.json
+    if is_main:
+        write_config(config, workdir)
     train_source = make_source(config, config.data.train_split, paths)
     val_source = make_source(config, config.data.val_split, paths) if config.data.val_split else None
     smpl_model = replicate(smpl_host, mesh)
@@ -940,8 +968,56 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     return result
 
 
-def training_mean_body(config, paths) -> dict[str, np.ndarray] | None:
-    """Mean pose / shape of the training split's SMPL labels (folder sources), or None."""
+def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str, str]) -> ml_collections.ConfigDict:
+    """A copy of `config` with model.mean_pose (72 axis-angle numbers) and model.mean_betas (10)
+    filled from model.mean_params: 'train' -> the mean of the training split's SMPL labels (as
+    `mean_body`; folder sources, or tfds records built with their means), a path -> its `pose`
+    ((72,) axis-angle or (144,) 6d) and `shape` ((10,)) arrays, as SPIN's smpl_mean_params.npz;
+    'zero' leaves them empty (`regressor.default_mean_params`). Already filled values are kept."""
+    from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
+    from hmr_jax.models import regressor as regressor_lib  # pylint: disable=g-import-not-at-top
+
+    m = config.model
+    if len(m.mean_pose) or m.mean_params == "zero":
+        return config
+    key = "config 'model.mean_params'"
+    if m.mean_params == "train":
+        if config.data.source == "folder":
+            labels = _training_labels(config, paths)
+            if labels is None:
+                raise ConfigError(f"{key}: 'train' needs SMPL labels in the training split, found none in "
+                                  f"{paths[1]!r}; use 'zero' or an .npz of mean parameters")
+            pose, betas = ann_lib.mean_smpl_axis_angle(*labels)
+        else:
+            from hmr_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
+            split = config.data.train_split or "train"
+            meta = tfds_builder.load_builder(paths[0]).info.metadata
+            if f"mean_pose_{split}" not in meta:
+                raise ConfigError(f"{key}: 'train' needs the split's mean SMPL parameters in the records' "
+                                  f"metadata (mean_pose_{split}), missing in {paths[0]!r} (built by an "
+                                  "older version: rebuild it); or use 'zero' or an .npz of mean parameters")
+            pose, betas = np.asarray(meta[f"mean_pose_{split}"]), np.asarray(meta[f"mean_shape_{split}"])
+    else:
+        with np.load(m.mean_params) as f:
+            if "pose" not in f or "shape" not in f:
+                raise ConfigError(f"{key}: {m.mean_params!r} must hold 'pose' ((72,) axis-angle or (144,) 6d) and "
+                                  f"'shape' ((10,)), found {sorted(f.keys())}")
+            try:
+                pose = regressor_lib.convert_mean_pose(f["pose"], "aa")
+            except ValueError as e:
+                raise ConfigError(f"{key}: {m.mean_params!r}: {e}") from None
+            betas = np.asarray(f["shape"], np.float64).reshape(-1)
+    if np.asarray(betas).shape != (10,):
+        raise ConfigError(f"{key}: expected 10 mean betas, found shape {np.shape(betas)}")
+    config = copy.deepcopy(config)
+    config.model.mean_pose = tuple(float(v) for v in np.asarray(pose).reshape(72))
+    config.model.mean_betas = tuple(float(v) for v in np.asarray(betas).reshape(10))
+    return config
+
+
+def _training_labels(config, paths) -> tuple[np.ndarray, np.ndarray] | None:
+    """(pose (N, 72), shape (N, 10)) of the training split's SMPL-labelled rows (folder sources;
+    None for tfds or when no row has SMPL labels)."""
     if config.data.source != "folder":
         return None
     from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
@@ -951,7 +1027,13 @@ def training_mean_body(config, paths) -> dict[str, np.ndarray] | None:
     rows = rows[np.asarray(ann.has_smpl)[rows] > 0]
     if len(rows) == 0:
         return None
-    return mean_body(np.asarray(ann.pose)[rows], np.asarray(ann.shape)[rows])
+    return np.asarray(ann.pose)[rows], np.asarray(ann.shape)[rows]
+
+
+def training_mean_body(config, paths) -> dict[str, np.ndarray] | None:
+    """Mean pose / shape of the training split's SMPL labels (folder sources), or None."""
+    labels = _training_labels(config, paths)
+    return None if labels is None else mean_body(*labels)
 
 
 def _batch_arrays(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -34,6 +34,17 @@ def test_tfds_build_and_read(tmp_path):
   meta = tfds_builder.load_builder(str(tmp_path / 'tfds')).info.metadata
   assert meta['joint_set'] == 'smpl24' and meta['skipped_train'] == 1
   assert meta['indices_validation'] == [0, 1, 2]  # S9, S11, S9 rows 2, 5, 9
+  # the training split's mean SMPL parameters (model.mean_params='train'), the corrupt row 4 left out
+  train_rows = [0, 1, 3, 6, 7, 8, 10, 11]
+  want = ann_lib.mean_smpl_axis_angle(arrays['pose'][train_rows], arrays['shape'][train_rows])
+  np.testing.assert_allclose(meta['mean_pose_train'], want[0], atol=1e-6)
+  np.testing.assert_allclose(meta['mean_shape_train'], want[1], atol=1e-6)
+  import trainer_helpers as th  # the trainer reads them from there
+  from hmr_jax import trainer
+  config = th.tiny_config(tmp_path / 'tfds', **{'data.source': 'tfds'})
+  resolved = trainer.resolve_mean_params(config, (str(tmp_path / 'tfds'), '', ''))
+  np.testing.assert_allclose(resolved.model.mean_pose, want[0], atol=1e-6)
+  np.testing.assert_allclose(resolved.model.mean_betas, want[1], atol=1e-6)
   # same eval batches from the records as straight from the folder (corrupt file removed there)
   os.remove(tmp_path / 'img' / arrays['imgname'][4])
   folder = pipeline.FolderSource(str(tmp_path / 'ann.npz'), str(tmp_path / 'img'), split='train')

@@ -139,3 +139,82 @@ def test_schedules():
     sched = trainer.make_schedule(opt, 110)
     assert float(sched(5)) == pytest.approx(0.5)
     assert float(sched(10 + 49)) == pytest.approx(1.0) and float(sched(10 + 50)) == pytest.approx(0.1)
+
+
+def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
+    """model.mean_params: 'train' -> the training rows' mean (annotations.mean_smpl), written into
+    the config; the untrained generator (zero last layer) then predicts exactly that; an .npz in
+    SPIN's layout (6d pose) is read; 'zero' keeps the default start."""
+    from hmr_jax.data import annotations as ann_lib
+    from hmr_jax.models import hmr as hmr_lib
+
+    data_dir = tmp_path / "data"
+    ann_path = th.make_dataset(data_dir, num=8, img_size=32)
+    config = th.tiny_config(data_dir)
+    paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
+    resolved = trainer.resolve_mean_params(config, paths)
+    assert config.model.mean_pose == ()  # the input config is not changed
+    ann = ann_lib.load(ann_path)
+    rows = ann_lib.split_indices(ann, "train", val_fraction=config.data.val_fraction)
+    assert len(rows) == 6
+    want_rot, want_betas = ann_lib.mean_smpl(ann.pose[rows], ann.shape[rows])
+    np.testing.assert_allclose(resolved.model.mean_betas, want_betas, atol=1e-6)
+    kw = dict(trainer.generator_kwargs(resolved), final_init_gain=0.0)
+    graphdef, params, stats = hmr_lib.init_generator(jax.random.key(0, impl="rbg"), **kw)
+    out, _ = hmr_lib.apply_generator(graphdef, params, stats, jnp.zeros((2, 32, 32, 3)), None, train=False)
+    np.testing.assert_allclose(out["pose_rotmat"][1], want_rot, atol=1e-5)
+    np.testing.assert_allclose(out["betas"][0], want_betas, atol=1e-6)
+    np.testing.assert_allclose(out["cam"][0], config.model.mean_cam, atol=1e-7)
+    # the mean is not the zero pose: the labels are random
+    assert np.abs(np.asarray(resolved.model.mean_pose[3:])).max() > 1e-3
+    assert trainer.resolve_mean_params(resolved, paths) is resolved  # already filled: kept
+
+    rot6d = np.concatenate([want_rot[:, :, 0], want_rot[:, :, 1]], -1).reshape(144)  # SPIN's layout
+    np.savez(tmp_path / "mean.npz", pose=rot6d, shape=want_betas, cam=np.array([0.9, 0.0, 0.0]))
+    config.model.mean_params = str(tmp_path / "mean.npz")
+    from_file = trainer.resolve_mean_params(config, paths)
+    np.testing.assert_allclose(from_file.model.mean_pose, resolved.model.mean_pose, atol=1e-5)
+    np.savez(tmp_path / "bad.npz", pose=rot6d)
+    config.model.mean_params = str(tmp_path / "bad.npz")
+    with pytest.raises(trainer.ConfigError, match=r"model\.mean_params.*'shape'"):
+        trainer.resolve_mean_params(config, paths)
+    config.model.mean_params = "zero"
+    assert trainer.resolve_mean_params(config, paths).model.mean_pose == ()
+    config.model.mean_params = "mean.npz"  # not a file
+    with pytest.raises(trainer.ConfigError, match=r"model\.mean_params"):
+        trainer.validate_config(config)
+
+
+def test_mean_smpl_of_equal_poses_is_that_pose():
+    from hmr_jax.data import annotations as ann_lib
+
+    rng = np.random.default_rng(0)
+    pose = rng.normal(size=72) * 0.7
+    pose[:3] = [np.pi - 0.1, 0.05, 0.0]  # near pi: the global orientation of upright bodies
+    rot, betas = ann_lib.mean_smpl(np.tile(pose, (5, 1)), np.tile(np.arange(10.0), (5, 1)))
+    from scipy.spatial.transform import Rotation
+    np.testing.assert_allclose(rot, Rotation.from_rotvec(pose.reshape(24, 3)).as_matrix(), atol=1e-6)
+    np.testing.assert_allclose(betas, np.arange(10.0))
+    aa, _ = ann_lib.mean_smpl_axis_angle(np.tile(pose, (5, 1)), np.zeros((5, 10)))
+    np.testing.assert_allclose(Rotation.from_rotvec(aa.reshape(24, 3)).as_matrix(), rot, atol=1e-5)
+    # two rotations +-t about one axis average to the identity
+    both = np.zeros((2, 72))
+    both[0, 3:6], both[1, 3:6] = [0.4, 0, 0], [-0.4, 0, 0]
+    np.testing.assert_allclose(ann_lib.mean_smpl(both, np.zeros((2, 10)))[0][1], np.eye(3), atol=1e-7)
+
+
+def test_val_annotations_file_is_the_validation_split(tmp_path):
+    """data.val_annotations: the validation split is that file, whole (e.g. SPIN's
+    h36m_valid_protocol1.npz beside h36m_train.npz, which holds no validation subjects)."""
+    th.make_dataset(tmp_path / "data", num=8, img_size=32)
+    th.make_dataset(tmp_path / "val", num=3, img_size=32, seed=1)
+    config = th.tiny_config(tmp_path / "data", **{"data.val_annotations": str(tmp_path / "val" / "annotations.npz")})
+    trainer.validate_config(config)
+    paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
+    val = trainer.make_source(config, config.data.val_split, paths)
+    assert val.annotations == str(tmp_path / "val" / "annotations.npz") and val.split is None
+    train = trainer.make_source(config, config.data.train_split, paths)
+    assert train.annotations == paths[1] and train.split == "train"
+    config.data.val_annotations = "missing.npz"  # relative to data.dir
+    with pytest.raises(trainer.ConfigError, match=r"data\.val_annotations.*missing\.npz"):
+        trainer.make_source(config, config.data.val_split, paths)

@@ -295,6 +295,37 @@ def _axis_angle_from_matrix(R: np.ndarray) -> np.ndarray:
       np.float32)
 
 
+def _matrix_from_axis_angle(aa: np.ndarray) -> np.ndarray:
+  """(N, 3) -> (N, 3, 3), Rodrigues."""
+  aa = np.asarray(aa, np.float64)
+  angle = np.linalg.norm(aa, axis=-1)[:, None, None]
+  k = aa / np.maximum(angle[:, :, 0], 1e-12)
+  K = np.zeros((len(aa), 3, 3))
+  K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+  K = K - np.swapaxes(K, -1, -2)
+  return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def mean_smpl(pose: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean SMPL parameters of N labelled samples: pose (N, 72) axis-angle, shape (N, K) ->
+  ((24, 3, 3) per joint the rotation nearest the mean rotation matrix (SVD projection), (K,) mean
+  betas). The 'mean pose and shape' of the trainer's baseline and the regressor's start."""
+  pose = np.asarray(pose, np.float64).reshape(-1, 24, 3)
+  if len(pose) == 0:
+    raise ValueError('mean_smpl: no samples')
+  rot = _matrix_from_axis_angle(pose.reshape(-1, 3)).reshape(-1, 24, 3, 3)
+  u, _, vt = np.linalg.svd(rot.mean(axis=0))  # (24, 3, 3)
+  d = np.sign(np.linalg.det(u @ vt))
+  u[..., :, -1] *= d[:, None]
+  return (u @ vt).astype(np.float32), np.asarray(shape, np.float64).mean(axis=0).astype(np.float32)
+
+
+def mean_smpl_axis_angle(pose: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`mean_smpl` with the pose as (72,) axis-angle."""
+  rot, betas = mean_smpl(pose, shape)
+  return _axis_angle_from_matrix(rot).reshape(72), betas
+
+
 def from_4dhumans_arrays(d: Mapping[str, Any], source: str = '<arrays>') -> Annotations:
   """Map 4D-Humans' npz keys to the SPIN layout (see module docstring)."""
   for k in ('imgname', 'center', 'scale'):

@@ -143,6 +143,11 @@ class HmrFolder(tfds.core.GeneratorBasedBuilder):
       ranks = ann_lib.resample_rank(ann.select(rows))  # frame order within sequences, else position
       self.info.metadata[f'resample_rank_{split}'] = [int(r) for r in ranks[keep]]
       self.info.metadata[f'skipped_{split}'] = len(bad)
+      labelled = rows[keep & (np.asarray(ann.has_smpl)[rows] > 0)]
+      if len(labelled):  # the regressor's start for model.mean_params='train'
+        pose, shape = ann_lib.mean_smpl_axis_angle(ann.pose[labelled], ann.shape[labelled])
+        self.info.metadata[f'mean_pose_{split}'] = [float(v) for v in pose]
+        self.info.metadata[f'mean_shape_{split}'] = [float(v) for v in shape]
       gens[split] = self._generate_examples(ann, rows, keep)
     if len(joint_sets) != 1:
       raise ValueError(f'HmrFolder: expected one joint set across splits, found {sorted(joint_sets)}')
