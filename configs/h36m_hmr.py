@@ -44,7 +44,7 @@ def get_config(arg=None):
     c.data.joint_regressor = ""  # (24, V) .npy for 'spin24' annotation files
     c.data.augment = ml_collections.ConfigDict(dict(
         enabled=True, rot_std_deg=30.0, rot_max_deg=60.0, rot_prob_zero=0.6, scale_std=0.25,
-        scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4, xla_warp=True))
+        scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4))
     # num > 0: generate the synthetic set if missing (hmr_jax.data.synthetic.generate's options)
     c.data.synthetic = ml_collections.ConfigDict(dict(num=0, seed=0, yaw_range_deg=180.0, frames_per_sequence=8))
 

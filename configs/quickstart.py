@@ -9,9 +9,10 @@ where the global orientation dominated the error of so short a run). ResNet-18 a
 prior (no discriminator, so cheaper steps).
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-11-25, 3000 steps, shared 2-core machine): MPJPE 125.5 mm vs 189.8 mm for the
-training-set mean pose/shape (ratio 0.66), PA-MPJPE 87.1 vs 137.1 mm (ratio 0.64): the goal is NOT
-met yet. Time: 20.1 CPU-minutes of training plus about 4 of data generation.
+Measured (2026-11-30, 2700 steps, fresh workdir): MPJPE 125.9 mm vs 189.8 mm for the training-set
+mean pose/shape (ratio 0.66), PA-MPJPE 88.0 vs 137.1 mm (ratio 0.64): the quality goal is NOT met
+yet. Time: 18.5 min wall (100 s generation), about 14.5 on idle cores without the ~30 s input stalls
+at some epoch boundaries (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
@@ -43,9 +44,6 @@ def get_config(arg=None):
     c.data.augment.scale_std = 0.1
     c.data.augment.scale_min = 0.9
     c.data.augment.scale_max = 1.1
-    # TF's warp ops, not the XLA-compiled one: 96 px crops are cheap either way, and XLA compiling
-    # inside each new epoch's tf.data pipeline stalled training 17-40 s at some epochs.
-    c.data.augment.xla_warp = False
 
     c.model.depth = 18
     c.model.width = 16

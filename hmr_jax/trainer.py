@@ -361,11 +361,17 @@ def make_models(config: ml_collections.ConfigDict) -> Models:
     return Models(gen_def, disc_def, gen_tx, disc_tx, gen_schedule, disc_schedule, make_plateau(config.optim.plateau))
 
 
+def _rbg(key: jax.Array) -> jax.Array:
+    """A raw threefry key (uint32[2]) as an 'rbg' key for parameter initialisation: XLA compiles
+    the initialisers of a ResNet from rbg keys several times faster than from threefry keys."""
+    return jax.random.wrap_key_data(jnp.tile(key, 2), impl="rbg")
+
+
 def init_state(config: ml_collections.ConfigDict, models: Models, key: jax.Array) -> TrainState:
     """Fresh state from a raw PRNG key (pure: jit it with out_shardings, or eval_shape it)."""
     k_gen, k_disc, k_train = jax.random.split(key, 3)
-    _, gen_params, gen_stats = hmr_lib.init_generator(k_gen, **generator_kwargs(config))
-    _, disc_params = hmr_lib.init_discriminator(k_disc, **discriminator_kwargs(config))
+    _, gen_params, gen_stats = hmr_lib.init_generator(_rbg(k_gen), **generator_kwargs(config))
+    _, disc_params = hmr_lib.init_discriminator(_rbg(k_disc), **discriminator_kwargs(config))
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         gen_params=gen_params,

@@ -77,9 +77,6 @@ class AugmentConfig:
   noise_min: float = 0.6
   noise_max: float = 1.4
   max_decode_ratio: int = 8  # JPEG DCT-domain downscaling up to 1/8 (1 = always full resolution)
-  # The warp + noise + normalisation as one XLA program (fastest per image, see warp_normalize);
-  # False: TF's ops (no XLA compilations inside tf.data; for small crops, where the input is cheap)
-  xla_warp: bool = True
 
   def __post_init__(self):
     checks = [
@@ -489,15 +486,12 @@ def normalize(image: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
 
 
 def warp_normalize(pixels: tf.Tensor, inverse: tf.Tensor, noise: tf.Tensor | None, img_size: int,
-                   axis_aligned: tf.Tensor | bool = False, use_xla: bool = True) -> tf.Tensor:
+                   axis_aligned: tf.Tensor | bool = False) -> tf.Tensor:
   """normalize(warp_inverse(pixels, inverse, img_size), noise), fused by XLA: one bilinear
   resampling of the uint8 pixels (h, w, 3), each tap outside the image = 0, no rounding in
   between. noise=None: the warped float 0..255 pixels, not normalised. Without an XLA JIT (some
-  TensorFlow builds) or with use_xla=False the separate TF ops run instead (`axis_aligned` picks
-  crop_and_resize). XLA compiles per flattened-size bucket and per tf.data pipeline: inside a
-  training process whose XLA threads keep both cores busy, a new epoch's pipeline was seen to
-  wait 17-40 s for those compilations (configs/quickstart.py turns it off)."""
-  if not (use_xla and _xla_works()):
+  TensorFlow builds) the separate TF ops run instead (`axis_aligned` picks crop_and_resize)."""
+  if not _xla_works():
     image = warp_inverse(pixels, inverse, img_size, axis_aligned)
     image = image if noise is None else normalize(image, noise)
     return tf.ensure_shape(image, [img_size, img_size, 3])
@@ -522,7 +516,7 @@ def crop_image(image_bytes: tf.Tensor, center: tf.Tensor, scale: tf.Tensor,
   pixels, inverse, hw, nonempty = decode_crop(image_bytes, geo['branch'], geo['window'],
                                               geo['inverse'], cfg.max_decode_ratio)
   image = warp_normalize(pixels, inverse, params['noise'], cfg.img_size,
-                         tf.equal(tf.cast(params['rot'], tf.float32), 0.0), cfg.xla_warp)
+                         tf.equal(tf.cast(params['rot'], tf.float32), 0.0))
   return {'image': image, 'crop_matrix': geo['crop_matrix'], 'valid': nonempty,
           'image_hw': tf.cast(hw, tf.int32)}
 

@@ -244,8 +244,7 @@ def _image_fn(cfg: AugmentConfig, strict: bool):
     data = tf.io.read_file(ex['path']) if 'path' in ex else ex['image']
     pixels, inverse, hw, nonempty = decode_crop(data, ex['branch'], ex['window'], ex['inverse'],
                                                 cfg.max_decode_ratio)
-    image = warp_normalize(pixels, inverse, ex['noise'], cfg.img_size, tf.equal(ex['rot'], 0.0),
-                           cfg.xla_warp)
+    image = warp_normalize(pixels, inverse, ex['noise'], cfg.img_size, tf.equal(ex['rot'], 0.0))
     tf.debugging.Assert(nonempty, ['box outside the image: sample', ex['index'], ex['imgname'],
                                    'image (h, w)', hw])
     keep = {k: tf.cast(ex[k], tf.float32) for k in ('part', 'S', 'pose', 'shape', 'has_smpl',
