@@ -15,7 +15,6 @@ Input: a local file, no downloads.
 
 import argparse
 import sys
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,23 +38,17 @@ NUM_SMPL_JOINTS = 24
 
 
 def load_extra(path: str | Path, num_vertices: int) -> np.ndarray:
-    """Read J_regressor_extra (.npy / .npz, no pickle) and check it is (9, num_vertices)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"J_regressor_extra file {path} does not exist")
-    try:
-        arr = np.load(path, allow_pickle=False)
-        if isinstance(arr, np.lib.npyio.NpzFile):
-            with arr:
-                arr = arr[arr.files[0]]
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise ValueError(f"J_regressor_extra file {path}: not a readable .npy/.npz array: {e}") from None
+    """Read J_regressor_extra (.npy / .npz, no pickle; `smpl.load_regressor`) and check it is
+    (9, num_vertices) and finite."""
+    from hmr_jax import smpl
+
+    arr = smpl.load_regressor(path)
     if arr.shape != (len(EXTRA_ROWS), num_vertices):
         raise ValueError(f"J_regressor_extra file {path}: expected shape ({len(EXTRA_ROWS)}, {num_vertices}) "
                          f"(rows {', '.join(EXTRA_ROWS)}), found {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"J_regressor_extra file {path}: holds non-finite values")
-    return arr.astype(np.float32)
+    return arr
 
 
 def build_regressor(extra: np.ndarray, num_vertices: int) -> np.ndarray:
