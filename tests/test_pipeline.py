@@ -39,6 +39,15 @@ def test_batch_format(folder):
   assert all(isinstance(v, np.ndarray) for v in b.values())
 
 
+def test_no_autotuning(folder):
+  # Autotuning made releasing each epoch's iterator wait up to a minute (training stalls).
+  src, _ = folder
+  for train in (True, False):
+    ds = pipeline.make_dataset(src, batch_size=4, train=train, augment=AUG)
+    assert ds.options().autotune.enabled is False
+    assert ds.options().deterministic is True
+
+
 def test_deterministic_and_resume(folder):
   src, _ = folder
   kw = dict(batch_size=4, train=True, augment=AUG, seed=3)

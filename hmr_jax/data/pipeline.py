@@ -296,6 +296,12 @@ def make_dataset(source: FolderSource | TfdsSource, *, batch_size: int, train: b
   ds = ds.prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = True
+  # No autotuning: AUTOTUNE parallelism and prefetch then stay at min(16, cores). With it on, an
+  # epoch's iterator, when released, waits for its autotuning thread to end its current sleep
+  # (the period grows towards a minute): training stalled 17-41 s at some epoch boundaries and
+  # evaluations (main thread idle in ~RootDataset::Iterator); without it, no stall and the same
+  # throughput (docs/quickstart_tuning.md, session 4).
+  options.autotune.enabled = False
   if threads is not None:
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
