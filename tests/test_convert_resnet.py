@@ -5,28 +5,21 @@ torchvision's module/parameter names (conv1, bn1, layer1.0.conv1, ..., layerN.0.
 fc); timm's resnet50 uses the same names.
 """
 
-import importlib.util
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from tool_loader import load_tool
 
 from hmr_jax.models import hmr, resnet
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
 
-_TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_resnet50_weights.py"
-
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("convert_resnet50_weights", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("convert_resnet50_weights")
 
 
 class TorchBottleneck(tnn.Module):

@@ -4,28 +4,18 @@ The default procedural body stands in for SMPL (its V is 6914, not 6890; SPIN's 
 are all below it, so the tool's exact SPIN ids are used as they are).
 """
 
-import importlib.util
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tool_loader import load_tool
 
 from hmr_jax import body_model, smpl
 from hmr_jax import joints as joints_lib
 
-_TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_spin24_regressor.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_spin24_regressor", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool("make_spin24_regressor")
 
 
 @pytest.fixture(scope="module")
