@@ -53,7 +53,7 @@ import time
 
 import jax
 import numpy as np
-from hmr_jax import config_files
+from hmr_jax import config_files, hugepages
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -384,7 +384,8 @@ def main():
     smpl_model = jax.device_put(smpl_host)
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
           f"body {args.body} ({smpl_host.v_template.shape[0]} vertices), "
-          f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}", flush=True)
+          f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
 
     runners = []
     for spec in args.variants.split(","):
@@ -436,4 +437,5 @@ def main():
 
 
 if __name__ == "__main__":
+    hugepages.ensure()  # both sides alike: glibc's huge-page tunable (hmr_jax.hugepages)
     main()

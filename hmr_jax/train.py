@@ -7,7 +7,9 @@ Any config value can be overridden with `--config.<key>=<value>` (the config is 
 keys fail). A run resumes from `DIR/checkpoints` if present. Multi-host: pass `--distributed`
 (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) to call
 `jax.distributed.initialize()`; each process then feeds its slice of the data.
-SIGTERM saves a checkpoint and exits with status 0.
+SIGTERM saves a checkpoint and exits with status 0. On Linux the process re-executes itself once
+with glibc's huge-page tunable (`hmr_jax.hugepages`: ~1.35x faster CPU steps; HMR_JAX_HUGEPAGES=0
+turns it off).
 """
 
 import logging
@@ -16,6 +18,8 @@ import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from hmr_jax import hugepages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)
@@ -64,4 +68,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    hugepages.ensure()  # before jax / TensorFlow load: glibc reads its tunables at process start
     app.run(main)
