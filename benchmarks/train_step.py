@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--batch 8] [--img-size 224] [--steps 3] [--depth 50]
         [--dtype float32|bfloat16] [--variants default] [--no-torch]
+    python benchmarks/train_step.py --config quickstart --no-torch --steps 20   # the quickstart's step
 
 One step = ResNet encoder (train mode BatchNorm), 5 regressor iterations (2 x FC-1024 +
 dropout 0.5), SMPL forward of the prediction and of the ground truth, every loss of
@@ -30,6 +31,11 @@ Measured here (2 shared AVX2 cores, batch 8, 224 px, ResNet-50, float32, jax 0.1
   hand-written gradients below.
 - load 3.0-3.4: jax 1.65 images/s, torch 0.68 (torch's threads degrade badly under load): 2.4x;
   load 2.4-3.5: 1.17 vs 0.52, 2.3x.
+- 2026-11-30, the machine ~25 % slower for both than above (load 1.9): jax 3.30 s/step, torch
+  2.97: 0.90x with glibc's huge pages (both sides: the script re-executes itself with the tunable,
+  `hmr_jax.hugepages`); 3.58 vs 3.16 s, 0.88x, with HMR_JAX_HUGEPAGES=0. The quickstart's step
+  (`--config quickstart --no-torch --steps 25 --body default`): 0.177 s with huge pages, 0.224 s
+  without (180 vs 143 images/s).
 - one core each (`taskset -c 1 python benchmarks/train_step.py --steps 5 --torch-threads 1`,
   load 1.5-1.9): jax 4.57 s/step, torch 4.26 s: 0.93x.
 How: models/resnet.py computes 1x1 convolutions as matmuls and the max pool as slices (0.87 ->
@@ -77,11 +83,16 @@ VARIANTS = {
 
 
 def load_config(args):
-    c = config_files.load(REPO / "configs" / "h36m_hmr.py")
-    c.data.batch_size = args.batch
-    c.data.img_size = args.img_size
-    c.model.depth = args.depth
-    c.model.dtype = args.dtype
+    """configs/<args.config>.py with the batch, size, depth and dtype given on the command line
+    (each left None keeps the config's own; the defaults fill in for h36m_hmr)."""
+    c = config_files.load(REPO / "configs" / f"{args.config}.py")
+    defaults = {"batch": 8, "img_size": 224, "depth": 50, "dtype": "float32"} if args.config == "h36m_hmr" else {}
+    for arg, key in (("batch", "data.batch_size"), ("img_size", "data.img_size"), ("depth", "model.depth"),
+                     ("dtype", "model.dtype")):
+        value = getattr(args, arg) if getattr(args, arg) is not None else defaults.get(arg)
+        if value is not None:
+            group, name = key.split(".")
+            c[group][name] = value
     return c
 
 
@@ -347,11 +358,14 @@ def make_torch_runner(config, smpl_arrays, batch_np, threads, channels_last):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--config", default="h36m_hmr",
+                        help="configs/NAME.py; the PyTorch step implements h36m_hmr's model only "
+                             "(other configs need --no-torch), e.g. --config quickstart --no-torch")
+    parser.add_argument("--batch", type=int, default=None, help="default 8 (h36m_hmr) / the config's")
+    parser.add_argument("--img-size", type=int, default=None, help="default 224 (h36m_hmr) / the config's")
     parser.add_argument("--steps", type=int, default=3, help="timed steps of each implementation")
-    parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--depth", type=int, default=None, choices=(18, 34, 50))
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
     parser.add_argument("--variants", default="default",
                         help=f"comma-separated JAX variants (XLA options) from {sorted(VARIANTS)}; "
                              "suffix '+bf16': encoder in bfloat16")
@@ -363,12 +377,16 @@ def main():
     parser.add_argument("--matmul-precision", default=None,
                         help="jax.default_matmul_precision for the JAX step (e.g. 'bfloat16', 'float32')")
     args = parser.parse_args()
+    if args.config != "h36m_hmr" and not args.no_torch:
+        parser.error(f"--config {args.config}: the PyTorch step implements h36m_hmr's model only; add --no-torch")
 
     from hmr_jax import body_model, smpl  # pylint: disable=g-import-not-at-top
 
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
     config = load_config(args)
+    args.batch, args.img_size = config.data.batch_size, config.data.img_size
+    args.depth, args.dtype = config.model.depth, config.model.dtype
     if args.body == "default":
         path = str(body_model.default_body_model_path())
         with np.load(path, allow_pickle=False) as f:
@@ -402,7 +420,7 @@ def main():
         print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
               f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
               f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "
-              f"disc {float(r.metrics['loss/disc']):.6f}; "
+              f"disc {float(r.metrics.get('loss/disc', float('nan'))):.6f}; "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
         runners.append((r.name, r.step))
     if not args.no_torch:

@@ -9,10 +9,10 @@ where the global orientation dominated the error of so short a run). ResNet-18 a
 prior (no discriminator, so cheaper steps).
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-11-30, 2700 steps, fresh workdir): MPJPE 125.9 mm vs 189.8 mm for the training-set
-mean pose/shape (ratio 0.66), PA-MPJPE 88.0 vs 137.1 mm (ratio 0.64): the quality goal is NOT met
-yet. Time: 18.5 min wall (100 s generation), about 14.5 on idle cores without the ~30 s input stalls
-at some epoch boundaries (README, Quickstart results).
+Measured (2026-11-30, 3,300 steps, fresh workdir, idle 2-core machine): MPJPE 122.1 mm vs 189.8 mm
+for the training-set mean pose/shape (ratio 0.64), PA-MPJPE 86.0 vs 137.1 mm (ratio 0.63): the
+quality goal is NOT met yet. Time: 13 min 48 s wall, generation included (README, Quickstart
+results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
