@@ -594,6 +594,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from hmr_jax import hugepages  # pylint: disable=g-import-not-at-top
+
+    hugepages.ensure()  # XLA:CPU's per-call buffers on huge pages (see hmr_jax.hugepages)
     from absl import app, flags  # pylint: disable=g-import-not-at-top
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by hmr_jax.train.", required=True)

@@ -7,9 +7,10 @@ about 36,000 new 4 KiB pages: 0.13 s of kernel time in a 0.23 s step on 2 cores.
 tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge pages on those
 maps (`madvise`): ~170 faults per step and a 0.17 s step (`docs/quickstart_tuning.md`, session 4).
 
-glibc reads tunables only when a process starts, so the command-line entry points call
-`ensure()` first thing (before jax or TensorFlow are imported): it replaces the process with the
-same command (same PID, arguments and environment plus the tunable). Nothing happens when the
+glibc reads tunables only when a process starts, so the command-line entry points
+(`hmr_jax.train` before jax or TensorFlow are imported, `hmr_jax.evaluate`, `hmr_jax.predict`,
+`benchmarks/train_step.py`) call `ensure()` first thing: it replaces the process with the same
+command (same PID, arguments and environment plus the tunable). Nothing happens when the
 tunable cannot help or is already decided: not Linux with glibc >= 2.35, transparent huge pages
 'never', `GLIBC_TUNABLES` already naming `glibc.malloc.hugetlb`, or `HMR_JAX_HUGEPAGES=0`.
 """
