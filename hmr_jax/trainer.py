@@ -49,7 +49,6 @@ SCHEDULES = ("constant", "warmup_cosine", "step")
 NAN_POLICIES = ("stop", "skip")
 ROT_REPRS = ("aa", "6d")
 ENCODER_DEPTHS = (18, 34, 50)
-DEFAULT_MEAN_CAM = (0.9, 0.0, 0.0)  # runs written before model.mean_cam existed
 DTYPES = ("float32", "bfloat16")
 EVAL_METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2")
 METRICS_FILE = "metrics.jsonl"
@@ -334,11 +333,11 @@ class Models(NamedTuple):
 def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`hmr.build_generator`'s arguments. The regressor starts from model.mean_pose / mean_betas
     once `resolve_mean_params` has filled them (a run's config.json holds them), else from
-    `regressor.default_mean_params`; its camera from model.mean_cam."""
+    `regressor.default_mean_params`; its camera from model.mean_cam (the default's when absent)."""
     m = config.model
     mean_pose, mean_betas = tuple(m.get("mean_pose", ())), tuple(m.get("mean_betas", ()))
     return dict(mean_pose=mean_pose or None, mean_betas=mean_betas or None,
-                mean_cam=tuple(m.get("mean_cam", DEFAULT_MEAN_CAM)),
+                mean_cam=tuple(m.mean_cam) if "mean_cam" in m else None,  # absent in older runs
                 depth=m.depth, width=m.width, dtype=m.dtype, rot_repr=m.rot_repr, hidden=tuple(m.hidden),
                 dropout=m.dropout, n_iter=m.n_iter, final_init_gain=m.final_init_gain,
                 bn_momentum=m.bn_momentum, zero_init_residual=m.zero_init_residual)

@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 NUM_JOINTS = 24
 JOINT_SETS = ('smpl24', 'spin24')
@@ -295,17 +296,6 @@ def _axis_angle_from_matrix(R: np.ndarray) -> np.ndarray:
       np.float32)
 
 
-def _matrix_from_axis_angle(aa: np.ndarray) -> np.ndarray:
-  """(N, 3) -> (N, 3, 3), Rodrigues."""
-  aa = np.asarray(aa, np.float64)
-  angle = np.linalg.norm(aa, axis=-1)[:, None, None]
-  k = aa / np.maximum(angle[:, :, 0], 1e-12)
-  K = np.zeros((len(aa), 3, 3))
-  K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-  K = K - np.swapaxes(K, -1, -2)
-  return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
 def mean_smpl(pose: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Mean SMPL parameters of N labelled samples: pose (N, 72) axis-angle, shape (N, K) ->
   ((24, 3, 3) per joint the rotation nearest the mean rotation matrix (SVD projection), (K,) mean
@@ -313,7 +303,7 @@ def mean_smpl(pose: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarr
   pose = np.asarray(pose, np.float64).reshape(-1, 24, 3)
   if len(pose) == 0:
     raise ValueError('mean_smpl: no samples')
-  rot = _matrix_from_axis_angle(pose.reshape(-1, 3)).reshape(-1, 24, 3, 3)
+  rot = Rotation.from_rotvec(pose.reshape(-1, 3)).as_matrix().reshape(-1, 24, 3, 3)
   u, _, vt = np.linalg.svd(rot.mean(axis=0))  # (24, 3, 3)
   d = np.sign(np.linalg.det(u @ vt))
   u[..., :, -1] *= d[:, None]
