@@ -34,7 +34,6 @@ EXTRA_ROWS: tuple[str, ...] = (
 VERTEX_IDS: Mapping[str, int] = {
     "nose": 332, "right_eye": 6260, "left_eye": 2800, "right_ear": 4071, "left_ear": 583,
 }  # fmt: skip
-NUM_SMPL_JOINTS = 24
 
 
 def load_extra(path: str | Path, num_vertices: int) -> np.ndarray:
@@ -53,7 +52,7 @@ def load_extra(path: str | Path, num_vertices: int) -> np.ndarray:
 
 def build_regressor(extra: np.ndarray, num_vertices: int) -> np.ndarray:
     """The (24, num_vertices + 24) float32 regressor, rows in `hmr_jax.joints.SPIN24_NAMES` order."""
-    from hmr_jax import joints
+    from hmr_jax import joints, smpl
 
     if extra.shape != (len(EXTRA_ROWS), num_vertices):
         raise ValueError(f"J_regressor_extra: expected shape ({len(EXTRA_ROWS)}, {num_vertices}), found {extra.shape}")
@@ -61,7 +60,7 @@ def build_regressor(extra: np.ndarray, num_vertices: int) -> np.ndarray:
     if bad:
         raise ValueError(f"face vertex ids {bad} are out of range for a mesh of {num_vertices} vertices "
                          f"(SPIN's ids are for the 6890-vertex SMPL mesh)")
-    reg = np.zeros((len(joints.SPIN24_NAMES), num_vertices + NUM_SMPL_JOINTS), np.float32)
+    reg = np.zeros((len(joints.SPIN24_NAMES), num_vertices + smpl.NUM_JOINTS), np.float32)
     for row, name in enumerate(joints.SPIN24_NAMES):
         if name in SMPL_JOINTS:
             reg[row, num_vertices + SMPL_JOINTS[name]] = 1.0
@@ -80,17 +79,17 @@ def main(argv: list[str] | None = None) -> None:
     size.add_argument("--num-vertices", type=int, default=6890, help="mesh vertices V (default 6890, SMPL)")
     size.add_argument("--smpl-model", help="take V from this SMPL model file (.pkl or .npz)")
     args = parser.parse_args(argv)
+    from hmr_jax import smpl
+
     num_vertices = args.num_vertices
     if args.smpl_model:
-        from hmr_jax import smpl
-
         num_vertices = smpl.load(args.smpl_model).num_vertices
     reg = build_regressor(load_extra(args.j_regressor_extra, num_vertices), num_vertices)
     with open(args.out, "wb") as f:  # exactly args.out (np.save on a name would append .npy)
         np.save(f, reg)
     faces = ", ".join(f"{name}={i}" for name, i in VERTEX_IDS.items())
     print(f"wrote {reg.shape} {reg.dtype} SPIN 24-joint regressor to {args.out}: 10 SMPL kinematic joints "
-          f"(columns {num_vertices}..{num_vertices + NUM_SMPL_JOINTS - 1}), 9 J_regressor_extra rows, "
+          f"(columns {num_vertices}..{num_vertices + smpl.NUM_JOINTS - 1}), 9 J_regressor_extra rows, "
           f"5 vertices ({faces})")
 
 
