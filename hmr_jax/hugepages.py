@@ -3,9 +3,10 @@
 XLA:CPU takes each step's temporary buffers from malloc (the quickstart's training step: one of
 147 MB and one of 43 MB). glibc serves requests this large (above its 32 MB mmap ceiling, or from
 a worker thread's arena) with a fresh `mmap` and unmaps them on `free`, so every step faults in
-about 36,000 new 4 KiB pages: 0.13 s of kernel time in a 0.23 s step on 2 cores. With the glibc
-tunable `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge pages on those
-maps (`madvise`): ~170 faults per step and a 0.17 s step (`docs/quickstart_tuning.md`, session 4).
+about 36,000 new 4 KiB pages: 0.13 s of kernel time per step on 2 cores. With the glibc tunable
+`glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge pages on those maps
+(`madvise`): ~170 faults per step, 0.224 -> 0.177 s per step (`benchmarks/train_step.py --config
+quickstart --no-torch`; `docs/quickstart_tuning.md`, session 4).
 
 glibc reads tunables only when a process starts, so the command-line entry points
 (`hmr_jax.train` before jax or TensorFlow are imported, `hmr_jax.evaluate`, `hmr_jax.predict`,

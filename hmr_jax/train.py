@@ -8,7 +8,7 @@ keys fail). A run resumes from `DIR/checkpoints` if present. Multi-host: pass `-
 (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) to call
 `jax.distributed.initialize()`; each process then feeds its slice of the data.
 SIGTERM saves a checkpoint and exits with status 0. On Linux the process re-executes itself once
-with glibc's huge-page tunable (`hmr_jax.hugepages`: ~1.35x faster CPU steps; HMR_JAX_HUGEPAGES=0
+with glibc's huge-page tunable (`hmr_jax.hugepages`: 1.26x faster quickstart steps; HMR_JAX_HUGEPAGES=0
 turns it off).
 """
 
