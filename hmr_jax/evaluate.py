@@ -580,13 +580,12 @@ def main(argv):
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
 
     quiet_logs()
     try:
         report = evaluate(_WORKDIR.value, split=_SPLIT.value, checkpoint=_CHECKPOINT.value,
                           h36m_regressor=_H36M.value, batch_size=_BATCH.value, out_path=_OUT.value)
-    except (FileNotFoundError, ValueError, trainer.ConfigError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if jax.process_index() == 0:

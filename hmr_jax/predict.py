@@ -354,7 +354,6 @@ def predict(workdir: str, images: Sequence[str], out_dir: str, bbox: Sequence[fl
 
 def main(argv):
     from hmr_jax import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-    from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
 
     eval_lib.quiet_logs()
     images = list(_IMAGES.value) + list(argv[1:])  # `--images a.jpg b.jpg`: b.jpg arrives as an argument
@@ -367,7 +366,7 @@ def main(argv):
             print(f"note: --bbox {_BBOX.value} is used for every one of the {len(images)} inputs", file=sys.stderr)
         summary = predict(_WORKDIR.value, images, _OUT.value, bbox=bbox, checkpoint=_CHECKPOINT.value,
                           batch_size=_BATCH.value, bbox_scale=_BBOX_SCALE.value, max_megapixels=_MAX_MP.value)
-    except (FileNotFoundError, ValueError, trainer.ConfigError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     n_ok, n_bad = len(summary["done"]), len(summary["failed"])

@@ -1,6 +1,6 @@
 """Training of HMR: `TrainState`, the pure `train_step` / `eval_step`, and the training loop.
 
-Read top to bottom in stages: config checks, optimisers, state, steps, input, loop.
+Read top to bottom in stages (config checks: `hmr_jax.config_checks`): optimisers, state, steps, input, loop.
 
 * `TrainState` is one pytree: step, generator params / batch stats / optimiser state,
   discriminator params / optimiser state, reduce-on-plateau state and the RNG key. The data
@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -33,231 +32,20 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from hmr_jax import checkpoint as ckpt_lib
+from hmr_jax import config_checks
 from hmr_jax import geometry
 from hmr_jax import joints as joints_lib
 from hmr_jax import losses
 from hmr_jax import metrics as metrics_lib
 from hmr_jax import smpl
+from hmr_jax.config_checks import ConfigError
 from hmr_jax.data import augment as augment_lib
 from hmr_jax.models import hmr as hmr_lib
 
 PyTree = Any
 Batch = Mapping[str, Any]
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "warmup_cosine", "step")
-NAN_POLICIES = ("stop", "skip")
-ROT_REPRS = ("aa", "6d")
-ENCODER_DEPTHS = (18, 34, 50)
-DTYPES = ("float32", "bfloat16")
-EVAL_METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2")
 METRICS_FILE = "metrics.jsonl"
-
-
-# ----------------------------------------------------------------------------------- config checks
-
-
-class ConfigError(ValueError):
-    """A config value is missing or invalid; the message names the key."""
-
-
-def _get(config: ml_collections.ConfigDict, key: str) -> Any:
-    node = config
-    for part in key.split("."):
-        try:
-            node = node[part]
-        except (KeyError, AttributeError):
-            raise ConfigError(f"config: missing key '{key}'") from None
-    return node
-
-
-def _check(config, key: str, ok: Callable[[Any], bool], expected: str) -> Any:
-    value = _get(config, key)
-    try:
-        good = ok(value)
-    except Exception:  # pylint: disable=broad-except  (a wrong type fails the check)
-        good = False
-    if not good:
-        raise ConfigError(f"config '{key}': expected {expected}, found {value!r}")
-    return value
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _positive_int(config, key):
-    return _check(config, key, lambda v: _is_int(v) and v > 0, "a positive integer")
-
-
-def _nonneg_int(config, key):
-    return _check(config, key, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-
-
-def _nonneg(config, key):
-    return _check(config, key, lambda v: _is_num(v) and v >= 0, "a finite number >= 0")
-
-
-def _positive(config, key):
-    return _check(config, key, lambda v: _is_num(v) and v > 0, "a finite number > 0")
-
-
-def _unit(config, key):
-    return _check(config, key, lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
-
-
-def _one_of(config, key, names):
-    return _check(config, key, lambda v: v in names, f"one of {list(names)}")
-
-
-def _file_or_empty(config, key):
-    return _check(config, key, lambda v: isinstance(v, str) and (not v or os.path.isfile(v)),
-                  "'' or an existing file")
-
-
-def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
-    name = _one_of(config, f"{prefix}.name", OPTIMIZERS)
-    _positive(config, f"{prefix}.learning_rate")
-    _nonneg(config, f"{prefix}.clip_norm")
-    if name in ("adam", "adamw"):
-        _unit(config, f"{prefix}.b1")
-        _unit(config, f"{prefix}.b2")
-        _positive(config, f"{prefix}.eps")
-    if name == "adamw":
-        _nonneg(config, f"{prefix}.weight_decay")
-    if name == "sgd":
-        _unit(config, f"{prefix}.momentum")
-    sched = _one_of(config, f"{prefix}.schedule", SCHEDULES)
-    _nonneg_int(config, f"{prefix}.warmup_steps")
-    if sched == "warmup_cosine":
-        _unit(config, f"{prefix}.end_factor")
-    if sched == "step":
-        _positive_int(config, f"{prefix}.decay_every")
-        _check(config, f"{prefix}.decay_factor", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
-    if _get(config, f"{prefix}.warmup_steps") > num_steps:
-        raise ConfigError(f"config '{prefix}.warmup_steps': expected <= train.num_steps ({num_steps}), "
-                          f"found {_get(config, prefix + '.warmup_steps')}")
-
-
-def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None,
-                    num_processes: int = 1) -> None:
-    """Check every config value the trainer uses; raise `ConfigError` naming the first bad key.
-
-    Runs before any data is read or anything is compiled.
-    """
-    _nonneg_int(config, "seed")
-    # data
-    _one_of(config, "data.source", ("folder", "tfds"))
-    _check(config, "data.dir", lambda v: isinstance(v, str), "a dataset directory ('' = beside the workdir)")
-    _check(config, "data.annotations", lambda v: isinstance(v, str), "an annotation .npz path (folder source)")
-    _check(config, "data.image_root", lambda v: isinstance(v, str), "an image directory ('' = data.dir)")
-    _check(config, "data.train_split", lambda v: isinstance(v, str), "a split name ('' = whole file)")
-    _check(config, "data.val_split", lambda v: isinstance(v, str), "a split name ('' for no validation)")
-    _check(config, "data.val_annotations", lambda v: isinstance(v, str),
-           "an annotation .npz read whole for validation ('' = the val_split of data.annotations)")
-    _check(config, "data.val_fraction", lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)")
-    _check(config, "data.resample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
-    _positive_int(config, "data.shuffle_buffer")
-    _nonneg_int(config, "data.threads")
-    _check(config, "data.strict", lambda v: isinstance(v, bool), "True or False")
-    _nonneg_int(config, "data.synthetic.num")
-    _nonneg_int(config, "data.synthetic.seed")
-    _positive_int(config, "data.synthetic.frames_per_sequence")
-    _check(config, "data.synthetic.yaw_range_deg", lambda v: _is_num(v) and 0 <= v <= 180,
-           "a number of degrees in [0, 180]")
-    _check(config, "data.img_size", lambda v: _is_int(v) and v >= 16, "an integer >= 16")
-    batch = _positive_int(config, "data.batch_size")
-    eval_batch = _positive_int(config, "data.eval_batch_size")
-    _file_or_empty(config, "data.joint_regressor")
-    _check(config, "data.augment", lambda v: hasattr(v, "items"), "a group of augmentation settings")
-    try:
-        augment_lib.AugmentConfig.from_mapping({**config.data.augment, "img_size": config.data.img_size})
-    except ValueError as e:
-        raise ConfigError(f"config 'data.augment': {e}") from None
-    _file_or_empty(config, "body_model_path")
-    for n, key in ((batch, "data.batch_size"), (eval_batch, "data.eval_batch_size")):
-        if num_devices is not None and n % num_devices:
-            raise ConfigError(f"config '{key}': expected a multiple of the {num_devices} devices, found {n}")
-        if n % num_processes:
-            raise ConfigError(f"config '{key}': expected a multiple of the {num_processes} processes, found {n}")
-    # model
-    _one_of(config, "model.depth", ENCODER_DEPTHS)
-    _positive_int(config, "model.width")
-    _one_of(config, "model.dtype", DTYPES)
-    _one_of(config, "model.rot_repr", ROT_REPRS)
-    _check(config, "model.mean_params", lambda v: v in ("train", "zero") or (isinstance(v, str) and os.path.isfile(v)),
-           "'train', 'zero' or an existing .npz of mean parameters")
-    _check(config, "model.mean_cam", lambda v: len(v) == 3 and all(_is_num(x) for x in v), "3 numbers (s, tx, ty)")
-    _check(config, "model.mean_pose", lambda v: len(v) in (0, 72) and all(_is_num(x) for x in v),
-           "() or 72 axis-angle numbers")
-    _check(config, "model.mean_betas", lambda v: len(v) in (0, 10) and all(_is_num(x) for x in v),
-           "() or 10 numbers")
-    _check(config, "model.hidden", lambda v: all(_is_int(h) and h > 0 for h in v), "a tuple of positive ints")
-    _check(config, "model.dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
-    _positive_int(config, "model.n_iter")
-    _nonneg(config, "model.final_init_gain")
-    _unit(config, "model.bn_momentum")
-    _check(config, "model.zero_init_residual", lambda v: isinstance(v, bool), "True or False")
-    _file_or_empty(config, "model.pretrained_encoder")
-    for key in ("model.disc.joint_hidden", "model.disc.pose_hidden", "model.disc.shape_hidden"):
-        _check(config, key, lambda v: len(v) > 0 and all(_is_int(h) and h > 0 for h in v),
-               "a non-empty tuple of positive ints")
-    # losses
-    weights = _check(config, "loss_weights", lambda v: hasattr(v, "keys"), "a group of loss weights")
-    missing = sorted(set(losses.LOSS_TERMS) - set(weights.keys()))
-    extra = sorted(set(weights.keys()) - set(losses.LOSS_TERMS))
-    if missing or extra:
-        raise ConfigError(f"config 'loss_weights': expected exactly the terms {list(losses.LOSS_TERMS)}, "
-                          f"missing {missing}, unknown {extra}")
-    for name in losses.LOSS_TERMS:
-        _nonneg(config, f"loss_weights.{name}")
-    _nonneg(config, "adversarial.disc_loss_weight")
-    prior = _file_or_empty(config, "adversarial.prior_file")
-    if prior:
-        _check_prior_file(prior)
-    # training loop
-    num_steps = _positive_int(config, "train.num_steps")
-    _positive_int(config, "train.log_every")
-    _nonneg_int(config, "train.eval_every")
-    _nonneg_int(config, "train.checkpoint_every")
-    _positive_int(config, "train.keep_checkpoints")
-    _nonneg_int(config, "train.image_every")
-    _positive_int(config, "train.num_images")
-    _one_of(config, "train.nan_policy", NAN_POLICIES)
-    _check(config, "train.progress_bar", lambda v: isinstance(v, bool), "True or False")
-    _validate_optimizer(config, "optim.gen", num_steps)
-    _validate_optimizer(config, "optim.disc", num_steps)
-    _check(config, "optim.plateau.enabled", lambda v: isinstance(v, bool), "True or False")
-    _check(config, "optim.plateau.factor", lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)")
-    _positive_int(config, "optim.plateau.patience")
-    _nonneg_int(config, "optim.plateau.cooldown")
-    _nonneg(config, "optim.plateau.rtol")
-    _nonneg(config, "optim.plateau.min_scale")
-    _check(config, "early_stopping.metric", lambda v: v.startswith("val/") and v[4:] in EVAL_METRICS,
-           f"one of {['val/' + m for m in EVAL_METRICS]}")
-    _nonneg_int(config, "early_stopping.patience")
-    _nonneg(config, "early_stopping.min_delta")
-    if (config.early_stopping.patience or config.optim.plateau.enabled) and not (
-            config.data.val_split and config.train.eval_every):
-        raise ConfigError("config 'train.eval_every': early stopping / reduce-on-plateau need periodic "
-                          f"validation (data.val_split and train.eval_every > 0), found "
-                          f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}")
-    _positive(config, "images.focal_length_224")
-
-
-def _check_prior_file(path: str) -> None:
-    with np.load(path, allow_pickle=False) as f:
-        for key, width in (("pose", 72), ("shape", 10)):
-            if key not in f.files:
-                raise ConfigError(f"config 'adversarial.prior_file': {path!r} needs arrays 'pose' (N, 72) and "
-                                  f"'shape' (N, 10), found keys {sorted(f.files)}")
-            if f[key].ndim != 2 or f[key].shape[1] != width or f[key].shape[0] == 0:
-                raise ConfigError(f"config 'adversarial.prior_file': {path!r} array {key!r}: expected "
-                                  f"(N, {width}) with N > 0, found {f[key].shape}")
 
 
 # --------------------------------------------------------------------------------------- optimisers
@@ -582,7 +370,7 @@ def finalize_eval(sums: Mapping[str, float]) -> dict[str, float]:
     for prefix in ("", "mean_baseline/"):
         if prefix + "count/smpl" not in sums:
             continue
-        for k in EVAL_METRICS:
+        for k in config_checks.EVAL_METRICS:
             n = float(sums[prefix + ("count/smpl" if k in ("pve", "v2v_l2") else "count/joints")])
             out[f"val/{prefix}{k}"] = float(sums[prefix + k]) / n if n > 0 else float("nan")
     return out
@@ -628,7 +416,7 @@ def replicate(tree: PyTree, mesh: jax.sharding.Mesh) -> PyTree:
 
 def load_prior(path: str) -> dict[str, np.ndarray]:
     """The adversarial prior file: real SMPL poses (N, 72) and shapes (N, 10), float32."""
-    _check_prior_file(path)
+    config_checks.check_prior_file(path)
     with np.load(path, allow_pickle=False) as f:
         return {"pose": np.asarray(f["pose"], np.float32), "shape": np.asarray(f["shape"], np.float32)}
 
@@ -798,7 +586,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     'best_metric', 'best_step', 'stopped_early', 'interrupted'}.
     """
     # Stage 1: config and run directory (before anything is read or compiled).
-    validate_config(config, jax.device_count(), jax.process_count())
+    config_checks.validate_config(config, jax.device_count(), jax.process_count())
     is_main = jax.process_index() == 0
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)

@@ -11,6 +11,7 @@ import pytest
 import trainer_helpers as th
 from hmr_jax import body_model
 from hmr_jax import checkpoint as ckpt_lib
+from hmr_jax import config_checks
 from hmr_jax import smpl
 from hmr_jax import trainer
 
@@ -74,7 +75,7 @@ def test_nan_skip_keeps_state(setup):
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
     start = time.time()
-    with pytest.raises(trainer.ConfigError, match=needle.replace(".", r"\.")):
+    with pytest.raises(config_checks.ConfigError, match=needle.replace(".", r"\.")):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert time.time() - start < 5.0
     assert not (tmp_path / "wd" / "checkpoints").exists()
@@ -84,14 +85,14 @@ def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
 def test_batch_not_a_multiple_of_the_devices_names_the_key(tmp_path, key):
     # The check itself; the 8-device run is in test_distributed.py (a subprocess with 8 devices).
     config = th.tiny_config(tmp_path / "no_data", **{key: 12})
-    trainer.validate_config(config, num_devices=4)  # 12 = 3 x 4: fine
-    with pytest.raises(trainer.ConfigError, match=key.replace(".", r"\.") + ".*multiple of the 8 devices"):
-        trainer.validate_config(config, num_devices=8)
+    config_checks.validate_config(config, num_devices=4)  # 12 = 3 x 4: fine
+    with pytest.raises(config_checks.ConfigError, match=key.replace(".", r"\.") + ".*multiple of the 8 devices"):
+        config_checks.validate_config(config, num_devices=8)
 
 
 def test_missing_dataset_names_the_key(tmp_path):
     config = th.tiny_config(tmp_path / "no_data")
-    with pytest.raises(trainer.ConfigError, match=r"data\.annotations"):
+    with pytest.raises(config_checks.ConfigError, match=r"data\.annotations"):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
 
 
@@ -176,13 +177,13 @@ def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
     np.testing.assert_allclose(from_file.model.mean_pose, resolved.model.mean_pose, atol=1e-5)
     np.savez(tmp_path / "bad.npz", pose=rot6d)
     config.model.mean_params = str(tmp_path / "bad.npz")
-    with pytest.raises(trainer.ConfigError, match=r"model\.mean_params.*'shape'"):
+    with pytest.raises(config_checks.ConfigError, match=r"model\.mean_params.*'shape'"):
         trainer.resolve_mean_params(config, paths)
     config.model.mean_params = "zero"
     assert trainer.resolve_mean_params(config, paths).model.mean_pose == ()
     config.model.mean_params = "mean.npz"  # not a file
-    with pytest.raises(trainer.ConfigError, match=r"model\.mean_params"):
-        trainer.validate_config(config)
+    with pytest.raises(config_checks.ConfigError, match=r"model\.mean_params"):
+        config_checks.validate_config(config)
 
 
 def test_mean_smpl_of_equal_poses_is_that_pose():
@@ -209,12 +210,12 @@ def test_val_annotations_file_is_the_validation_split(tmp_path):
     th.make_dataset(tmp_path / "data", num=8, img_size=32)
     th.make_dataset(tmp_path / "val", num=3, img_size=32, seed=1)
     config = th.tiny_config(tmp_path / "data", **{"data.val_annotations": str(tmp_path / "val" / "annotations.npz")})
-    trainer.validate_config(config)
+    config_checks.validate_config(config)
     paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
     val = trainer.make_source(config, config.data.val_split, paths)
     assert val.annotations == str(tmp_path / "val" / "annotations.npz") and val.split is None
     train = trainer.make_source(config, config.data.train_split, paths)
     assert train.annotations == paths[1] and train.split == "train"
     config.data.val_annotations = "missing.npz"  # relative to data.dir
-    with pytest.raises(trainer.ConfigError, match=r"data\.val_annotations.*missing\.npz"):
+    with pytest.raises(config_checks.ConfigError, match=r"data\.val_annotations.*missing\.npz"):
         trainer.make_source(config, config.data.val_split, paths)
