@@ -610,7 +610,8 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     body_model_path = config.body_model_path or str(body_model.default_body_model_path())
     smpl_host = smpl.load(body_model_path)
     paths = prepare_data(config, workdir, body_model_path)
-    config = resolve_mean_params(config, paths)  # the regressor's start, kept in config.json
+    labels = _training_labels(config, paths)  # read once: the regressor's start and the baseline
+    config = resolve_mean_params(config, paths, labels)  # the regressor's start, kept in config.json
     if is_main:
         write_config(config, workdir)
     train_source = make_source(config, config.data.train_split, paths)
@@ -645,7 +646,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     plateau_step = jax.jit(functools.partial(update_plateau, models.plateau_tx), donate_argnums=(0,),
                            out_shardings=state_sharding)
 
-    baseline = replicate(training_mean_body(config, paths), mesh) if val_source is not None else None
+    baseline = replicate(mean_body(*labels), mesh) if val_source is not None and labels is not None else None
 
     def evaluate(state) -> dict[str, float]:
         sums = None
@@ -761,12 +762,17 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     return result
 
 
-def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str, str]) -> ml_collections.ConfigDict:
+_UNREAD = object()
+
+
+def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str, str],
+                        labels: Any = _UNREAD) -> ml_collections.ConfigDict:
     """A copy of `config` with model.mean_pose (72 axis-angle numbers) and model.mean_betas (10)
     filled from model.mean_params: 'train' -> the mean of the training split's SMPL labels (as
     `mean_body`; folder sources, or tfds records built with their means), a path -> its `pose`
     ((72,) axis-angle or (144,) 6d) and `shape` ((10,)) arrays, as SPIN's smpl_mean_params.npz;
-    'zero' leaves them empty (`regressor.default_mean_params`). Already filled values are kept."""
+    'zero' leaves them empty (`regressor.default_mean_params`). Already filled values are kept.
+    `labels`: `_training_labels(config, paths)` when the caller has read them already."""
     from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
     from hmr_jax.models import regressor as regressor_lib  # pylint: disable=g-import-not-at-top
 
@@ -776,7 +782,8 @@ def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str
     key = "config 'model.mean_params'"
     if m.mean_params == "train":
         if config.data.source == "folder":
-            labels = _training_labels(config, paths)
+            if labels is _UNREAD:
+                labels = _training_labels(config, paths)
             if labels is None:
                 raise ConfigError(f"{key}: 'train' needs SMPL labels in the training split, found none in "
                                   f"{paths[1]!r}; use 'zero' or an .npz of mean parameters")
