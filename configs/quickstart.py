@@ -52,9 +52,12 @@ def get_config(arg=None):
     c.model.rot_repr = "6d"
     c.model.n_iter = 3
     c.model.disc.pose_hidden = (256, 256)
+    c.model.keypoint_head.enabled = True  # 2D keypoints into the regressor (hmr_jax/models/keypoint_head.py)
 
     c.loss_weights.adversarial = 0.0  # no discriminator: too slow to pay off in a short CPU run
     c.adversarial.disc_loss_weight = 0.0
+    c.loss_weights.keypoints_2d = 5.0  # the head's 2D L1, weighted as joints_2d
+    c.loss_weights.lift = 1.0  # the regressor also lifts GT 2D keypoints (+2 px noise) each step
     c.optim.gen.learning_rate = 1e-3
     c.optim.gen.schedule = "warmup_cosine"
     c.optim.gen.warmup_steps = 100

@@ -171,6 +171,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _unit(config, "model.bn_momentum")
     _check(config, "model.zero_init_residual", lambda v: isinstance(v, bool), "True or False")
     _file_or_empty(config, "model.pretrained_encoder")
+    head = _check(config, "model.keypoint_head.enabled", lambda v: isinstance(v, bool), "True or False")
+    _positive_int(config, "model.keypoint_head.channels")
+    _positive_int(config, "model.keypoint_head.num_keypoints")
     for key in ("model.disc.joint_hidden", "model.disc.pose_hidden", "model.disc.shape_hidden"):
         _check(config, key, lambda v: len(v) > 0 and all(_is_int(h) and h > 0 for h in v),
                "a non-empty tuple of positive ints")
@@ -183,6 +186,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
                           f"missing {missing}, unknown {extra}")
     for name in losses.LOSS_TERMS:
         _nonneg(config, f"loss_weights.{name}")
+    for name in ("keypoints_2d", "lift"):
+        if weights[name] > 0 and not head:
+            raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
+                              "(model.keypoint_head.enabled=True); set it to 0 without the head")
     _nonneg(config, "adversarial.disc_loss_weight")
     prior = _file_or_empty(config, "adversarial.prior_file")
     if prior:
@@ -197,6 +204,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _positive_int(config, "train.num_images")
     _one_of(config, "train.nan_policy", NAN_POLICIES)
     _check(config, "train.progress_bar", lambda v: isinstance(v, bool), "True or False")
+    _nonneg(config, "train.lift_noise_px")
     _validate_optimizer(config, "optim.gen", num_steps)
     _validate_optimizer(config, "optim.disc", num_steps)
     _check(config, "optim.plateau.enabled", lambda v: isinstance(v, bool), "True or False")

@@ -10,6 +10,8 @@ Every function is a pure function of arrays and returns a scalar. Reductions, ex
     - ``pose_l2``:    mean_j ||R_j - R_j_gt||_F^2         (eq. 4; 24 joints incl. global orient)
     - ``joints_3d_l2``: mean_j c_j ||X_j - X_j_gt||_2^2   (eq. 5; after root alignment, c = conf)
     - ``joints_2d_l1``: mean_j c_j ||x_j - x_j_gt||_1     (eq. 6; normalised coords, c = vis)
+    - ``keypoints_l1``: the same distance for 2D points predicted directly (the optional keypoint
+      head's term ``keypoints_2d``; not in the report)
 * Over the batch, a masked mean: sum_b m_b * term_b / max(sum_b m_b, 1). A batch whose mask is
   all zero gives exactly 0 (and zero gradients), never NaN. Masked-out samples may hold
   garbage (even NaN/inf in the GT) without contaminating the loss: they are zeroed with
@@ -32,7 +34,11 @@ from hmr_jax import geometry
 from hmr_jax import joints as joints_lib
 
 ADVERSARIAL_NUM_DISCRIMINATORS = 25
-LOSS_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_2d", "adversarial")
+LOSS_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_2d", "adversarial", "keypoints_2d",
+              "lift")
+# The terms of the lifting pass (trainer: `lift` = sum of these, each with its own weight, computed on
+# the regressor's estimate from ground-truth 2D keypoints): the 3D supervision.
+LIFT_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d")
 
 
 def masked_mean(values: Float[Array, "b"], mask: Float[Array, "b"] | None) -> Float[Array, ""]:
@@ -170,8 +176,28 @@ def joints_2d_l1_loss(
             f"joints_2d_l1_loss: expected keypoints_2d (B, J, 3) matching pred {pred_joints.shape[:-1]}, "
             f"found {keypoints_2d.shape}"
         )
+    return keypoints_l1_loss(geometry.weak_perspective_project(pred_joints, cam), keypoints_2d, img_size, mask)
+
+
+def keypoints_l1_loss(
+    pred_2d: Float[Array, "b j 2"],
+    keypoints_2d: Float[Array, "b j 3"],
+    img_size: float,
+    mask: Float[Array, "b"] | None = None,
+) -> Float[Array, ""]:
+    """mean_j v_j (|dx| + |dy|) between 2D points already in normalised coordinates and the
+    ground truth in crop pixels (eq. 6's distance; the keypoint head's loss, `keypoints_2d`).
+
+    Args:
+      pred_2d: (B, J, 2) in [-1, 1] crop coordinates (`normalize_keypoints`'s).
+      keypoints_2d: ground truth (B, J, 3): x, y in crop pixels, visibility/confidence v.
+      img_size: crop side in pixels.
+      mask: optional per-sample mask.
+    """
+    if keypoints_2d.shape[:-1] != pred_2d.shape[:-1] or keypoints_2d.shape[-1] != 3 or pred_2d.shape[-1] != 2:
+        raise ValueError(f"keypoints_l1_loss: expected pred (B, J, 2) and keypoints_2d (B, J, 3) with equal "
+                         f"(B, J), found {pred_2d.shape} and {keypoints_2d.shape}")
     keypoints_2d = _zero_masked(keypoints_2d, mask)
-    pred_2d = geometry.weak_perspective_project(pred_joints, cam)  # (B, J, 2)
     gt_2d = normalize_keypoints(keypoints_2d[..., :2], img_size)  # (B, J, 2)
     vis = keypoints_2d[..., 2]  # (B, J)
     per_sample = jnp.mean(vis * jnp.sum(jnp.abs(pred_2d - gt_2d), axis=-1), axis=-1)  # (B,)
@@ -210,7 +236,7 @@ def total_generator_loss(
 
     Args:
       terms: name -> scalar (unweighted) loss; names as in config `loss_weights`
-        (vertex_l2, vertex_l1, beta, pose, joints_3d, joints_2d, adversarial).
+        (`LOSS_TERMS`).
       weights: config group `loss_weights` (an ml_collections ConfigDict or a dict) name -> float.
 
     Returns:
@@ -251,6 +277,8 @@ __all__ = [
     "joints_3d_l2_loss",
     "normalize_keypoints",
     "joints_2d_l1_loss",
+    "keypoints_l1_loss",
+    "LIFT_TERMS",
     "adversarial_generator_loss",
     "adversarial_discriminator_loss",
     "total_generator_loss",

@@ -128,7 +128,16 @@ def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
                 mean_cam=tuple(m.mean_cam) if "mean_cam" in m else None,  # absent in older runs
                 depth=m.depth, width=m.width, dtype=m.dtype, rot_repr=m.rot_repr, hidden=tuple(m.hidden),
                 dropout=m.dropout, n_iter=m.n_iter, final_init_gain=m.final_init_gain,
-                bn_momentum=m.bn_momentum, zero_init_residual=m.zero_init_residual)
+                bn_momentum=m.bn_momentum, zero_init_residual=m.zero_init_residual,
+                keypoint_head=keypoint_head_kwargs(config))
+
+
+def keypoint_head_kwargs(config: ml_collections.ConfigDict) -> dict[str, int] | None:
+    """`build_generator`'s keypoint_head: None when off (or absent: runs older than the head)."""
+    head = config.model.get("keypoint_head")
+    if head is None or not head.enabled:
+        return None
+    return dict(num_keypoints=int(head.num_keypoints), channels=int(head.channels))
 
 
 def discriminator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -220,35 +229,55 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
     disc_weight = float(config.adversarial.disc_loss_weight)
     img_size = config.data.img_size
     skip_nonfinite = config.train.nan_policy == "skip"
+    head = keypoint_head_kwargs(config) is not None
+    lift = head and weights["lift"] > 0
+    lift_sigma = 2.0 * float(config.train.lift_noise_px) / img_size  # px -> normalised units
 
     def train_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
                    prior: Mapping[str, jax.Array] | None = None,
                    regressors: Mapping[str, jax.Array] | None = None) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.rng, state.step)
         k_dropout, k_prior = jax.random.split(key)
+        k_lift = jax.random.fold_in(key, 1)
         has_smpl = batch["has_smpl"]  # (B,)
         gt_rotmat = losses.pose_to_rotmat(batch["pose"])  # (B, 24, 3, 3)
         gt_vertices = smpl.forward(smpl_model, batch["shape"], gt_rotmat).vertices  # (B, V, 3)
         scale = state.plateau.scale
 
-        def gen_loss(params):
-            out, new_stats = hmr_lib.apply_generator(models.gen, params, state.gen_batch_stats, batch["image"],
-                                                     k_dropout, train=True)
-            body = smpl.forward(smpl_model, out["betas"], out["pose_rotmat"])
+        def terms_3d(estimate):
+            """The 3D-supervised terms of one estimate {pose_rotmat, betas} -> (terms, model joints)."""
+            body = smpl.forward(smpl_model, estimate["betas"], estimate["pose_rotmat"])
             pred_joints = joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors)
+            return {
+                "vertex_l2": losses.vertex_l2_loss(body.vertices, gt_vertices, has_smpl),
+                "vertex_l1": losses.vertex_l1_loss(body.vertices, gt_vertices, has_smpl),
+                "beta": losses.beta_l2_loss(estimate["betas"], batch["shape"], has_smpl),
+                "pose": losses.pose_l2_loss(estimate["pose_rotmat"], gt_rotmat, has_smpl),
+                "joints_3d": losses.joints_3d_l2_loss(pred_joints, batch["joints_3d"], batch["has_joints_3d"],
+                                                      joint_set),
+            }, pred_joints
+
+        def gen_loss(params):
+            lift_keypoints = None
+            if lift:  # GT 2D keypoints + noise, with their visibility (invisible: the head's own)
+                gt_2d = losses.normalize_keypoints(batch["keypoints_2d"][..., :2], img_size)  # (B, J, 2)
+                noisy = gt_2d + lift_sigma * jax.random.normal(k_lift, gt_2d.shape, gt_2d.dtype)
+                lift_keypoints = jnp.concatenate([noisy, batch["keypoints_2d"][..., 2:]], axis=-1)  # (B, J, 3)
+            out, new_stats = hmr_lib.apply_generator(models.gen, params, state.gen_batch_stats, batch["image"],
+                                                     k_dropout, train=True, lift_keypoints=lift_keypoints)
+            terms, pred_joints = terms_3d(out)
+            terms["joints_2d"] = losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size)
+            terms["keypoints_2d"] = (losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size)
+                                     if head else jnp.zeros((), jnp.float32))
+            if lift:
+                lift_terms, _ = terms_3d(out["lift"])
+                terms["lift"] = sum(weights[k] * lift_terms[k] for k in losses.LIFT_TERMS)
+            else:
+                terms["lift"] = jnp.zeros((), jnp.float32)
             its = out["iterations"]
             n_it, b = its["betas"].shape[:2]
             fake_rotmat = its["pose_rotmat"].reshape((n_it * b, 24, 3, 3))  # every iteration, as HMR
             fake_betas = its["betas"].reshape((n_it * b, -1))
-            terms = {
-                "vertex_l2": losses.vertex_l2_loss(body.vertices, gt_vertices, has_smpl),
-                "vertex_l1": losses.vertex_l1_loss(body.vertices, gt_vertices, has_smpl),
-                "beta": losses.beta_l2_loss(out["betas"], batch["shape"], has_smpl),
-                "pose": losses.pose_l2_loss(out["pose_rotmat"], gt_rotmat, has_smpl),
-                "joints_3d": losses.joints_3d_l2_loss(pred_joints, batch["joints_3d"], batch["has_joints_3d"],
-                                                      joint_set),
-                "joints_2d": losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size),
-            }
             if adversarial:
                 d_fake = hmr_lib.apply_discriminator(models.disc, state.disc_params, fake_rotmat[:, 1:], fake_betas)
                 terms["adversarial"] = losses.adversarial_generator_loss(d_fake)
@@ -419,6 +448,15 @@ def load_prior(path: str) -> dict[str, np.ndarray]:
     config_checks.check_prior_file(path)
     with np.load(path, allow_pickle=False) as f:
         return {"pose": np.asarray(f["pose"], np.float32), "shape": np.asarray(f["shape"], np.float32)}
+
+
+def check_keypoint_head(config, joint_set: str) -> None:
+    """The keypoint head predicts the dataset's joints: model.keypoint_head.num_keypoints must match."""
+    head = keypoint_head_kwargs(config)
+    n = joints_lib.get_joint_set(joint_set).num_joints
+    if head is not None and head["num_keypoints"] != n:
+        raise ConfigError(f"config 'model.keypoint_head.num_keypoints': the dataset's joint set {joint_set!r} has "
+                          f"{n} joints, found {head['num_keypoints']}")
 
 
 def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
@@ -633,6 +671,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     step = int(jax.device_get(state.step))
     train_iter = make_input(config, train_source, train=True, start_step=step)  # resumes the data too
     joint_set = train_iter.joint_set
+    check_keypoint_head(config, joint_set)
     regressors = load_regressors(config, joint_set)
     regressors = replicate(regressors, mesh) if regressors else None
 

@@ -13,8 +13,9 @@ closed over, or returned from `jax.jit`/`jax.eval_shape` (for sharded init:
 `jax.eval_shape(functools.partial(init_generator, **kw), key)` gives the abstract params).
 `params` holds every `nnx.Param` (what the optimiser updates), `batch_stats` every
 `nnx.BatchStat` (BatchNorm running mean/var; updated by `apply_generator(train=True)`).
-Both are plain nested dicts with string keys, top level {"encoder", "regressor"} (params) and
-{"encoder"} (batch_stats). The regressor's mean parameters are static (in the graphdef).
+Both are plain nested dicts with string keys, top level {"encoder", "regressor"} (params; plus
+"keypoint_head" when the model has one) and {"encoder"} (batch_stats). The regressor's mean
+parameters are static (in the graphdef).
 """
 
 from collections.abc import Mapping, Sequence
@@ -27,19 +28,27 @@ from flax import nnx
 from jaxtyping import Array, Float
 
 from hmr_jax.models import discriminator as discriminator_lib
+from hmr_jax.models import keypoint_head as keypoint_head_lib
 from hmr_jax.models import regressor as regressor_lib
 from hmr_jax.models import resnet
 
 
 class HMR(nnx.Module):
-    """Generator: images (B, H, W, 3), ImageNet-normalised -> SMPL pose/shape and camera."""
+    """Generator: images (B, H, W, 3), ImageNet-normalised -> SMPL pose/shape and camera.
 
-    def __init__(self, encoder: resnet.ResNet, regressor: regressor_lib.Regressor):
+    With a `keypoint_head` the regressor reads the pooled features concatenated with the head's
+    2D keypoints (B, J, 2) (flattened, [-1, 1] crop coordinates); without one, the pooled features
+    alone (HMR as published).
+    """
+
+    def __init__(self, encoder: resnet.ResNet, regressor: regressor_lib.Regressor,
+                 keypoint_head: keypoint_head_lib.KeypointHead | None = None):
         self.encoder = encoder
         self.regressor = regressor
+        self.keypoint_head = keypoint_head
 
-    def __call__(self, images: Float[Array, "b h w 3"], *, train: bool,
-                 rng: jax.Array | None = None) -> dict[str, Any]:
+    def __call__(self, images: Float[Array, "b h w 3"], *, train: bool, rng: jax.Array | None = None,
+                 lift_keypoints: Float[Array, "b j 3"] | None = None) -> dict[str, Any]:
         """Forward pass.
 
         Args:
@@ -47,18 +56,42 @@ class HMR(nnx.Module):
           train: BatchNorm uses batch statistics (and updates its running ones) and dropout is
             active when True; running statistics and no dropout when False.
           rng: PRNG key for dropout, required when train=True (and dropout > 0).
+          lift_keypoints: (B, J, 3) keypoints (normalised x, y; visibility) to run the regressor a
+            second time with, in place of the head's (the lifting pass: training only, needs the
+            head); where the visibility is 0 the head's own keypoint (without gradient) is used.
 
         The mode is this explicit argument (NNX's `model.train()` / `model.eval()` flags are
         not used), so one graphdef serves both modes.
 
         Returns dict: pose_rotmat (B,24,3,3), betas (B,10), cam (B,3), theta (B,72|144) -- the
         last iteration -- and iterations = {pose_rotmat (n,B,24,3,3), betas (n,B,10),
-        cam (n,B,3), theta (n,B,72|144)} stacked over the n = n_iter iterations.
+        cam (n,B,3), theta (n,B,72|144)} stacked over the n = n_iter iterations; with the head
+        also keypoints_2d (B,J,2), and with `lift_keypoints` lift = the lifting pass's last
+        iteration {pose_rotmat, betas, cam, theta}.
         """
-        features = self.encoder(images, train=train)  # (B, F)
-        its = self.regressor(features, train=train, rng=rng)
+        if self.keypoint_head is None:
+            if lift_keypoints is not None:
+                raise ValueError("HMR: lift_keypoints needs a keypoint head (model.keypoint_head.enabled)")
+            features = self.encoder(images, train=train)  # (B, F)
+            its = self.regressor(features, train=train, rng=rng)
+            return {**{k: v[-1] for k, v in its.items()}, "iterations": its}
+        pooled, stages = self.encoder(images, train=train, return_stages=True)  # (B, F), 4 maps
+        keypoints = self.keypoint_head(stages)  # (B, J, 2)
+        b = keypoints.shape[0]
+        its = self.regressor(jnp.concatenate([pooled, keypoints.reshape(b, -1)], axis=-1), train=train, rng=rng)
         out = {k: v[-1] for k, v in its.items()}
         out["iterations"] = its
+        out["keypoints_2d"] = keypoints
+        if lift_keypoints is not None:
+            if lift_keypoints.shape != keypoints.shape[:-1] + (3,):
+                raise ValueError(f"HMR: lift_keypoints must be (B, J, 3) for the head's {keypoints.shape}, "
+                                 f"found {lift_keypoints.shape}")
+            given = jnp.where(lift_keypoints[..., 2:] > 0, lift_keypoints[..., :2],
+                              jax.lax.stop_gradient(keypoints))  # (B, J, 2)
+            lift_rng = None if rng is None else jax.random.fold_in(rng, 1)
+            lift = self.regressor(jnp.concatenate([pooled, given.reshape(b, -1)], axis=-1),
+                                  train=train, rng=lift_rng)
+            out["lift"] = {k: v[-1] for k, v in lift.items()}
         return out
 
 
@@ -66,20 +99,27 @@ def build_generator(*, depth: int = 50, width: int = 64, dtype: Any = "float32",
                     mean_pose: Any = None, mean_betas: Any = None, mean_cam: Any = None,
                     hidden: Sequence[int] = (1024, 1024), dropout: float = 0.5, n_iter: int = 5,
                     final_init_gain: float = 0.01, bn_momentum: float = 0.9, zero_init_residual: bool = False,
-                    rngs: nnx.Rngs) -> HMR:
+                    keypoint_head: Mapping[str, int] | None = None, rngs: nnx.Rngs) -> HMR:
     """Build the NNX generator. Mean params default to `regressor.default_mean_params(rot_repr)`
-    (each of mean_pose / mean_betas / mean_cam left None takes its default)."""
+    (each of mean_pose / mean_betas / mean_cam left None takes its default). `keypoint_head`:
+    None (HMR as published) or {'num_keypoints': J, 'channels': C} (`KeypointHead`)."""
     d_pose, d_betas, d_cam = regressor_lib.default_mean_params(rot_repr)
     encoder = resnet.resnet_from_config(depth, width=width, dtype=dtype, bn_momentum=bn_momentum,
                                         zero_init_residual=zero_init_residual, rngs=rngs)
+    head = None
+    in_features = encoder.num_features
+    if keypoint_head is not None:
+        head = keypoint_head_lib.KeypointHead(encoder.stage_channels, keypoint_head["num_keypoints"],
+                                              channels=keypoint_head["channels"], dtype=dtype, rngs=rngs)
+        in_features += 2 * head.num_keypoints
     regressor = regressor_lib.Regressor(
-        encoder.num_features,
+        in_features,
         d_pose if mean_pose is None else mean_pose,
         d_betas if mean_betas is None else mean_betas,
         d_cam if mean_cam is None else mean_cam,
         rot_repr=rot_repr, hidden=tuple(hidden), dropout=dropout, n_iter=n_iter,
         final_init_gain=final_init_gain, rngs=rngs)
-    return HMR(encoder, regressor)
+    return HMR(encoder, regressor, head)
 
 
 def build_discriminator(*, rngs: nnx.Rngs, **kwargs: Any) -> discriminator_lib.Discriminator:
@@ -118,17 +158,18 @@ def init_discriminator(key: jax.Array, **kwargs: Any) -> tuple[nnx.GraphDef, dic
 
 
 def apply_generator(graphdef: nnx.GraphDef, params: Mapping[str, Any], batch_stats: Mapping[str, Any],
-                    images: Float[Array, "b h w 3"], rng: jax.Array | None, train: bool
+                    images: Float[Array, "b h w 3"], rng: jax.Array | None, train: bool,
+                    lift_keypoints: Float[Array, "b j 3"] | None = None
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pure generator forward: -> (outputs, new_batch_stats).
 
     `train` must be a Python bool (static). With train=True the BatchNorm layers normalise with
     the batch statistics and return updated running statistics, and dropout uses `rng` (a PRNG
     key; required). With train=False `new_batch_stats` is `batch_stats` unchanged and `rng` is
-    ignored (may be None). Outputs: see `HMR.__call__`.
+    ignored (may be None). `lift_keypoints`: see `HMR.__call__`. Outputs: see `HMR.__call__`.
     """
     model = nnx.merge(graphdef, params, batch_stats)
-    outputs = model(images, train=train, rng=rng)
+    outputs = model(images, train=train, rng=rng, lift_keypoints=lift_keypoints)
     if not train:
         return outputs, dict(batch_stats)
     return outputs, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))

@@ -59,7 +59,12 @@ class PointwiseConv(nnx.Conv):
         x, kernel = self.promote_dtype((x, self.kernel[...]), dtype=self.dtype)
         b, h, w, c = x.shape
         y = jnp.dot(x.reshape(b * h * w, c), kernel.reshape(c, -1), precision=self.precision)
-        return y.reshape(b, h, w, -1)
+        return _add_bias(self, y.reshape(b, h, w, -1))
+
+
+def _add_bias(conv: nnx.Conv, y: Array) -> Array:
+    """`y` plus the convolution's bias when it has one (use_bias=True), in the compute dtype."""
+    return y if conv.bias is None else y + conv.bias[...].astype(y.dtype)
 
 
 # ------------------------------------------------------------------------------ BatchNorm (train)
@@ -307,7 +312,7 @@ class Conv3x3(nnx.Conv):
     def __call__(self, inputs: Array) -> Array:
         s = self.strides[0] if isinstance(self.strides, (tuple, list)) else self.strides
         x, kernel = self.promote_dtype((inputs, self.kernel[...]), dtype=self.dtype)
-        return conv3x3(x, kernel, s)
+        return _add_bias(self, conv3x3(x, kernel, s))
 
 
 def _max_pool_slices(x: Array) -> Array:
@@ -493,7 +498,9 @@ class ResNet(nnx.Module):
       rngs: parameter initialisation.
 
     Call with `train=True` to normalise with batch statistics and update the running
-    statistics (nnx.BatchStat), `train=False` to use the running statistics.
+    statistics (nnx.BatchStat), `train=False` to use the running statistics. With
+    `return_stages=True` the call also returns the four stages' feature maps (strides 4, 8, 16,
+    32; channels `stage_channels`), e.g. for a keypoint head.
     """
 
     def __init__(self, stage_sizes: Sequence[int], block_cls: type, *, width: int = 64,
@@ -508,21 +515,28 @@ class ResNet(nnx.Module):
         self.conv1 = _conv(in_channels, width, 7, 2, dtype, rngs, cls=StemConv)
         self.bn1 = _bn(width, dtype, bn_momentum, rngs)
         in_ch = width
+        stage_channels = []
         for s, n in enumerate(stage_sizes):
             ch = width * 2**s
             stage = Stage(block_cls, in_ch, ch, n, 1 if s == 0 else 2, dtype=dtype, bn_momentum=bn_momentum,
                           zero_init_residual=zero_init_residual, rngs=rngs)
             setattr(self, f"layer{s + 1}", stage)
             in_ch = ch * block_cls.expansion
+            stage_channels.append(in_ch)
+        self.stage_channels = tuple(stage_channels)
         self.num_features = in_ch
 
-    def __call__(self, x: Float[Array, "b h w c"], *, train: bool) -> Float[Array, "b f"]:
+    def __call__(self, x: Float[Array, "b h w c"], *, train: bool, return_stages: bool = False
+                 ) -> Float[Array, "b f"] | tuple[Float[Array, "b f"], tuple[Array, ...]]:
         x = x.astype(self.dtype)
         x = self.bn1(self.conv1(x), not train, relu=True)  # (B, H/2, W/2, width)
         x = max_pool_3x3_s2(x)  # (B, H/4, W/4, width)
+        stages = []
         for s in range(1, 5):
-            x = getattr(self, f"layer{s}")(x, train=train)
-        return jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # (B, num_features)
+            x = getattr(self, f"layer{s}")(x, train=train)  # (B, H/2^(s+1), W/2^(s+1), stage_channels[s-1])
+            stages.append(x)
+        pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # (B, num_features)
+        return (pooled, tuple(stages)) if return_stages else pooled
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)

@@ -1,0 +1,190 @@
+"""The optional 2D keypoint head, its loss, and the lifting pass (models, losses, train step)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import trainer_helpers as th
+from hmr_jax import body_model
+from hmr_jax import config_checks
+from hmr_jax import losses
+from hmr_jax import smpl
+from hmr_jax import trainer
+from hmr_jax.models import hmr, keypoint_head, resnet
+
+th.enable_compilation_cache()
+
+KEY = jax.random.key(0, impl="rbg")
+B, IMG, J = 3, 32, 24
+HEAD = dict(num_keypoints=J, channels=8)
+_apply = jax.jit(hmr.apply_generator, static_argnames="train")
+
+
+# ------------------------------------------------------------------------------------ soft-argmax
+
+@pytest.mark.parametrize("h,w,r,c", [(4, 4, 0, 3), (6, 3, 5, 1), (7, 5, 3, 2)])
+def test_soft_argmax_of_a_peak_is_its_cell_centre(h, w, r, c):
+    logits = np.full((2, h, w, J), -60.0, np.float32)
+    logits[:, r, c, :] = 60.0
+    xy = np.asarray(keypoint_head.soft_argmax(jnp.asarray(logits)))
+    expected = [2.0 * (c + 0.5) / w - 1.0, 2.0 * (r + 0.5) / h - 1.0]
+    np.testing.assert_allclose(xy, np.broadcast_to(expected, (2, J, 2)), atol=1e-6)
+
+
+def test_soft_argmax_is_the_probability_weighted_mean():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(axis=(1, 2), keepdims=True)
+    xs = 2.0 * (np.arange(6) + 0.5) / 6 - 1.0
+    ys = 2.0 * (np.arange(5) + 0.5) / 5 - 1.0
+    expected = np.stack([np.einsum("bhwj,w->bj", p, xs), np.einsum("bhwj,h->bj", p, ys)], -1)
+    np.testing.assert_allclose(keypoint_head.soft_argmax(jnp.asarray(logits)), expected, atol=1e-6)
+    # uniform maps -> the centre of the crop
+    np.testing.assert_allclose(keypoint_head.soft_argmax(jnp.zeros((1, 4, 8, 2))), 0.0, atol=1e-6)
+
+
+def test_soft_argmax_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((1, 3, 4, 2))
+    w = rng.standard_normal((1, 2, 2))
+    f = lambda z: jnp.sum(keypoint_head.soft_argmax(z) * w)  # noqa: E731
+    grad = np.asarray(jax.grad(f)(jnp.asarray(logits, jnp.float32)))
+    eps = 1e-2
+    for idx in [(0, 0, 0, 0), (0, 1, 2, 1), (0, 2, 3, 0), (0, 2, 1, 1)]:
+        d = np.zeros_like(logits)
+        d[idx] = eps
+        fd = (float(f(jnp.asarray(logits + d, jnp.float32))) - float(f(jnp.asarray(logits - d, jnp.float32)))) / (2 * eps)
+        np.testing.assert_allclose(grad[idx], fd, rtol=2e-2, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- the head
+
+@pytest.mark.parametrize("cls,k", [(resnet.PointwiseConv, 1), (resnet.Conv3x3, 3)])
+def test_fast_convs_with_bias_match_nnx_conv(cls, k):
+    pad = ((k // 2, k // 2),) * 2
+    fast = cls(5, 4, (k, k), padding=pad, rngs=nnx.Rngs(0))
+    ref = nnx.Conv(5, 4, (k, k), padding=pad, rngs=nnx.Rngs(0))
+    ref.bias[...] = fast.bias[...] = jnp.arange(4.0)
+    x = jax.random.normal(jax.random.key(2), (2, 6, 6, 5))
+    np.testing.assert_allclose(fast(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [32, 40, 50])  # stage maps 8/4/2/1, 10/5/3/2, 13/7/4/2 (odd: resize)
+def test_head_keypoints_shape_range_and_gradients(size):
+    enc = resnet.resnet_from_config(18, width=4, rngs=nnx.Rngs(0))
+    head = keypoint_head.KeypointHead(enc.stage_channels, J, channels=8, rngs=nnx.Rngs(1))
+    images = jax.random.normal(jax.random.key(3), (2, size, size, 3))
+    _, stages = enc(images, train=False, return_stages=True)
+    assert [s.shape[-1] for s in stages] == list(enc.stage_channels)
+    logits = head.logits(stages)
+    assert logits.shape == (2,) + stages[1].shape[1:3] + (J,)
+    kp = head(stages)
+    assert kp.shape == (2, J, 2) and bool(jnp.all(jnp.abs(kp) < 1.0))
+    graphdef, params = nnx.split(head, nnx.Param)
+    grads = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(stages) ** 2))(params)
+    for path, g in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(grads)):
+        assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0, path
+
+
+@pytest.fixture(scope="module")
+def with_head():
+    return hmr.init_generator(KEY, depth=18, width=8, n_iter=2, hidden=(32,), dropout=0.0, keypoint_head=HEAD)
+
+
+def test_generator_without_head_is_hmr_as_published():
+    _, params, _ = hmr.init_generator(KEY, depth=18, width=8, n_iter=2, hidden=(32,))
+    assert set(params) == {"encoder", "regressor"}
+    assert params["regressor"]["fc1"]["kernel"].shape == (64 + 72 + 10 + 3, 32)
+
+
+def test_generator_with_head_feeds_keypoints_to_the_regressor(with_head):
+    graphdef, params, stats = with_head
+    assert set(params) == {"encoder", "regressor", "keypoint_head"}
+    assert params["regressor"]["fc1"]["kernel"].shape == (64 + 2 * J + 72 + 10 + 3, 32)
+    images = jax.random.normal(jax.random.key(4), (B, IMG, IMG, 3))
+    out, _ = _apply(graphdef, params, stats, images, None, train=False)
+    assert out["keypoints_2d"].shape == (B, J, 2) and "lift" not in out
+    # the regressor reads the keypoints: sharpening the heatmaps moves them and the estimate
+    moved = jax.tree.map(lambda x: x, params)
+    moved["keypoint_head"]["out"]["kernel"] = 20.0 * params["keypoint_head"]["out"]["kernel"]
+    out2, _ = _apply(graphdef, moved, stats, images, None, train=False)
+    assert not np.allclose(out["keypoints_2d"], out2["keypoints_2d"])
+    assert not np.allclose(out["theta"], out2["theta"])
+
+
+def test_lifting_pass_reads_the_given_keypoints_where_visible(with_head):
+    graphdef, params, stats = with_head
+    images = jax.random.normal(jax.random.key(5), (B, IMG, IMG, 3))
+    out, _ = _apply(graphdef, params, stats, images, None, train=True)
+    own = out["keypoints_2d"]
+    # invisible everywhere -> the head's own keypoints -> the main pass exactly
+    hidden = jnp.concatenate([jnp.full_like(own, 5.0), jnp.zeros(own.shape[:-1] + (1,))], -1)
+    out_h, _ = _apply(graphdef, params, stats, images, None, train=True, lift_keypoints=hidden)
+    for k in ("theta", "betas", "cam"):
+        np.testing.assert_allclose(out_h["lift"][k], out_h[k], rtol=1e-6, atol=1e-6)
+    # visible: the given points, not the head's
+    given = jnp.concatenate([-own, jnp.ones(own.shape[:-1] + (1,))], -1)
+    out_v, _ = _apply(graphdef, params, stats, images, None, train=True, lift_keypoints=given)
+    assert not np.allclose(out_v["lift"]["theta"], out_v["theta"])
+    with pytest.raises(ValueError, match="lift_keypoints"):
+        hmr.apply_generator(graphdef, params, stats, images, None, train=True, lift_keypoints=given[..., :2])
+
+
+def test_lift_keypoints_without_head_is_an_error():
+    graphdef, params, stats = hmr.init_generator(KEY, depth=18, width=4, n_iter=1, hidden=(8,))
+    with pytest.raises(ValueError, match="keypoint head"):
+        hmr.apply_generator(graphdef, params, stats, jnp.zeros((1, IMG, IMG, 3)), None, train=True,
+                            lift_keypoints=jnp.zeros((1, J, 3)))
+
+
+# ------------------------------------------------------------------------------------------ loss
+
+def test_keypoints_l1_loss_zero_on_ground_truth_and_hand_computed():
+    gt_px = np.array([[[16.0, 8.0, 1.0], [0.0, 32.0, 1.0], [5.0, 5.0, 0.0]]], np.float32)  # (1, 3, 3)
+    gt_norm = losses.normalize_keypoints(gt_px[..., :2], IMG)
+    assert float(losses.keypoints_l1_loss(gt_norm, gt_px, IMG)) == 0.0
+    pred = np.asarray(gt_norm).copy()
+    pred[0, 0] += [0.1, -0.2]  # |.|_1 = 0.3, visible
+    pred[0, 2] += [1.0, 1.0]  # invisible: free
+    np.testing.assert_allclose(float(losses.keypoints_l1_loss(pred, gt_px, IMG)), 0.3 / 3, rtol=1e-6)
+    with pytest.raises(ValueError, match="keypoints_l1_loss"):
+        losses.keypoints_l1_loss(pred[..., :1], gt_px, IMG)
+
+
+# -------------------------------------------------------------------------------- config + step
+
+def test_head_losses_need_the_head(tmp_path):
+    for name in ("keypoints_2d", "lift"):
+        config = th.tiny_config(tmp_path, **{"model.keypoint_head.enabled": False, "loss_weights.keypoints_2d": 0.0,
+                                              "loss_weights.lift": 0.0, f"loss_weights.{name}": 1.0})
+        with pytest.raises(config_checks.ConfigError, match=rf"loss_weights\.{name}.*keypoint_head\.enabled"):
+            config_checks.validate_config(config)
+    config = th.tiny_config(tmp_path, **{"model.keypoint_head.num_keypoints": 17})
+    with pytest.raises(config_checks.ConfigError, match=r"keypoint_head\.num_keypoints.*24 joints, found 17"):
+        trainer.check_keypoint_head(config, "smpl24")
+    trainer.check_keypoint_head(th.tiny_config(tmp_path), "spin24")  # 24 joints: fine
+
+
+def test_train_step_head_and_lift_terms(tmp_path):
+    """`lift` is the weighted 3D terms of the lifting pass: with every keypoint invisible that pass reads
+    the head's own keypoints, so it equals the weighted 3D terms of the main pass (noise is moot)."""
+    th.make_dataset(tmp_path, num=8, img_size=IMG)
+    config = th.tiny_config(tmp_path, **{"loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0})
+    assert config.model.keypoint_head.enabled and config.loss_weights.lift > 0  # the quickstart's
+    mesh = trainer.make_mesh()
+    batch = th.fixed_batch(tmp_path)
+    with jax.set_mesh(mesh):
+        models = trainer.make_models(config)
+        state = trainer.create_sharded_state(config, models, mesh)
+        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        step = jax.jit(trainer.make_train_step(config, models, "smpl24"))
+        _, m = step(state, trainer.to_global(batch, mesh), smpl_model, None, None)
+        assert float(m["loss/keypoints_2d"]) > 0 and float(m["loss/lift"]) > 0
+        hidden = dict(batch, keypoints_2d=batch["keypoints_2d"] * np.array([1.0, 1.0, 0.0], np.float32))
+        _, m = step(state, trainer.to_global(hidden, mesh), smpl_model, None, None)
+    w = config.loss_weights
+    expected = sum(w[k] * float(m[f"loss/{k}"]) for k in losses.LIFT_TERMS)
+    np.testing.assert_allclose(float(m["loss/lift"]), expected, rtol=1e-5)
+    assert float(m["loss/keypoints_2d"]) == 0.0  # nothing visible
