@@ -244,18 +244,22 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
         gt_vertices = smpl.forward(smpl_model, batch["shape"], gt_rotmat).vertices  # (B, V, 3)
         scale = state.plateau.scale
 
-        def terms_3d(estimate):
-            """The 3D-supervised terms of one estimate {pose_rotmat, betas} -> (terms, model joints)."""
-            body = smpl.forward(smpl_model, estimate["betas"], estimate["pose_rotmat"])
-            pred_joints = joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors)
-            return {
-                "vertex_l2": losses.vertex_l2_loss(body.vertices, gt_vertices, has_smpl),
-                "vertex_l1": losses.vertex_l1_loss(body.vertices, gt_vertices, has_smpl),
-                "beta": losses.beta_l2_loss(estimate["betas"], batch["shape"], has_smpl),
-                "pose": losses.pose_l2_loss(estimate["pose_rotmat"], gt_rotmat, has_smpl),
-                "joints_3d": losses.joints_3d_l2_loss(pred_joints, batch["joints_3d"], batch["has_joints_3d"],
-                                                      joint_set),
-            }, pred_joints
+        def terms_3d(estimates):
+            """The 3D-supervised terms of each estimate {pose_rotmat, betas} -> [(terms, model joints)].
+            One SMPL forward for all of them (stacked on the batch axis): the pose blend shapes' matmul
+            streams its (207, 3V) weights once instead of once per estimate."""
+            n = len(estimates)
+            cat = lambda k: jnp.concatenate([e[k] for e in estimates], axis=0)  # noqa: E731
+            body = smpl.forward(smpl_model, cat("betas"), cat("pose_rotmat"))  # (nB, V, 3), (nB, 24, 3)
+            vertices = jnp.split(body.vertices, n)
+            pred_joints = jnp.split(joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors), n)
+            return [({
+                "vertex_l2": losses.vertex_l2_loss(v, gt_vertices, has_smpl),
+                "vertex_l1": losses.vertex_l1_loss(v, gt_vertices, has_smpl),
+                "beta": losses.beta_l2_loss(e["betas"], batch["shape"], has_smpl),
+                "pose": losses.pose_l2_loss(e["pose_rotmat"], gt_rotmat, has_smpl),
+                "joints_3d": losses.joints_3d_l2_loss(j, batch["joints_3d"], batch["has_joints_3d"], joint_set),
+            }, j) for e, v, j in zip(estimates, vertices, pred_joints)]
 
         def gen_loss(params):
             lift_keypoints = None
@@ -265,15 +269,12 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 lift_keypoints = jnp.concatenate([noisy, batch["keypoints_2d"][..., 2:]], axis=-1)  # (B, J, 3)
             out, new_stats = hmr_lib.apply_generator(models.gen, params, state.gen_batch_stats, batch["image"],
                                                      k_dropout, train=True, lift_keypoints=lift_keypoints)
-            terms, pred_joints = terms_3d(out)
+            (terms, pred_joints), *lifted = terms_3d([out, out["lift"]] if lift else [out])
             terms["joints_2d"] = losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size)
             terms["keypoints_2d"] = (losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size)
                                      if head else jnp.zeros((), jnp.float32))
-            if lift:
-                lift_terms, _ = terms_3d(out["lift"])
-                terms["lift"] = sum(weights[k] * lift_terms[k] for k in losses.LIFT_TERMS)
-            else:
-                terms["lift"] = jnp.zeros((), jnp.float32)
+            terms["lift"] = (sum(weights[k] * lifted[0][0][k] for k in losses.LIFT_TERMS) if lift
+                             else jnp.zeros((), jnp.float32))
             its = out["iterations"]
             n_it, b = its["betas"].shape[:2]
             fake_rotmat = its["pose_rotmat"].reshape((n_it * b, 24, 3, 3))  # every iteration, as HMR
