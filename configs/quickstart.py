@@ -57,18 +57,18 @@ def get_config(arg=None):
     c.loss_weights.adversarial = 0.0  # no discriminator: too slow to pay off in a short CPU run
     c.adversarial.disc_loss_weight = 0.0
     c.loss_weights.keypoints_2d = 5.0  # the head's 2D L1, weighted as joints_2d
-    c.loss_weights.lift = 1.0  # the regressor also lifts GT 2D keypoints (+2 px noise) each step
+    c.loss_weights.lift = 2.0  # the regressor also lifts GT 2D keypoints (+2 px noise) each step
     c.optim.gen.learning_rate = 1e-3
     c.optim.gen.schedule = "warmup_cosine"
     c.optim.gen.warmup_steps = 100
     c.optim.gen.clip_norm = 10.0
     c.optim.disc.learning_rate = 1e-4
 
-    c.train.num_steps = 3300  # fits the 15-minute budget with generation on 2 idle cores
+    c.train.num_steps = 3100  # fits the 15-minute budget with generation on 2 idle cores
     c.train.log_every = 50
-    c.train.eval_every = 1100
-    c.train.checkpoint_every = 1100
-    c.train.image_every = 1100
+    c.train.eval_every = 1550
+    c.train.checkpoint_every = 1550
+    c.train.image_every = 1550
     c.train.num_images = 8
     c.early_stopping.patience = 0  # off: the run is short
     return c
