@@ -269,12 +269,14 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 lift_keypoints = jnp.concatenate([noisy, batch["keypoints_2d"][..., 2:]], axis=-1)  # (B, J, 3)
             out, new_stats = hmr_lib.apply_generator(models.gen, params, state.gen_batch_stats, batch["image"],
                                                      k_dropout, train=True, lift_keypoints=lift_keypoints)
-            (terms, pred_joints), *lifted = terms_3d([out, out["lift"]] if lift else [out])
+            per_estimate = terms_3d([out, out["lift"]] if lift else [out])
+            terms, pred_joints = per_estimate[0]
             terms["joints_2d"] = losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size)
+            zero = jnp.zeros((), jnp.float32)
             terms["keypoints_2d"] = (losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size)
-                                     if head else jnp.zeros((), jnp.float32))
-            terms["lift"] = (sum(weights[k] * lifted[0][0][k] for k in losses.LIFT_TERMS) if lift
-                             else jnp.zeros((), jnp.float32))
+                                     if head else zero)
+            lift_terms = per_estimate[1][0] if lift else {}
+            terms["lift"] = sum(weights[k] * lift_terms[k] for k in losses.LIFT_TERMS) if lift else zero
             its = out["iterations"]
             n_it, b = its["betas"].shape[:2]
             fake_rotmat = its["pose_rotmat"].reshape((n_it * b, 24, 3, 3))  # every iteration, as HMR
