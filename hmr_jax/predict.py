@@ -13,6 +13,8 @@ resized to the run's crop size and run through the model in batches. Per image, 
                        translation (perspective camera-frame translation of the body,
                        `geometry.weak_perspective_to_translation`), the crop box and the matching
                        full-image camera (focal length and principal point in image pixels);
+                       with a keypoint head (config model.keypoint_head), keypoints_2d_image_px: the
+                       head's 2D joints (the training data's joint set and order) in image pixels;
   <name>.obj           the mesh in the camera frame (OpenCV axes: +y down, +z forward; metres);
   <name>_overlay.png   the crop | the mesh drawn over it at the predicted camera | a side view.
 
@@ -161,7 +163,8 @@ def focal_length(config) -> float:
 
 def make_predict_fn(config, models):
     """(state, images (B,S,S,3), smpl_model) -> pose (B,72) axis-angle, betas, cam, translation,
-    vertices (B,V,3) camera frame. Pure; jit it."""
+    vertices (B,V,3) camera frame, and keypoints_2d (B,J,2) normalised when the model has a
+    keypoint head. Pure; jit it."""
     from hmr_jax.models import hmr as hmr_lib  # pylint: disable=g-import-not-at-top
 
     focal, size = focal_length(config), config.data.img_size
@@ -173,8 +176,11 @@ def make_predict_fn(config, models):
         transl = geometry.weak_perspective_to_translation(out["cam"], focal, size)  # (B, 3)
         body = smpl.forward(smpl_model, out["betas"], out["pose_rotmat"], transl=transl)
         pose = geometry.matrix_to_axis_angle(out["pose_rotmat"]).reshape(b, -1)  # (B, 72)
-        return {"pose": pose, "betas": out["betas"], "cam": out["cam"], "translation": transl,
+        pred = {"pose": pose, "betas": out["betas"], "cam": out["cam"], "translation": transl,
                 "vertices": body.vertices}
+        if "keypoints_2d" in out:  # the keypoint head's, [-1, 1] crop coordinates
+            pred["keypoints_2d"] = out["keypoints_2d"]
+        return pred
 
     return predict
 
@@ -201,6 +207,16 @@ def render_panels(crop_u8: UInt8[np.ndarray, "d d 3"], vertices: Float[np.ndarra
     side = render.side_view(vertices, faces, focal, centre, (d, d), background=np.full((d, d, 3), 255, np.uint8),
                             cull_backfaces=True)
     return render.contact_sheet([crop_u8, render.overlay(crop_u8, front), side.image], cols=3)
+
+
+def crop_to_image_px(points: Float[np.ndarray, "j 2"], box: Sequence[float], size: int) -> Float[np.ndarray, "j 2"]:
+    """Normalised crop coordinates ([-1, 1], crop px = (x + 1) * size / 2, pixel centres at integers,
+    as the training keypoints) -> image pixels (centres at integers) for the crop `box` (cx, cy, side
+    in edge coordinates, `crop_box`'s)."""
+    cx, cy, side = (float(v) for v in box)
+    crop_px = (np.asarray(points, np.float64) + 1.0) * size / 2.0
+    origin = np.array([cx - side / 2.0, cy - side / 2.0])
+    return origin + (crop_px + 0.5) * side / size - 0.5
 
 
 def _unique_stem(path: str, used: set[str]) -> str:
@@ -246,6 +262,8 @@ def write_outputs(out_dir: str, stem: str, image_path: str, image_hw, box, pred:
                         "translation = (tx, ty, 2 f / (img_size s)) with f = focal_length_crop_px; mesh vertices = "
                         "SMPL(pose, betas) + translation (camera frame, metres)"),
         "checkpoint_step": int(step),
+        **({"keypoints_2d_image_px": crop_to_image_px(pred["keypoints_2d"], box, size).round(2).tolist()}
+           if "keypoints_2d" in pred else {}),
         "obj": obj_path,
         "overlay": png_path,
     }

@@ -58,6 +58,8 @@ def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
         assert len(rec["translation"]) == 3 and rec["translation"][2] > 0
         assert np.all(np.isfinite(rec["pose"] + rec["betas"] + rec["cam"] + rec["translation"]))
         assert rec["checkpoint_step"] == 3
+        kp = np.asarray(rec["keypoints_2d_image_px"])  # the tiny config has the quickstart's keypoint head
+        assert kp.shape == (24, 2) and np.all(np.isfinite(kp))
         with open(os.path.join(out, f"{stem}.obj")) as f:
             lines = f.read().splitlines()
         assert sum(line.startswith("v ") for line in lines) == n_vertices
@@ -112,6 +114,24 @@ def test_load_image_errors(tmp_path):
     (tmp_path / "sub").mkdir()
     images, errors = pr.list_images([str(tmp_path / "sub")])
     assert images == [] and "no image files" in errors[0][1]
+
+
+def test_keypoints_map_back_to_the_image_pixels_they_came_from():
+    """A bright pixel found in the crop at normalised (x, y) maps back to its own image pixel."""
+    size = 16
+    img = np.zeros((40, 50, 3), np.uint8)
+    for u, v in ((20, 11), (14, 7), (29, 22)):
+        img[:] = 0
+        img[v, u] = 255
+        box = (22.0, 15.0, float(size))  # edge coordinates: crop = image [14, 30) x [7, 23), 1:1
+        c = pr.crop(img, *box, size)
+        j, i = np.unravel_index(np.argmax(c[..., 0]), c.shape[:2])
+        xy_norm = 2.0 * np.array([[i, j]], np.float64) / size - 1.0  # crop px -> normalised (training keypoints)
+        np.testing.assert_allclose(pr.crop_to_image_px(xy_norm, box, size), [[u, v]], atol=1e-9)
+    # the crop's centre is the principal point written in the JSON
+    cx, cy, side = 30.5, 12.25, 37.0
+    np.testing.assert_allclose(pr.crop_to_image_px(np.zeros((1, 2)), (cx, cy, side), 96),
+                               [[cx + 0.5 * side / 96 - 0.5, cy + 0.5 * side / 96 - 0.5]])
 
 
 def test_overlay_camera_matches_the_weak_perspective_projection():
