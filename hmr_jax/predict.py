@@ -255,7 +255,7 @@ def write_outputs(out_dir: str, stem: str, image_path: str, image_hw, box, pred:
         "translation": [float(v) for v in pred["translation"]],
         "focal_length_crop_px": focal,
         "camera_image_px": {"focal_length": focal * side / size,
-                            "principal_point": [cx + 0.5 * side / size - 0.5, cy + 0.5 * side / size - 0.5],
+                            "principal_point": crop_to_image_px(np.zeros((1, 2)), box, size)[0].tolist(),
                             "note": "the same camera for the whole image (pixel centres at integers)"},
         "conventions": ("pose: 24 x axis-angle (rad), SMPL joint order, global orientation in the OpenCV camera "
                         "frame; cam (s, tx, ty): crop px = (s * (X[:2] + (tx, ty)) + 1) * img_size / 2; "

@@ -272,11 +272,13 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
             per_estimate = terms_3d([out, out["lift"]] if lift else [out])
             terms, pred_joints = per_estimate[0]
             terms["joints_2d"] = losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size)
-            zero = jnp.zeros((), jnp.float32)
+            zero = jnp.zeros((), jnp.float32)  # terms of parts the config leaves out
             terms["keypoints_2d"] = (losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size)
                                      if head else zero)
-            lift_terms = per_estimate[1][0] if lift else {}
-            terms["lift"] = sum(weights[k] * lift_terms[k] for k in losses.LIFT_TERMS) if lift else zero
+            terms["lift"] = zero
+            if lift:
+                lift_terms = per_estimate[1][0]
+                terms["lift"] = sum(weights[k] * lift_terms[k] for k in losses.LIFT_TERMS)
             its = out["iterations"]
             n_it, b = its["betas"].shape[:2]
             fake_rotmat = its["pose_rotmat"].reshape((n_it * b, 24, 3, 3))  # every iteration, as HMR
@@ -285,7 +287,7 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 d_fake = hmr_lib.apply_discriminator(models.disc, state.disc_params, fake_rotmat[:, 1:], fake_betas)
                 terms["adversarial"] = losses.adversarial_generator_loss(d_fake)
             else:
-                terms["adversarial"] = jnp.zeros((), jnp.float32)
+                terms["adversarial"] = zero
             total, report = losses.total_generator_loss(terms, weights)
             return total, (report, new_stats, fake_rotmat, fake_betas)
 

@@ -72,25 +72,27 @@ class HMR(nnx.Module):
         if self.keypoint_head is None:
             if lift_keypoints is not None:
                 raise ValueError("HMR: lift_keypoints needs a keypoint head (model.keypoint_head.enabled)")
-            features = self.encoder(images, train=train)  # (B, F)
-            its = self.regressor(features, train=train, rng=rng)
-            return {**{k: v[-1] for k, v in its.items()}, "iterations": its}
-        pooled, stages = self.encoder(images, train=train, return_stages=True)  # (B, F), 4 maps
-        keypoints = self.keypoint_head(stages)  # (B, J, 2)
-        b = keypoints.shape[0]
-        its = self.regressor(jnp.concatenate([pooled, keypoints.reshape(b, -1)], axis=-1), train=train, rng=rng)
+            pooled, keypoints = self.encoder(images, train=train), None  # (B, F)
+        else:
+            pooled, stages = self.encoder(images, train=train, return_stages=True)  # (B, F), 4 maps
+            keypoints = self.keypoint_head(stages)  # (B, J, 2)
+
+        def regress(kp, key):  # the regressor on the pooled features (+ flattened keypoints)
+            features = pooled if kp is None else jnp.concatenate([pooled, kp.reshape(kp.shape[0], -1)], axis=-1)
+            return self.regressor(features, train=train, rng=key)
+
+        its = regress(keypoints, rng)
         out = {k: v[-1] for k, v in its.items()}
         out["iterations"] = its
-        out["keypoints_2d"] = keypoints
+        if keypoints is not None:
+            out["keypoints_2d"] = keypoints
         if lift_keypoints is not None:
             if lift_keypoints.shape != keypoints.shape[:-1] + (3,):
                 raise ValueError(f"HMR: lift_keypoints must be (B, J, 3) for the head's {keypoints.shape}, "
                                  f"found {lift_keypoints.shape}")
             given = jnp.where(lift_keypoints[..., 2:] > 0, lift_keypoints[..., :2],
                               jax.lax.stop_gradient(keypoints))  # (B, J, 2)
-            lift_rng = None if rng is None else jax.random.fold_in(rng, 1)
-            lift = self.regressor(jnp.concatenate([pooled, given.reshape(b, -1)], axis=-1),
-                                  train=train, rng=lift_rng)
+            lift = regress(given, None if rng is None else jax.random.fold_in(rng, 1))
             out["lift"] = {k: v[-1] for k, v in lift.items()}
         return out
 

@@ -27,6 +27,7 @@ from jaxtyping import Array, Float
 
 from hmr_jax.models import resnet
 
+
 def soft_argmax(logits: Float[Array, "b h w j"]) -> Float[Array, "b j 2"]:
     """Per-map expectation of the cell centres under softmax(logits) -> (x, y) in [-1, 1].
 
