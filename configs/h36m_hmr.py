@@ -69,18 +69,21 @@ def get_config(arg=None):
     c.model.mean_cam = (0.9, 0.0, 0.0)  # weak-perspective (s, tx, ty) start of the camera
     c.model.pretrained_encoder = ""  # .npz from tools/convert_resnet50_weights.py
     # Optional 2D keypoint head (hmr_jax/models/keypoint_head.py; not in the report): heatmaps from
-    # stages 2-4, soft-argmax keypoints concatenated to the regressor's input, trained by
-    # loss_weights.keypoints_2d. num_keypoints must equal the dataset's joints (24: smpl24 / spin24).
-    c.model.keypoint_head = ml_collections.ConfigDict(dict(enabled=False, channels=32, num_keypoints=24))
+    # stages 2-4 (stride 8; and stage 1 with stride 4), soft-argmax keypoints times input_scale
+    # concatenated to the regressor's input, trained by loss_weights.keypoints_2d (and
+    # keypoint_heatmap). num_keypoints must equal the dataset's joints (24: smpl24 / spin24).
+    c.model.keypoint_head = ml_collections.ConfigDict(dict(
+        enabled=False, channels=32, num_keypoints=24, stride=8, input_scale=8.0))
     c.model.disc = ml_collections.ConfigDict(dict(
         joint_hidden=(32, 32), pose_hidden=(1024, 1024), shape_hidden=(10, 5)))
 
     c.loss_weights = ml_collections.ConfigDict(dict(
         vertex_l2=1.0, vertex_l1=1.0, beta=0.001, pose=1.0, joints_3d=5.0, joints_2d=5.0,
         adversarial=0.1,
-        # With the keypoint head: its 2D L1 (as joints_2d), and the lifting pass (the 3D terms above,
-        # with their weights, on the regressor run from GT 2D keypoints + train.lift_noise_px noise).
-        keypoints_2d=0.0, lift=0.0))
+        # With the keypoint head: its 2D L1 (as joints_2d), its heatmaps' KL to a Gaussian of
+        # train.heatmap_sigma_px around each joint, and the lifting pass (the 3D terms above, with
+        # their weights, on the regressor run from GT 2D keypoints + train.lift_noise_px noise).
+        keypoints_2d=0.0, keypoint_heatmap=0.0, lift=0.0))
     c.adversarial = ml_collections.ConfigDict()
     c.adversarial.disc_loss_weight = 1.0  # 0 with loss_weights.adversarial 0: no discriminator
     c.adversarial.prior_file = ""  # npz with pose (N, 72), shape (N, 10); '' = the batch's GT
@@ -102,6 +105,7 @@ def get_config(arg=None):
     c.train.nan_policy = "stop"  # 'stop' (report the term) or 'skip' (drop that update)
     c.train.progress_bar = True
     c.train.lift_noise_px = 2.0  # std (crop px) of the Gaussian noise on the lifting pass's GT keypoints
+    c.train.heatmap_sigma_px = 4.0  # std (crop px) of loss_weights.keypoint_heatmap's target
 
     c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
     c.images = ml_collections.ConfigDict(dict(focal_length_224=5000.0))  # drawing only

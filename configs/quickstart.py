@@ -55,10 +55,13 @@ def get_config(arg=None):
     c.model.n_iter = 3
     c.model.disc.pose_hidden = (256, 256)
     c.model.keypoint_head.enabled = True  # 2D keypoints into the regressor (hmr_jax/models/keypoint_head.py)
+    c.model.keypoint_head.input_scale = 8.0  # keypoints x8 into the regressor (HMR's docstring)
 
     c.loss_weights.adversarial = 0.0  # no discriminator: too slow to pay off in a short CPU run
     c.adversarial.disc_loss_weight = 0.0
     c.loss_weights.keypoints_2d = 5.0  # the head's 2D L1, weighted as joints_2d
+    c.loss_weights.keypoint_heatmap = 0.2  # single-peaked heatmaps: KL to a Gaussian at each joint,
+    c.train.heatmap_sigma_px = 8.0  # of 8 px std (one cell of the 12 x 12 maps on 96 px crops)
     c.loss_weights.lift = 2.0  # the regressor also lifts GT 2D keypoints (+2 px noise) each step
     c.optim.gen.learning_rate = 1e-3
     c.optim.gen.schedule = "warmup_cosine"

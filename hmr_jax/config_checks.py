@@ -15,6 +15,7 @@ import numpy as np
 
 from hmr_jax import losses
 from hmr_jax.data import augment as augment_lib
+from hmr_jax.models import keypoint_head
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "step")
@@ -174,6 +175,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     head = _check(config, "model.keypoint_head.enabled", lambda v: isinstance(v, bool), "True or False")
     _positive_int(config, "model.keypoint_head.channels")
     _positive_int(config, "model.keypoint_head.num_keypoints")
+    _check(config, "model.keypoint_head.stride", lambda v: v in keypoint_head.STRIDES, f"one of {keypoint_head.STRIDES}")
+    _check(config, "model.keypoint_head.input_scale", lambda v: _is_num(v) and v > 0, "a positive number")
     for key in ("model.disc.joint_hidden", "model.disc.pose_hidden", "model.disc.shape_hidden"):
         _check(config, key, lambda v: len(v) > 0 and all(_is_int(h) and h > 0 for h in v),
                "a non-empty tuple of positive ints")
@@ -186,7 +189,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
                           f"missing {missing}, unknown {extra}")
     for name in losses.LOSS_TERMS:
         _nonneg(config, f"loss_weights.{name}")
-    for name in ("keypoints_2d", "lift"):
+    for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
         if weights[name] > 0 and not head:
             raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
                               "(model.keypoint_head.enabled=True); set it to 0 without the head")
@@ -205,6 +208,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _one_of(config, "train.nan_policy", NAN_POLICIES)
     _check(config, "train.progress_bar", lambda v: isinstance(v, bool), "True or False")
     _nonneg(config, "train.lift_noise_px")
+    _check(config, "train.heatmap_sigma_px", lambda v: _is_num(v) and v > 0, "a positive number")
     _validate_optimizer(config, "optim.gen", num_steps)
     _validate_optimizer(config, "optim.disc", num_steps)
     _check(config, "optim.plateau.enabled", lambda v: isinstance(v, bool), "True or False")

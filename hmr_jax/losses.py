@@ -27,6 +27,7 @@ Units: metres, normalised image coordinates ([-1, 1] across the crop) for 2D, ro
 
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -35,7 +36,7 @@ from hmr_jax import joints as joints_lib
 
 ADVERSARIAL_NUM_DISCRIMINATORS = 25
 LOSS_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_2d", "adversarial", "keypoints_2d",
-              "lift")
+              "keypoint_heatmap", "lift")
 # The terms of the lifting pass (trainer: `lift` = sum of these, each with its own weight, computed on
 # the regressor's estimate from ground-truth 2D keypoints): the 3D supervision.
 LIFT_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d")
@@ -201,6 +202,49 @@ def keypoints_l1_loss(
     gt_2d = normalize_keypoints(keypoints_2d[..., :2], img_size)  # (B, J, 2)
     vis = keypoints_2d[..., 2]  # (B, J)
     per_sample = jnp.mean(vis * jnp.sum(jnp.abs(pred_2d - gt_2d), axis=-1), axis=-1)  # (B,)
+    return masked_mean(per_sample, mask)
+
+
+def keypoint_heatmap_loss(
+    logits: Float[Array, "b h w j"],
+    keypoints_2d: Float[Array, "b j 3"],
+    img_size: float,
+    sigma_px: float,
+    mask: Float[Array, "b"] | None = None,
+) -> Float[Array, ""]:
+    """mean_j v_j KL(t_j || softmax(logits_j)): each heatmap's distribution over its cells against
+    a Gaussian t_j (std `sigma_px` crop pixels, normalised over the cells) around the true joint.
+
+    The keypoint head's soft-argmax is the mean of softmax(logits); this term (as DSNT's
+    regulariser, Nibali et al. 2018) also asks for the shape of a single peak at the joint, so a map
+    does not spread over two candidates (its mean then lies between them). Zero when the softmax
+    equals the target. Joints outside the crop (no cell near them) and invisible ones are left out.
+
+    Args:
+      logits: (B, h, w, J) heatmap logits over an h x w grid covering the crop (cell centres as in
+        `keypoint_head.soft_argmax`).
+      keypoints_2d: ground truth (B, J, 3): x, y in crop pixels, visibility/confidence v.
+      img_size: crop side in pixels.
+      sigma_px: the target's standard deviation in crop pixels (> 0).
+      mask: optional per-sample mask.
+    """
+    b, h, w, j = logits.shape
+    if keypoints_2d.shape != (b, j, 3):
+        raise ValueError(f"keypoint_heatmap_loss: expected keypoints_2d (B, J, 3) = {(b, j, 3)} for logits "
+                         f"{logits.shape}, found {keypoints_2d.shape}")
+    keypoints_2d = _zero_masked(keypoints_2d, mask)
+    xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) * (img_size / w)  # cell centres, crop px
+    ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) * (img_size / h)
+    gx, gy = keypoints_2d[..., 0:1], keypoints_2d[..., 1:2]  # (B, J, 1)
+    log_tx = -((xs - gx) ** 2) / (2.0 * sigma_px**2)  # (B, J, w)
+    log_ty = -((ys - gy) ** 2) / (2.0 * sigma_px**2)  # (B, J, h)
+    log_t = log_ty[..., :, None] + log_tx[..., None, :]  # (B, J, h, w)
+    log_t = log_t - jax.nn.logsumexp(log_t, axis=(-2, -1), keepdims=True)
+    log_p = jax.nn.log_softmax(jnp.moveaxis(logits.astype(jnp.float32), -1, 1).reshape(b, j, h * w), axis=-1)
+    kl = jnp.sum(jnp.exp(log_t) * (log_t - log_p.reshape(b, j, h, w)), axis=(-2, -1))  # (B, J)
+    inside = ((gx[..., 0] >= 0) & (gx[..., 0] < img_size) & (gy[..., 0] >= 0) & (gy[..., 0] < img_size))
+    weight = keypoints_2d[..., 2] * inside
+    per_sample = jnp.mean(weight * kl, axis=-1)  # (B,)
     return masked_mean(per_sample, mask)
 
 

@@ -132,12 +132,14 @@ def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
                 keypoint_head=keypoint_head_kwargs(config))
 
 
-def keypoint_head_kwargs(config: ml_collections.ConfigDict) -> dict[str, int] | None:
-    """`build_generator`'s keypoint_head: None when off (or absent: runs older than the head)."""
+def keypoint_head_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """`build_generator`'s keypoint_head: None when off (or absent: runs older than the head).
+    Runs from before `stride` / `input_scale` existed had 8 and 1."""
     head = config.model.get("keypoint_head")
     if head is None or not head.enabled:
         return None
-    return dict(num_keypoints=int(head.num_keypoints), channels=int(head.channels))
+    return dict(num_keypoints=int(head.num_keypoints), channels=int(head.channels),
+                stride=int(head.get("stride", 8)), input_scale=float(head.get("input_scale", 1.0)))
 
 
 def discriminator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -232,6 +234,7 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
     head = keypoint_head_kwargs(config) is not None
     lift = head and weights["lift"] > 0
     lift_sigma = 2.0 * float(config.train.lift_noise_px) / img_size  # px -> normalised units
+    heatmap_sigma = float(config.train.heatmap_sigma_px)
 
     def train_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
                    prior: Mapping[str, jax.Array] | None = None,
@@ -275,6 +278,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
             zero = jnp.zeros((), jnp.float32)  # terms of parts the config leaves out
             terms["keypoints_2d"] = (losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size)
                                      if head else zero)
+            terms["keypoint_heatmap"] = (losses.keypoint_heatmap_loss(out["keypoint_logits"], batch["keypoints_2d"],
+                                                                      img_size, heatmap_sigma)
+                                         if head and weights["keypoint_heatmap"] > 0 else zero)
             terms["lift"] = zero
             if lift:
                 lift_terms = per_estimate[1][0]

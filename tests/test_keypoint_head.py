@@ -71,15 +71,18 @@ def test_fast_convs_with_bias_match_nnx_conv(cls, k):
     np.testing.assert_allclose(fast(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", keypoint_head.STRIDES)
 @pytest.mark.parametrize("size", [32, 40, 50])  # stage maps 8/4/2/1, 10/5/3/2, 13/7/4/2 (odd: resize)
-def test_head_keypoints_shape_range_and_gradients(size):
+def test_head_keypoints_shape_range_and_gradients(size, stride):
     enc = resnet.resnet_from_config(18, width=4, rngs=nnx.Rngs(0))
-    head = keypoint_head.KeypointHead(enc.stage_channels, J, channels=8, rngs=nnx.Rngs(1))
+    head = keypoint_head.KeypointHead(enc.stage_channels, J, channels=8, stride=stride, rngs=nnx.Rngs(1))
     images = jax.random.normal(jax.random.key(3), (2, size, size, 3))
     _, stages = enc(images, train=False, return_stages=True)
     assert [s.shape[-1] for s in stages] == list(enc.stage_channels)
     logits = head.logits(stages)
-    assert logits.shape == (2,) + stages[1].shape[1:3] + (J,)
+    finest = {4: stages[0], 8: stages[1]}[stride]  # stage 1 (stride 4) or stage 2 (stride 8)
+    assert logits.shape == (2,) + finest.shape[1:3] + (J,)
+    assert ("lateral1" in nnx.to_pure_dict(nnx.state(head, nnx.Param))) == (stride == 4)
     kp = head(stages)
     assert kp.shape == (2, J, 2) and bool(jnp.all(jnp.abs(kp) < 1.0))
     graphdef, params = nnx.split(head, nnx.Param)
@@ -132,6 +135,32 @@ def test_lifting_pass_reads_the_given_keypoints_where_visible(with_head):
         hmr.apply_generator(graphdef, params, stats, images, None, train=True, lift_keypoints=given[..., :2])
 
 
+def test_head_stride_must_be_known():
+    with pytest.raises(ValueError, match="stride"):
+        keypoint_head.KeypointHead((4, 8, 16, 32), J, stride=16, rngs=nnx.Rngs(0))
+
+
+def test_keypoint_input_scale_is_a_factor_on_the_keypoint_inputs(with_head):
+    """A model with input_scale s equals the unscaled model whose first-layer rows for the
+    keypoints are s times larger (the keypoints enter the regressor linearly)."""
+    graphdef, params, stats = with_head  # input_scale 1
+    s = 4.0
+    graphdef_s, params_s, _ = hmr.init_generator(KEY, depth=18, width=8, n_iter=2, hidden=(32,), dropout=0.0,
+                                                 keypoint_head=dict(HEAD, input_scale=s))
+    assert jax.tree.map(np.shape, params_s) == jax.tree.map(np.shape, params)
+    images = jax.random.normal(jax.random.key(6), (B, IMG, IMG, 3))
+    out_s, _ = _apply(graphdef_s, params, stats, images, None, train=False)
+    rows = slice(64, 64 + 2 * J)  # fc1's rows: pooled features (64), keypoints (2J), estimate
+    scaled = jax.tree.map(lambda x: x, params)
+    kernel = params["regressor"]["fc1"]["kernel"]
+    scaled["regressor"]["fc1"]["kernel"] = kernel.at[rows].multiply(s)
+    out_1, _ = _apply(graphdef, scaled, stats, images, None, train=False)
+    for k in ("theta", "betas", "cam", "keypoints_2d"):
+        np.testing.assert_allclose(out_s[k], out_1[k], rtol=1e-4, atol=1e-5)
+    out_plain, _ = _apply(graphdef, params, stats, images, None, train=False)
+    assert not np.allclose(out_plain["theta"], out_s["theta"])
+
+
 def test_lift_keypoints_without_head_is_an_error():
     graphdef, params, stats = hmr.init_generator(KEY, depth=18, width=4, n_iter=1, hidden=(8,))
     with pytest.raises(ValueError, match="keypoint head"):
@@ -153,18 +182,62 @@ def test_keypoints_l1_loss_zero_on_ground_truth_and_hand_computed():
         losses.keypoints_l1_loss(pred[..., :1], gt_px, IMG)
 
 
+def _gaussian_target(h, w, img, gx, gy, sigma):
+    """Independent reference: the normalised Gaussian over the cell centres, (h, w)."""
+    xs = (np.arange(w) + 0.5) * img / w
+    ys = (np.arange(h) + 0.5) * img / h
+    t = np.exp(-((xs[None, :] - gx) ** 2 + (ys[:, None] - gy) ** 2) / (2 * sigma**2))
+    return t / t.sum()
+
+
+def test_keypoint_heatmap_loss_zero_at_the_target_and_hand_computed():
+    h, w, img, sigma = 6, 8, 32.0, 3.0
+    gt_px = np.array([[[10.0, 20.0, 1.0], [3.0, 30.0, 1.0], [40.0, 5.0, 1.0], [7.0, 7.0, 0.0]]], np.float32)
+    targets = [_gaussian_target(h, w, img, x, y, sigma) for x, y, _ in gt_px[0]]
+    logits = np.stack([np.log(t) + 3.0 for t in targets], axis=-1)[None].astype(np.float32)  # (1, h, w, 4)
+    np.testing.assert_allclose(float(losses.keypoint_heatmap_loss(logits, gt_px, img, sigma)), 0.0, atol=1e-5)
+    # uniform maps: KL(t || uniform) = log(h w) - H(t), for the 2 visible joints inside the crop
+    # (joint 2 is outside the 32 px crop, joint 3 invisible); the mean runs over all 4 joints
+    kl = [np.log(h * w) + np.sum(t * np.log(t)) for t in targets[:2]]
+    uniform = np.zeros_like(logits)
+    np.testing.assert_allclose(float(losses.keypoint_heatmap_loss(uniform, gt_px, img, sigma)), sum(kl) / 4,
+                               rtol=1e-5)
+    # a peak away from the joint costs more than one at it
+    at = np.full_like(logits, -5.0)
+    away = at.copy()
+    at[0, 3, 2, 0] = 5.0  # cell centre (10, 18): next to joint 0 at (10, 20)
+    away[0, 0, 7, 0] = 5.0  # cell centre (30, 2)
+    assert float(losses.keypoint_heatmap_loss(away, gt_px, img, sigma)) > float(
+        losses.keypoint_heatmap_loss(at, gt_px, img, sigma)) > 0
+    with pytest.raises(ValueError, match="keypoint_heatmap_loss"):
+        losses.keypoint_heatmap_loss(logits, gt_px[:, :3], img, sigma)
+
+
 # -------------------------------------------------------------------------------- config + step
 
 def test_head_losses_need_the_head(tmp_path):
-    for name in ("keypoints_2d", "lift"):
+    for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
         config = th.tiny_config(tmp_path, **{"model.keypoint_head.enabled": False, "loss_weights.keypoints_2d": 0.0,
-                                              "loss_weights.lift": 0.0, f"loss_weights.{name}": 1.0})
+                                              "loss_weights.keypoint_heatmap": 0.0, "loss_weights.lift": 0.0,
+                                              f"loss_weights.{name}": 1.0})
         with pytest.raises(config_checks.ConfigError, match=rf"loss_weights\.{name}.*keypoint_head\.enabled"):
             config_checks.validate_config(config)
     config = th.tiny_config(tmp_path, **{"model.keypoint_head.num_keypoints": 17})
     with pytest.raises(config_checks.ConfigError, match=r"keypoint_head\.num_keypoints.*24 joints, found 17"):
         trainer.check_keypoint_head(config, "smpl24")
     trainer.check_keypoint_head(th.tiny_config(tmp_path), "spin24")  # 24 joints: fine
+    for key, value, expected in (("model.keypoint_head.stride", 16, r"stride.*one of \(4, 8\)"),
+                                 ("model.keypoint_head.input_scale", 0.0, "input_scale.*positive"),
+                                 ("train.heatmap_sigma_px", 0.0, "heatmap_sigma_px.*positive")):
+        with pytest.raises(config_checks.ConfigError, match=expected):
+            config_checks.validate_config(th.tiny_config(tmp_path, **{key: value}))
+
+
+def test_runs_from_before_stride_and_input_scale_load_as_they_were(tmp_path):
+    config = th.tiny_config(tmp_path)
+    del config.model.keypoint_head["stride"], config.model.keypoint_head["input_scale"]
+    kwargs = trainer.keypoint_head_kwargs(config)
+    assert kwargs["stride"] == 8 and kwargs["input_scale"] == 1.0
 
 
 def test_train_step_head_and_lift_terms(tmp_path):
@@ -182,9 +255,10 @@ def test_train_step_head_and_lift_terms(tmp_path):
         step = jax.jit(trainer.make_train_step(config, models, "smpl24"))
         _, m = step(state, trainer.to_global(batch, mesh), smpl_model, None, None)
         assert float(m["loss/keypoints_2d"]) > 0 and float(m["loss/lift"]) > 0
+        assert float(m["loss/keypoint_heatmap"]) > 0
         hidden = dict(batch, keypoints_2d=batch["keypoints_2d"] * np.array([1.0, 1.0, 0.0], np.float32))
         _, m = step(state, trainer.to_global(hidden, mesh), smpl_model, None, None)
     w = config.loss_weights
     expected = sum(w[k] * float(m[f"loss/{k}"]) for k in losses.LIFT_TERMS)
     np.testing.assert_allclose(float(m["loss/lift"]), expected, rtol=1e-5)
-    assert float(m["loss/keypoints_2d"]) == 0.0  # nothing visible
+    assert float(m["loss/keypoints_2d"]) == 0.0 and float(m["loss/keypoint_heatmap"]) == 0.0  # nothing visible

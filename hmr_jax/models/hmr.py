@@ -37,15 +37,22 @@ class HMR(nnx.Module):
     """Generator: images (B, H, W, 3), ImageNet-normalised -> SMPL pose/shape and camera.
 
     With a `keypoint_head` the regressor reads the pooled features concatenated with the head's
-    2D keypoints (B, J, 2) (flattened, [-1, 1] crop coordinates); without one, the pooled features
-    alone (HMR as published).
+    2D keypoints (B, J, 2) (flattened, [-1, 1] crop coordinates, times `keypoint_scale`); without
+    one, the pooled features alone (HMR as published).
+
+    `keypoint_scale`: on person crops each keypoint coordinate varies by only ~0.1 (std) around
+    its mean, ~10x less than a unit input; Adam moves every first-layer weight by about the
+    learning rate whatever its input's scale, so such small inputs change the regressor's output
+    ~10x slower. Scaling them up (8 on the quickstart) made the regressor learn to lift 2D to 3D
+    far faster (docs/quickstart_tuning.md, session 7).
     """
 
     def __init__(self, encoder: resnet.ResNet, regressor: regressor_lib.Regressor,
-                 keypoint_head: keypoint_head_lib.KeypointHead | None = None):
+                 keypoint_head: keypoint_head_lib.KeypointHead | None = None, keypoint_scale: float = 1.0):
         self.encoder = encoder
         self.regressor = regressor
         self.keypoint_head = keypoint_head
+        self.keypoint_scale = float(keypoint_scale)
 
     def __call__(self, images: Float[Array, "b h w 3"], *, train: bool, rng: jax.Array | None = None,
                  lift_keypoints: Float[Array, "b j 3"] | None = None) -> dict[str, Any]:
@@ -66,7 +73,7 @@ class HMR(nnx.Module):
         Returns dict: pose_rotmat (B,24,3,3), betas (B,10), cam (B,3), theta (B,72|144) -- the
         last iteration -- and iterations = {pose_rotmat (n,B,24,3,3), betas (n,B,10),
         cam (n,B,3), theta (n,B,72|144)} stacked over the n = n_iter iterations; with the head
-        also keypoints_2d (B,J,2), and with `lift_keypoints` lift = the lifting pass's last
+        also keypoints_2d (B,J,2) and keypoint_logits (B,h,w,J) (its heatmaps), and with `lift_keypoints` lift = the lifting pass's last
         iteration {pose_rotmat, betas, cam, theta}.
         """
         if self.keypoint_head is None:
@@ -75,17 +82,21 @@ class HMR(nnx.Module):
             pooled, keypoints = self.encoder(images, train=train), None  # (B, F)
         else:
             pooled, stages = self.encoder(images, train=train, return_stages=True)  # (B, F), 4 maps
-            keypoints = self.keypoint_head(stages)  # (B, J, 2)
+            keypoint_logits = self.keypoint_head.logits(stages)  # (B, h, w, J)
+            keypoints = keypoint_head_lib.soft_argmax(keypoint_logits)  # (B, J, 2)
 
-        def regress(kp, key):  # the regressor on the pooled features (+ flattened keypoints)
-            features = pooled if kp is None else jnp.concatenate([pooled, kp.reshape(kp.shape[0], -1)], axis=-1)
-            return self.regressor(features, train=train, rng=key)
+        def regress(kp, key):  # the regressor on the pooled features (+ flattened, scaled keypoints)
+            if kp is None:
+                return self.regressor(pooled, train=train, rng=key)
+            flat = self.keypoint_scale * kp.reshape(kp.shape[0], -1)
+            return self.regressor(jnp.concatenate([pooled, flat], axis=-1), train=train, rng=key)
 
         its = regress(keypoints, rng)
         out = {k: v[-1] for k, v in its.items()}
         out["iterations"] = its
         if keypoints is not None:
             out["keypoints_2d"] = keypoints
+            out["keypoint_logits"] = keypoint_logits
         if lift_keypoints is not None:
             if lift_keypoints.shape != keypoints.shape[:-1] + (3,):
                 raise ValueError(f"HMR: lift_keypoints must be (B, J, 3) for the head's {keypoints.shape}, "
@@ -104,7 +115,8 @@ def build_generator(*, depth: int = 50, width: int = 64, dtype: Any = "float32",
                     keypoint_head: Mapping[str, int] | None = None, rngs: nnx.Rngs) -> HMR:
     """Build the NNX generator. Mean params default to `regressor.default_mean_params(rot_repr)`
     (each of mean_pose / mean_betas / mean_cam left None takes its default). `keypoint_head`:
-    None (HMR as published) or {'num_keypoints': J, 'channels': C} (`KeypointHead`)."""
+    None (HMR as published) or {'num_keypoints': J, 'channels': C, 'stride': 8 | 4 (`KeypointHead`),
+    'input_scale': s (`HMR`'s keypoint_scale)}; stride and input_scale default to 8 and 1."""
     d_pose, d_betas, d_cam = regressor_lib.default_mean_params(rot_repr)
     encoder = resnet.resnet_from_config(depth, width=width, dtype=dtype, bn_momentum=bn_momentum,
                                         zero_init_residual=zero_init_residual, rngs=rngs)
@@ -112,7 +124,8 @@ def build_generator(*, depth: int = 50, width: int = 64, dtype: Any = "float32",
     in_features = encoder.num_features
     if keypoint_head is not None:
         head = keypoint_head_lib.KeypointHead(encoder.stage_channels, keypoint_head["num_keypoints"],
-                                              channels=keypoint_head["channels"], dtype=dtype, rngs=rngs)
+                                              channels=keypoint_head["channels"],
+                                              stride=keypoint_head.get("stride", 8), dtype=dtype, rngs=rngs)
         in_features += 2 * head.num_keypoints
     regressor = regressor_lib.Regressor(
         in_features,
@@ -121,7 +134,8 @@ def build_generator(*, depth: int = 50, width: int = 64, dtype: Any = "float32",
         d_cam if mean_cam is None else mean_cam,
         rot_repr=rot_repr, hidden=tuple(hidden), dropout=dropout, n_iter=n_iter,
         final_init_gain=final_init_gain, rngs=rngs)
-    return HMR(encoder, regressor, head)
+    return HMR(encoder, regressor, head,
+               keypoint_scale=1.0 if keypoint_head is None else keypoint_head.get("input_scale", 1.0))
 
 
 def build_discriminator(*, rngs: nnx.Rngs, **kwargs: Any) -> discriminator_lib.Discriminator:
