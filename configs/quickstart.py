@@ -11,10 +11,10 @@ regressor reads the head's keypoints and is also taught on the true ones each st
 discriminator, so cheaper steps).
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-12-01, 3,100 steps, fresh clone and workdir, idle 2-core machine): MPJPE 112.7 mm
-vs 189.8 mm for the training-set mean pose/shape (ratio 0.59), PA-MPJPE 80.9 vs 137.1 mm (ratio
-0.59): the quality goal is NOT met yet. Time: 13 min 18 s wall, pip step and generation included
-(README, Quickstart results).
+Measured (2026-12-01, session 7, 3,100 steps, fresh clone and workdir, idle 2-core machine): MPJPE
+109.2 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.575), PA-MPJPE 77.7 vs 137.1 mm
+(ratio 0.567): the quality goal is NOT met yet. Time: 12 min 58 s wall, pip step and generation
+included (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:

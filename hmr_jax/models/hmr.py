@@ -73,8 +73,8 @@ class HMR(nnx.Module):
         Returns dict: pose_rotmat (B,24,3,3), betas (B,10), cam (B,3), theta (B,72|144) -- the
         last iteration -- and iterations = {pose_rotmat (n,B,24,3,3), betas (n,B,10),
         cam (n,B,3), theta (n,B,72|144)} stacked over the n = n_iter iterations; with the head
-        also keypoints_2d (B,J,2) and keypoint_logits (B,h,w,J) (its heatmaps), and with `lift_keypoints` lift = the lifting pass's last
-        iteration {pose_rotmat, betas, cam, theta}.
+        also keypoints_2d (B,J,2) and keypoint_logits (B,h,w,J) (its heatmaps), and with
+        `lift_keypoints` lift = the lifting pass's last iteration {pose_rotmat, betas, cam, theta}.
         """
         if self.keypoint_head is None:
             if lift_keypoints is not None:

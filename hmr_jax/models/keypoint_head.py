@@ -15,9 +15,9 @@ top-down path (as Lin et al. 2017, without batch norm):
 `losses.normalize_keypoints`: x_norm = 2 x_px / img_size - 1) are concatenated to the pooled
 features the regressor reads. Soft-argmax (the expectation of the cell centres under a softmax
 over each map) is differentiable, so the head trains from an L1 loss on the keypoints
-(`losses.keypoints_l1_loss`) without heatmap targets; `losses.keypoint_heatmap_loss` can also pull each map towards a Gaussian
-around the true joint (as DSNT, Nibali et al. 2018), which keeps the maps unimodal: a map with
-two modes (left/right confusions) has its soft-argmax between them.
+(`losses.keypoints_l1_loss`) without heatmap targets; `losses.keypoint_heatmap_loss` can also
+pull each map towards a Gaussian around the true joint (as DSNT, Nibali et al. 2018), which keeps
+the maps single-peaked: a map with two modes has its soft-argmax between them.
 """
 
 from collections.abc import Sequence
