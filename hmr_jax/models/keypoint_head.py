@@ -82,7 +82,6 @@ class KeypointHead(nnx.Module):
         if stride not in STRIDES:
             raise ValueError(f"KeypointHead: stride must be one of {STRIDES}, found {stride!r}")
         self.num_keypoints = int(num_keypoints)
-        self.stride = int(stride)
         conv1 = lambda i, o: resnet.PointwiseConv(i, o, (1, 1), dtype=dtype, rngs=rngs)  # noqa: E731
         self.lateral1 = conv1(stage_channels[0], channels) if stride == 4 else None
         self.lateral2 = conv1(stage_channels[1], channels)
