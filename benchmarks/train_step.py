@@ -380,7 +380,7 @@ def main():
     if args.config != "h36m_hmr" and not args.no_torch:
         parser.error(f"--config {args.config}: the PyTorch step implements h36m_hmr's model only; add --no-torch")
 
-    from hmr_jax import body_model, smpl  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
 
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
@@ -399,7 +399,6 @@ def main():
             np.savez(path, **smpl_arrays)
             smpl_host = smpl.load(path)
     batch = make_batch(args.batch, args.img_size, smpl_host)
-    smpl_model = jax.device_put(smpl_host)
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
           f"body {args.body} ({smpl_host.v_template.shape[0]} vertices), "
           f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
@@ -416,7 +415,8 @@ def main():
                 cfg.model.dtype = "bfloat16"
             else:
                 raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16")
-        r = JaxRunner(f"jax:{spec}", cfg, smpl_model, batch, VARIANTS[name])
+        body = jax.device_put(trainer.training_body(cfg, smpl_host, None)[0])  # train.vertex_loss_stride
+        r = JaxRunner(f"jax:{spec}", cfg, body, batch, VARIANTS[name])
         print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
               f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
               f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "

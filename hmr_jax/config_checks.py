@@ -209,6 +209,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "train.progress_bar", lambda v: isinstance(v, bool), "True or False")
     _nonneg(config, "train.lift_noise_px")
     _check(config, "train.heatmap_sigma_px", lambda v: _is_num(v) and v > 0, "a positive number")
+    _positive_int(config, "train.vertex_loss_stride")
     _validate_optimizer(config, "optim.gen", num_steps)
     _validate_optimizer(config, "optim.disc", num_steps)
     _check(config, "optim.plateau.enabled", lambda v: isinstance(v, bool), "True or False")

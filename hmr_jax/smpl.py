@@ -327,6 +327,36 @@ def load_regressor(path: str | os.PathLike, num_vertices: int | None = None) -> 
     return arr.astype(np.float32)
 
 
+def take_vertices(model: SMPLModel, indices) -> SMPLModel:
+    """The body restricted to the vertices `indices` (1-D, unique, increasing, within [0, V)).
+
+    `forward` on the result gives exactly those vertices of the full body's, in that order, and
+    the same joints (they come from joint_template / joint_shapedirs, which are kept whole), at
+    the cost of len(indices) vertices: e.g. vertex losses on a subset in a training step
+    (config `train.vertex_loss_stride`). J_regressor keeps the columns of the kept vertices;
+    faces keep the triangles whose three corners are kept, renumbered.
+    """
+    idx = np.asarray(indices)
+    v = model.num_vertices
+    if (idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer)
+            or idx[0] < 0 or idx[-1] >= v or np.any(np.diff(idx) <= 0)):
+        raise ValueError(f"take_vertices: indices must be a non-empty, increasing 1-D integer array within "
+                         f"[0, {v}), found shape {idx.shape} dtype {idx.dtype}")
+    new_index = np.full(v, -1, np.int64)
+    new_index[idx] = np.arange(idx.size)
+    faces = new_index[np.asarray(model.faces)]  # (F, 3), -1 where a corner was dropped
+    faces = faces[np.all(faces >= 0, axis=1)]
+    return dataclasses.replace(
+        model,
+        v_template=model.v_template[idx],
+        shapedirs=model.shapedirs[:, :, idx],
+        posedirs=model.posedirs[:, :, idx],
+        J_regressor=model.J_regressor[:, idx],
+        weights=model.weights[idx],
+        faces=jnp.asarray(faces, jnp.int32),
+    )
+
+
 # ----------------------------------------------------------------------------- forward
 
 

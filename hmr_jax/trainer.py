@@ -481,6 +481,30 @@ def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
                                                  joints_lib.get_joint_set(joint_set).num_joints)}
 
 
+def training_body(config, smpl_model: smpl.SMPLModel, regressors: Mapping[str, np.ndarray] | None
+                  ) -> tuple[smpl.SMPLModel, dict[str, np.ndarray] | None]:
+    """The body (and joint regressors) the training step's losses use.
+
+    `train.vertex_loss_stride` s > 1 keeps every s-th vertex, plus every vertex a joint regressor
+    reads (so the regressed joints stay exact), and restricts the regressors' columns to match:
+    the vertex terms become means over that subset and the step skins s times fewer vertices
+    (the pose blend shapes' (207, 3V) matmul is bandwidth-bound on CPU). The SMPL joints are
+    exact either way; validation always uses the whole body.
+    """
+    stride = int(config.train.vertex_loss_stride)
+    if stride == 1:
+        return smpl_model, regressors
+    v = smpl_model.num_vertices
+    keep = np.zeros(v, bool)
+    keep[::stride] = True
+    for reg in (regressors or {}).values():
+        keep |= np.any(np.asarray(reg)[:, :v] != 0, axis=0)
+    idx = np.flatnonzero(keep)
+    restricted = None if regressors is None else {
+        k: np.concatenate([np.asarray(r)[:, idx], np.asarray(r)[:, v:]], axis=1) for k, r in regressors.items()}
+    return smpl.take_vertices(smpl_model, idx), restricted
+
+
 def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
     """(data dir, annotation file, image root); data.dir '' means `<workdir>/../data_<name>`."""
     syn = config.data.synthetic
@@ -683,8 +707,11 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     train_iter = make_input(config, train_source, train=True, start_step=step)  # resumes the data too
     joint_set = train_iter.joint_set
     check_keypoint_head(config, joint_set)
-    regressors = load_regressors(config, joint_set)
-    regressors = replicate(regressors, mesh) if regressors else None
+    host_regressors = load_regressors(config, joint_set)
+    regressors = replicate(host_regressors, mesh) if host_regressors else None
+    train_body, train_regressors = training_body(config, smpl_host, host_regressors)
+    train_body = replicate(train_body, mesh)
+    train_regressors = replicate(train_regressors, mesh) if train_regressors else None
 
     # Stage 4: compiled steps (state donated; batch sharded over 'data'; the rest replicated).
     replicated = NamedSharding(mesh, P())
@@ -732,7 +759,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
         t0, s0 = time.time(), step
         while step < num_steps and not meta["stopped_early"]:
             batch = to_global(_batch_arrays(next(train_iter)), mesh)
-            state, metrics = train_step(state, batch, smpl_model, prior, regressors)
+            state, metrics = train_step(state, batch, train_body, prior, train_regressors)
             step += 1
             bar.update(1)
             if step % tc.log_every == 0 or step == num_steps:

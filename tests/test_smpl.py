@@ -259,3 +259,25 @@ def test_large_batches_are_chunked_consistently(model_files):
     assert big.vertices.shape == (150, V, 3)
     np.testing.assert_allclose(big.vertices[-6:], small.vertices, atol=1e-5)
     np.testing.assert_allclose(big.joints[72:78], small.joints, atol=1e-5)
+
+
+def test_take_vertices_gives_those_vertices_and_the_same_joints(model_files):
+    model = smpl.load(model_files["npz"])
+    pose, betas = random_inputs(6)
+    full = smpl.forward(model, betas, pose)
+    idx = np.array([0, 3, 4, 9, V - 1])
+    sub_model = smpl.take_vertices(model, idx)
+    assert sub_model.num_vertices == len(idx)
+    sub = jax.jit(smpl.forward)(sub_model, betas, pose)
+    np.testing.assert_allclose(sub.vertices, np.asarray(full.vertices)[:, idx], atol=1e-5)
+    np.testing.assert_allclose(sub.joints, full.joints, atol=1e-6)
+    # faces: exactly the triangles with all three corners kept, renumbered into the subset
+    faces = np.asarray(model.faces)
+    kept = faces[np.all(np.isin(faces, idx), axis=1)]
+    np.testing.assert_array_equal(idx[np.asarray(sub_model.faces)], kept)
+    everything = smpl.take_vertices(model, np.arange(V))
+    np.testing.assert_array_equal(everything.faces, model.faces)
+    for bad in (np.array([3, 3]), np.array([4, 2]), np.array([V]), np.array([-1, 2]), np.array([], int),
+                np.array([0.0, 1.0])):
+        with pytest.raises(ValueError, match="take_vertices: indices"):
+            smpl.take_vertices(model, bad)

@@ -12,6 +12,7 @@ import trainer_helpers as th
 from hmr_jax import body_model
 from hmr_jax import checkpoint as ckpt_lib
 from hmr_jax import config_checks
+from hmr_jax import joints as joints_lib
 from hmr_jax import smpl
 from hmr_jax import trainer
 
@@ -61,6 +62,37 @@ def test_nan_skip_keeps_state(setup):
     assert trainer.nonfinite_terms(jax.device_get(metrics))  # the NaN is reported, not hidden
 
 
+def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
+    config = setup["config"].copy_and_resolve_references()
+    host = smpl.load(body_model.default_body_model_path())
+    v = host.num_vertices
+    reg = np.zeros((17, v + 24), np.float32)  # (J, V + 24): vertices then SMPL joints
+    reg[0, 5], reg[1, 6], reg[1, 7], reg[2:, v + 3] = 1.0, 0.5, 0.5, 1.0
+    config.train.vertex_loss_stride = 1  # the whole body, as given
+    regs_in = {"h36m17": reg}
+    body, regs = trainer.training_body(config, host, regs_in)
+    assert body is host and regs is regs_in
+    config.train.vertex_loss_stride = 4
+    body, regs = trainer.training_body(config, host, {"h36m17": reg})
+    idx = np.array(sorted(set(range(0, v, 4)) | {5, 6, 7}))
+    assert body.num_vertices == len(idx) and regs["h36m17"].shape == (17, len(idx) + 24)
+    rng = np.random.default_rng(0)
+    pose, betas = rng.normal(0, 0.3, (2, 72)).astype(np.float32), rng.normal(0, 1, (2, 10)).astype(np.float32)
+    full, sub = smpl.forward(host, betas, pose), smpl.forward(body, betas, pose)
+    np.testing.assert_allclose(sub.vertices, np.asarray(full.vertices)[:, idx], atol=1e-6)
+    np.testing.assert_allclose(
+        joints_lib.model_joints("h36m17", sub.joints, sub.vertices, regs),
+        joints_lib.model_joints("h36m17", full.joints, full.vertices, {"h36m17": reg}), atol=1e-6)
+    # The step on the subset: the same non-vertex terms, vertex terms as means over a quarter.
+    batch = trainer.to_global(setup["batch"], setup["mesh"])
+    _, m_full = setup["step"](setup["state"], batch, setup["smpl"], None, None)
+    _, m_sub = setup["step"](setup["state"], batch, trainer.replicate(body, setup["mesh"]), None, None)
+    for k in ("pose", "beta", "joints_3d", "joints_2d", "keypoints_2d"):
+        np.testing.assert_allclose(m_sub[f"loss/{k}"], m_full[f"loss/{k}"], rtol=1e-5, atol=1e-7)
+    for k in ("vertex_l1", "vertex_l2"):
+        np.testing.assert_allclose(m_sub[f"loss/{k}"], m_full[f"loss/{k}"], rtol=0.1)
+
+
 @pytest.mark.parametrize("key,value,needle", [
     ("data.batch_size", 0, "data.batch_size"),
     ("optim.gen.name", "adamax", "optim.gen.name"),
@@ -71,6 +103,7 @@ def test_nan_skip_keeps_state(setup):
     ("early_stopping.metric", "val/accuracy", "early_stopping.metric"),
     ("loss_weights.pose", -1.0, "loss_weights.pose"),
     ("data.augment.flip_prob", 2.0, "data.augment"),
+    ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
 ])
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
