@@ -8,16 +8,19 @@ to its input the regressor halves its error within 1,000 steps). The head is a s
 top-down path (as Lin et al. 2017, without batch norm):
 
     stage 4 (stride 32) --1x1--> C --up2x--+ stage 3 --1x1--> C --up2x--+ stage 2 --1x1--> C
-      [--up2x--+ stage 1 --1x1--> C, with stride 4]
-      -> ReLU -> 3x3 C -> ReLU -> 1x1 J logits at stride 8 (or 4) -> soft-argmax over each map
+      -> ReLU -> 3x3 C -> ReLU [--up2x--+ stage 1 --1x1--> C -> ReLU, with stride 4]
+      -> 1x1 J logits at stride 8 (or 4) -> soft-argmax over each map
 
-(ReLU after each merge), and the keypoints (B, J, 2) in [-1, 1] crop coordinates (those of
-`losses.normalize_keypoints`: x_norm = 2 x_px / img_size - 1) are concatenated to the pooled
-features the regressor reads. Soft-argmax (the expectation of the cell centres under a softmax
-over each map) is differentiable, so the head trains from an L1 loss on the keypoints
-(`losses.keypoints_l1_loss`) without heatmap targets; `losses.keypoint_heatmap_loss` can also
-pull each map towards a Gaussian around the true joint (as DSNT, Nibali et al. 2018), which keeps
-the maps single-peaked: a map with two modes has its soft-argmax between them.
+(ReLU after each merge). At stride 4 the 3x3 mix stays at stride 8, where it costs a quarter
+(its 24 x 24 version doubled the quickstart encoder's FLOPs for the same accuracy: tuning log,
+session 8), and stage 1's 1x1 projection refines the upsampled maps. The keypoints (B, J, 2)
+in [-1, 1] crop coordinates (those of `losses.normalize_keypoints`: x_norm = 2 x_px / img_size
+- 1) are concatenated to the pooled features the regressor reads. Soft-argmax (the expectation
+of the cell centres under a softmax over each map) is differentiable, so the head trains from
+an L1 loss on the keypoints (`losses.keypoints_l1_loss`) without heatmap targets;
+`losses.keypoint_heatmap_loss` can also pull each map towards a Gaussian around the true joint
+(as DSNT, Nibali et al. 2018), which keeps the maps single-peaked: a map with two modes has its
+soft-argmax between them.
 """
 
 from collections.abc import Sequence
@@ -96,9 +99,9 @@ class KeypointHead(nnx.Module):
         y = nnx.relu(self.lateral4(s4))  # (B, H/32, W/32, C)
         y = nnx.relu(_upsample_to(y, s3.shape) + self.lateral3(s3))  # (B, H/16, W/16, C)
         y = nnx.relu(_upsample_to(y, s2.shape) + self.lateral2(s2))  # (B, H/8, W/8, C)
+        y = nnx.relu(self.mix(y))
         if self.lateral1 is not None:
             y = nnx.relu(_upsample_to(y, s1.shape) + self.lateral1(s1))  # (B, H/4, W/4, C)
-        y = nnx.relu(self.mix(y))
         return self.out(y)  # (B, H/stride, W/stride, J)
 
     def __call__(self, stages: Sequence[Array]) -> Float[Array, "b j 2"]:
