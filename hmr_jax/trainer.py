@@ -710,8 +710,11 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
     host_regressors = load_regressors(config, joint_set)
     regressors = replicate(host_regressors, mesh) if host_regressors else None
     train_body, train_regressors = training_body(config, smpl_host, host_regressors)
-    train_body = replicate(train_body, mesh)
-    train_regressors = replicate(train_regressors, mesh) if train_regressors else None
+    if train_body is smpl_host:  # every vertex: the step uses the copies already on the devices
+        train_body, train_regressors = smpl_model, regressors
+    else:
+        train_body = replicate(train_body, mesh)
+        train_regressors = replicate(train_regressors, mesh) if train_regressors else None
 
     # Stage 4: compiled steps (state donated; batch sharded over 'data'; the rest replicated).
     replicated = NamedSharding(mesh, P())
