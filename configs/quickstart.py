@@ -5,16 +5,17 @@ annotations; 6,000 samples at 96 px, every one a new pose, subject, camera and b
 generated beside the workdir (or into --config.data.dir); later runs reuse it. Bodies start within
 +-20 deg of facing the camera (data.synthetic.yaw_range_deg; the generator's default is +-180 deg,
 where the global orientation dominated the error of so short a run). ResNet-18 at width 16 on
-96 px crops with the 2D keypoint head (64 channels, 24 x 24 heatmaps) and the lifting pass
-(hmr_jax/models/keypoint_head.py; the regressor reads the head's keypoints and is also taught on
-the true ones each step), a 3-iteration regressor with the 6D rotation output, no dropout and NO
+96 px crops with the 2D keypoint head (64 channels, 24 x 24 heatmaps, 2 px targets) and the
+lifting pass (hmr_jax/models/keypoint_head.py; the regressor reads the head's keypoints and is also
+taught on the true ones each step), a 3-iteration regressor with the 6D rotation output, no dropout and NO
 adversarial prior (no discriminator, so cheaper steps); the vertex terms on every 4th vertex.
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-12-01, session 8, 3,300 steps, fresh clone and workdir, idle 2-core machine): MPJPE
-106.8 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.563), PA-MPJPE 77.1 vs 137.1 mm
-(ratio 0.562): the quality goal is NOT met yet. Time: 13 min 07 s wall, pip step and generation
-included (README, Quickstart results).
+Measured (2026-12-01, session 9, 3,300 steps, fresh clone and workdir, idle 2-core machine): MPJPE
+103.6 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.546), PA-MPJPE 75.3 vs 137.1 mm
+(ratio 0.549): the quality goal is NOT met yet. Time: 10 min 06 s wall, pip step and generation
+included, on a machine 1.45x faster per step than session 8's, where the same steps took 13 min
+07 s (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
