@@ -50,13 +50,25 @@ def one_device(data_dir, tmp_path_factory):
     return _finish(_start(data_dir, out, 1), out)
 
 
-def _assert_same(a, b, rtol=1e-4):
+def _assert_same(a, b, rtol=None):
+    """Same metrics up to float reassociation (the order of the sharded sums); with `rtol`, every
+    metric and the checksum within that.
+
+    Step 0 is the same computation summed in another order: every metric within 1e-5 (measured:
+    <= 2e-7). Later steps follow Adam's first updates, which are about lr * sign(g): a parameter
+    whose gradient is ~0 moves by +-lr with the sign set by that float noise, so the gradient norm
+    (over every parameter) amplifies it ~15x per step (measured: 2e-7, 1.3e-5, 2.0e-4 at steps
+    0-2 with the 2 px heatmap targets) while the losses stay within 4e-6: losses 1e-4, gradient
+    norms 1e-3 after step 0. The final parameters (checksum) agree within 1e-5 (measured 2e-6).
+    A sharding error (a missing or doubled reduction) is off by O(1) at step 0.
+    """
     assert len(a["metrics"]) == len(b["metrics"])
     for step, (ma, mb) in enumerate(zip(a["metrics"], b["metrics"])):
         assert ma.keys() == mb.keys()
         for k in ma:
-            np.testing.assert_allclose(mb[k], ma[k], rtol=rtol, atol=1e-6, err_msg=f"step {step}: {k}")
-    np.testing.assert_allclose(b["checksum"], a["checksum"], rtol=rtol)
+            tol = rtol or (1e-5 if step == 0 else 1e-3 if k.startswith("grad_norm/") else 1e-4)
+            np.testing.assert_allclose(mb[k], ma[k], rtol=tol, atol=1e-6, err_msg=f"step {step}: {k}")
+    np.testing.assert_allclose(b["checksum"], a["checksum"], rtol=rtol or 1e-5)
 
 
 def test_eight_devices_match_one(data_dir, one_device, tmp_path):
