@@ -14,8 +14,8 @@ validation split at most half of those of predicting the mean pose and shape.
 Measured (2026-12-01, session 9, 3,300 steps, fresh clone and workdir, idle 2-core machine): MPJPE
 103.6 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.546), PA-MPJPE 75.3 vs 137.1 mm
 (ratio 0.549): the quality goal is NOT met yet. Time: 10 min 06 s wall, pip step and generation
-included, on a machine 1.45x faster per step than session 8's, where the same steps took 13 min
-07 s (README, Quickstart results).
+included, on a day the step ran 1.4-1.6x faster than in session 8, when the same steps took
+13 min 07 s (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
