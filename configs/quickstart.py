@@ -7,8 +7,9 @@ generated beside the workdir (or into --config.data.dir); later runs reuse it. B
 where the global orientation dominated the error of so short a run). ResNet-18 at width 16 on
 96 px crops with the 2D keypoint head (64 channels, 24 x 24 heatmaps, 2 px targets) and the
 lifting pass (hmr_jax/models/keypoint_head.py; the regressor reads the head's keypoints and is also
-taught on the true ones each step), a 3-iteration regressor with the 6D rotation output, no dropout and NO
-adversarial prior (no discriminator, so cheaper steps); the vertex terms on every 4th vertex.
+taught on the true ones each step), a 3-iteration regressor with the 6D rotation output, no
+dropout and NO adversarial prior (no discriminator, so cheaper steps); the vertex terms on every
+4th vertex.
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
 Measured (2026-12-01, session 9, 3,300 steps, fresh clone and workdir, idle 2-core machine): MPJPE
