@@ -399,8 +399,11 @@ def main():
             np.savez(path, **smpl_arrays)
             smpl_host = smpl.load(path)
     batch = make_batch(args.batch, args.img_size, smpl_host)
+    body_host = trainer.training_body(config, smpl_host, None)[0]  # train.vertex_loss_stride's subset
+    body = jax.device_put(body_host)
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
-          f"body {args.body} ({smpl_host.v_template.shape[0]} vertices), "
+          f"body {args.body} ({smpl_host.v_template.shape[0]} vertices, "
+          f"{body_host.v_template.shape[0]} in the step's vertex terms), "
           f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
 
@@ -415,7 +418,6 @@ def main():
                 cfg.model.dtype = "bfloat16"
             else:
                 raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16")
-        body = jax.device_put(trainer.training_body(cfg, smpl_host, None)[0])  # train.vertex_loss_stride
         r = JaxRunner(f"jax:{spec}", cfg, body, batch, VARIANTS[name])
         print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
               f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
