@@ -104,6 +104,7 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
     ("loss_weights.pose", -1.0, "loss_weights.pose"),
     ("data.augment.flip_prob", 2.0, "data.augment"),
     ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
+    ("optim.gen.weight_decay", 0.1, "optim.gen.weight_decay': only 'adamw'"),  # adam would ignore it
 ])
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
