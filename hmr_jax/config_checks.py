@@ -96,11 +96,7 @@ def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
         _unit(config, f"{prefix}.b1")
         _unit(config, f"{prefix}.b2")
         _positive(config, f"{prefix}.eps")
-    if name == "adamw":
-        _nonneg(config, f"{prefix}.weight_decay")
-    elif _is_num(_get(config, f"{prefix}.weight_decay")) and _get(config, f"{prefix}.weight_decay") != 0:
-        raise ConfigError(f"config '{prefix}.weight_decay': only 'adamw' decays weights; expected 0 with "
-                          f"{prefix}.name={name!r} (or name='adamw'), found {_get(config, prefix + '.weight_decay')}")
+    _nonneg(config, f"{prefix}.weight_decay")
     if name == "sgd":
         _unit(config, f"{prefix}.momentum")
     sched = _one_of(config, f"{prefix}.schedule", SCHEDULES)

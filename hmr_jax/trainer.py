@@ -69,7 +69,12 @@ def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Sched
 
 def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """optax chain: optional global-norm clipping, then adam / adamw / sgd on the schedule."""
+    """optax chain: optional global-norm clipping, then adam / adamw / sgd on the schedule.
+
+    `weight_decay` as PyTorch's optimisers take it: decoupled for adamw (`torch.optim.AdamW`), an L2
+    term `weight_decay * param` added to the (clipped) gradient for adam and sgd (`torch.optim.Adam`,
+    `torch.optim.SGD`); on every parameter.
+    """
     schedule = make_schedule(cfg, num_steps)
     if cfg.name == "adam":
         opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
@@ -78,6 +83,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
     else:
         opt = optax.sgd(schedule, momentum=cfg.momentum or None)
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+    if cfg.name != "adamw" and cfg.weight_decay > 0:
+        parts.append(optax.add_decayed_weights(cfg.weight_decay))
     return optax.chain(*parts, opt), schedule
 
 

@@ -93,6 +93,37 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
         np.testing.assert_allclose(m_sub[f"loss/{k}"], m_full[f"loss/{k}"], rtol=0.1)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_weight_decay_as_torch_optimisers(name):
+    """optim.*.weight_decay: decoupled for adamw, an L2 gradient term for adam and sgd, as
+    torch.optim.AdamW / Adam / SGD take it (the reference)."""
+    torch = pytest.importorskip("torch")
+    cfg = th.load_config("quickstart").optim.gen
+    cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0, schedule="constant", warmup_steps=0)
+    tx, _ = trainer.make_optimizer(cfg, 10)
+    rng = np.random.default_rng(0)
+    p0, grads = rng.normal(size=6).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+
+    def run(tx):
+        params, opt_state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
+        for g in grads:
+            updates, opt_state = tx.update(jnp.asarray(g), opt_state, params)
+            params = params + updates
+        return np.asarray(params)
+
+    tp = torch.nn.Parameter(torch.tensor(p0))
+    kw = dict(lr=0.05, weight_decay=0.2)
+    topt = (torch.optim.SGD([tp], momentum=cfg.momentum, **kw) if name == "sgd" else
+            {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]([tp], betas=(cfg.b1, cfg.b2), eps=cfg.eps, **kw))
+    for g in grads:
+        tp.grad = torch.tensor(g)
+        topt.step()
+    decayed = run(tx)
+    np.testing.assert_allclose(decayed, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+    cfg.weight_decay = 0.0
+    assert np.max(np.abs(decayed - run(trainer.make_optimizer(cfg, 10)[0]))) > 1e-3  # the decay acts
+
+
 @pytest.mark.parametrize("key,value,needle", [
     ("data.batch_size", 0, "data.batch_size"),
     ("optim.gen.name", "adamax", "optim.gen.name"),
@@ -104,7 +135,7 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
     ("loss_weights.pose", -1.0, "loss_weights.pose"),
     ("data.augment.flip_prob", 2.0, "data.augment"),
     ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
-    ("optim.gen.weight_decay", 0.1, "optim.gen.weight_decay': only 'adamw'"),  # adam would ignore it
+    ("optim.disc.weight_decay", -0.1, "optim.disc.weight_decay"),
 ])
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
