@@ -12,11 +12,11 @@ dropout and NO adversarial prior (no discriminator, so cheaper steps); the verte
 4th vertex; AdamW with weight decay 0.3.
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-12-01, session 9, 3,300 steps, fresh clone and workdir, idle 2-core machine): MPJPE
-103.6 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.546), PA-MPJPE 75.3 vs 137.1 mm
-(ratio 0.549): the quality goal is NOT met yet. Time: 10 min 06 s wall, pip step and generation
-included, on a day the step ran 1.4-1.6x faster than in session 8, when the same steps took
-13 min 07 s (README, Quickstart results).
+Measured (2026-12-01, session 10, 3,100 steps, fresh clone and workdir, idle 2-core machine): MPJPE
+102.5 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.540), PA-MPJPE 75.0 vs 137.1 mm
+(ratio 0.547): the quality goal is NOT met yet. Time: 14 min 16 s wall, pip step and generation
+included, on the slowest machine seen so far (the same 3,300 steps took 10 min 06 s in session 9
+and 15 min 15 s in session 10: README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
