@@ -46,7 +46,10 @@ def get_config(arg=None):
         enabled=True, rot_std_deg=30.0, rot_max_deg=60.0, rot_prob_zero=0.6, scale_std=0.25,
         scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4))
     # num > 0: generate the synthetic set if missing (hmr_jax.data.synthetic.generate's options)
-    c.data.synthetic = ml_collections.ConfigDict(dict(num=0, seed=0, yaw_range_deg=180.0, frames_per_sequence=8))
+    # render_size: the generated images' side in px (0 = data.img_size); larger renders give crops
+    # downsampled from more detail, as crops of real photographs are.
+    c.data.synthetic = ml_collections.ConfigDict(dict(num=0, seed=0, yaw_range_deg=180.0, frames_per_sequence=8,
+                                                      render_size=0))
 
     c.model = ml_collections.ConfigDict()
     c.model.depth = 50
@@ -109,6 +112,9 @@ def get_config(arg=None):
     c.train.vertex_loss_stride = 1  # >1: the vertex terms on every k-th vertex (trainer.training_body)
 
     c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
+    # Flip test: validation, hmr_jax.evaluate and hmr_jax.predict average each prediction with the
+    # mirrored prediction for the mirror image (twice the inference cost; off as in HMR and SPIN).
+    c.eval = ml_collections.ConfigDict(dict(flip_test=False))
     c.images = ml_collections.ConfigDict(dict(focal_length_224=5000.0))  # drawing only
     return c
 

@@ -138,6 +138,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "data.synthetic.yaw_range_deg", lambda v: _is_num(v) and 0 <= v <= 180,
            "a number of degrees in [0, 180]")
     _check(config, "data.img_size", lambda v: _is_int(v) and v >= 16, "an integer >= 16")
+    _check(config, "data.synthetic.render_size", lambda v: _is_int(v) and (v == 0 or v >= 16),
+           "0 (= data.img_size) or an integer >= 16")
     batch = _positive_int(config, "data.batch_size")
     eval_batch = _positive_int(config, "data.eval_batch_size")
     _file_or_empty(config, "data.joint_regressor")
@@ -227,6 +229,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
                           f"validation (data.val_split and train.eval_every > 0), found "
                           f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}")
     _positive(config, "images.focal_length_224")
+    _check(config, "eval.flip_test", lambda v: isinstance(v, bool), "True or False")
 
 
 def check_prior_file(path: str) -> None:

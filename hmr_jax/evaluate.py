@@ -1,12 +1,14 @@
 """Evaluate a trained HMR checkpoint on a split: metrics table, mean-pose baseline, Human3.6M protocols.
 
     python -m hmr_jax.evaluate --workdir=DIR [--split=validation] [--checkpoint=best|latest|STEP]
-        [--h36m-regressor=J_regressor_h36m.npy] [--batch-size=N] [--out=FILE.json]
+        [--h36m-regressor=J_regressor_h36m.npy] [--batch-size=N] [--out=FILE.json] [--[no]flip_test]
 
 Reads the resolved config that `hmr_jax.train` wrote (DIR/config.json) and the checkpoint in
 DIR/checkpoints, runs a jit-compiled per-sample evaluation step over the split (batches sharded
 over the mesh axis 'data' of all devices, as in training), prints a table and writes it as JSON
-(default DIR/eval/<split>_step<step>.json).
+(default DIR/eval/<split>_step<step>.json). With the flip test (config eval.flip_test, or
+--flip_test) the model's prediction is averaged with its mirrored prediction for the mirror image
+(`trainer.make_inference`).
 
 Metrics (per sample, then averaged over the samples that have the labels they need):
 MPJPE and PA-MPJPE (mm, the dataset's joint set, GT-confidence weighted, as the trainer's
@@ -208,8 +210,9 @@ def _training_mean(config, paths) -> dict[str, np.ndarray] | None:
         return None
 
 
-def make_sample_eval_step(models, joint_set: str) -> Callable:
-    """Pure per-sample evaluation step.
+def make_sample_eval_step(models, joint_set: str, flip_test: bool = False) -> Callable:
+    """Pure per-sample evaluation step (the model's prediction: `trainer.make_inference`, with
+    `flip_test` the flip test's).
 
     `(state, batch, smpl_model, baselines, regressors) -> {name: (B,)}`; `baselines` maps names
     (e.g. 'baseline', 'train_mean') to constant predictions {'pose_rotmat' (24,3,3), 'betas' (10,)}.
@@ -218,11 +221,12 @@ def make_sample_eval_step(models, joint_set: str) -> Callable:
     and the masks `mask/valid`, `mask/joints`, `mask/smpl` (and `mask/h36m`) (1 = the value counts).
     Definitions and masks as `trainer.make_eval_step` (whose sums these per-sample values reproduce).
     """
-    from hmr_jax.models import hmr as hmr_lib  # pylint: disable=g-import-not-at-top
+    from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
+
+    infer = trainer.make_inference(models, flip_test=flip_test, joint_set=joint_set)
 
     def step(state, batch, smpl_model, baselines, regressors=None):
-        out, _ = hmr_lib.apply_generator(models.gen, state.gen_params, state.gen_batch_stats, batch["image"],
-                                         None, train=False)
+        out = infer(state, batch["image"])
         b = batch["image"].shape[0]
         gt_body = smpl.forward(smpl_model, batch["shape"], batch["pose"])
         gt_joints, conf = batch["joints_3d"][..., :3], batch["joints_3d"][..., 3]  # (B, J, 3), (B, J)
@@ -413,8 +417,11 @@ def default_output_path(workdir: str, split: str, step: int) -> str:
 
 def evaluate(workdir: str, split: str = "validation", checkpoint: str | int = "best",
              h36m_regressor: str | None = None, batch_size: int | None = None, out_path: str | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, flip_test: bool | None = None) -> dict[str, Any]:
     """Evaluate the run in `workdir` on `split` ('validation', 'train', or 'all' / '' = whole file).
+
+    flip_test: predict with the flip test (`trainer.make_inference`); None = the run's config
+    eval.flip_test (False for runs without the key).
 
     Returns the report (also written as JSON to `out_path`, default
     `default_output_path(workdir, split, step)`, on process 0; the path is in report['output']).
@@ -455,7 +462,8 @@ def evaluate(workdir: str, split: str = "validation", checkpoint: str | int = "b
         train_mean = _training_mean(config, paths)
         if train_mean is not None:
             baselines["train_mean"] = trainer.replicate(train_mean, mesh)
-        eval_step = jax.jit(make_sample_eval_step(models, joint_set))
+        flip_test = trainer.flip_test_enabled(config) if flip_test is None else bool(flip_test)
+        eval_step = jax.jit(make_sample_eval_step(models, joint_set, flip_test))
 
         chunks: list[dict[str, np.ndarray]] = []
         indices: list[np.ndarray] = []
@@ -479,6 +487,7 @@ def evaluate(workdir: str, split: str = "validation", checkpoint: str | int = "b
         "checkpoint": {"requested": str(checkpoint), "step": step, "loaded": note},
         "annotations": paths[1] if config_value(config, "data.source", "folder") == "folder" else paths[0],
         "joint_set": joint_set,
+        "flip_test": flip_test,
         "body_model": body_model_path(config),
         "h36m_regressor": h36m_path or None,
         "units": UNITS,
@@ -538,7 +547,7 @@ def format_table(report: Mapping[str, Any]) -> str:
 
     ck = report["checkpoint"]
     lines = [f"{report['workdir']}: split '{report['split']}', checkpoint step {ck['step']} ({ck['loaded']}), "
-             f"joint set {report['joint_set']}", head, units,
+             f"joint set {report['joint_set']}" + (", flip test" if report.get("flip_test") else ""), head, units,
              row("model", report["model"]), row("mean-pose baseline", report["baseline"])]
     if report.get("train_mean_baseline"):
         lines.append(row("training-set mean pose/shape", report["train_mean_baseline"]))
@@ -584,7 +593,8 @@ def main(argv):
     quiet_logs()
     try:
         report = evaluate(_WORKDIR.value, split=_SPLIT.value, checkpoint=_CHECKPOINT.value,
-                          h36m_regressor=_H36M.value, batch_size=_BATCH.value, out_path=_OUT.value)
+                          h36m_regressor=_H36M.value, batch_size=_BATCH.value, out_path=_OUT.value,
+                          flip_test=_FLIP.value)
     except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -605,4 +615,6 @@ if __name__ == "__main__":
                                 "H36M Protocol 1/2 metrics (default: config eval.h36m_regressor, if any).")
     _BATCH = flags.DEFINE_integer("batch-size", None, "Global eval batch (default: config data.eval_batch_size).")
     _OUT = flags.DEFINE_string("out", None, "JSON output path (default: DIR/eval/<split>_step<step>.json).")
+    _FLIP = flags.DEFINE_boolean("flip_test", None, "Average each prediction with the mirrored prediction for the "
+                                 "mirror image (default: config eval.flip_test; --noflip_test turns it off).")
     app.run(main)

@@ -90,6 +90,14 @@ def matrix_to_rot6d(rot: Float[Array, "... 3 3"]) -> Float[Array, "... 6"]:
     return jnp.concatenate([rot[..., :, 0], rot[..., :, 1]], axis=-1)
 
 
+def nearest_rotation(m: Float[Array, "... 3 3"]) -> Float[Array, "... 3 3"]:
+    """The rotation closest to m in the Frobenius norm (SVD: U diag(1, 1, det(U V^T)) V^T);
+    e.g. the mean of two rotation matrices projected back onto SO(3)."""
+    u, _, vt = jnp.linalg.svd(m)
+    d = jnp.sign(jnp.linalg.det(u @ vt))
+    return (u * jnp.stack([jnp.ones_like(d), jnp.ones_like(d), d], axis=-1)[..., None, :]) @ vt
+
+
 def kinematic_chain(
     rot_mats: Float[Array, "... j 3 3"],
     joints: Float[Array, "... j 3"],

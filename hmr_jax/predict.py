@@ -164,14 +164,15 @@ def focal_length(config) -> float:
 def make_predict_fn(config, models):
     """(state, images (B,S,S,3), smpl_model) -> pose (B,72) axis-angle, betas, cam, translation,
     vertices (B,V,3) camera frame, and keypoints_2d (B,J,2) normalised when the model has a
-    keypoint head. Pure; jit it."""
-    from hmr_jax.models import hmr as hmr_lib  # pylint: disable=g-import-not-at-top
+    keypoint head. With config eval.flip_test the body is the flip test's average (the keypoints
+    stay the crop's own: the joint set's left/right pairs are not known here). Pure; jit it."""
+    from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
 
     focal, size = focal_length(config), config.data.img_size
+    infer = trainer.make_inference(models, flip_test=trainer.flip_test_enabled(config), joint_set=None)
 
     def predict(state, images, smpl_model):
-        out, _ = hmr_lib.apply_generator(models.gen, state.gen_params, state.gen_batch_stats, images, None,
-                                         train=False)
+        out = infer(state, images)
         b = images.shape[0]
         transl = geometry.weak_perspective_to_translation(out["cam"], focal, size)  # (B, 3)
         body = smpl.forward(smpl_model, out["betas"], out["pose_rotmat"], transl=transl)

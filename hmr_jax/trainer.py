@@ -356,6 +356,24 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
     return train_step
 
 
+def flip_test_enabled(config: ml_collections.ConfigDict) -> bool:
+    """config eval.flip_test (absent in configs written before it existed: False)."""
+    return bool(config.get("eval", {}).get("flip_test", False))
+
+
+def make_inference(models: Models, *, flip_test: bool, joint_set: str | None) -> Callable:
+    """`(state, images) -> {pose_rotmat, betas, cam[, keypoints_2d]}`: the eval-mode generator, or
+    (flip_test, config eval.flip_test) its flip test (`hmr.apply_generator_flip_test`; the head's
+    keypoints are swapped with `joint_set`'s flip permutation, or left as the crop's own when
+    joint_set is None)."""
+    if flip_test:
+        perm = joints_lib.get_joint_set(joint_set).flip_perm if joint_set else None
+        return lambda state, images: hmr_lib.apply_generator_flip_test(
+            models.gen, state.gen_params, state.gen_batch_stats, images, perm)
+    return lambda state, images: hmr_lib.apply_generator(
+        models.gen, state.gen_params, state.gen_batch_stats, images, None, train=False)[0]
+
+
 def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set: str) -> Callable:
     """Pure evaluation step -> per-batch sums {name: sum over valid samples, 'count/...': n}.
 
@@ -363,6 +381,8 @@ def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set:
     vertex metrics need has_smpl, joint metrics has_joints_3d. MPJPE/PA-MPJPE/PVE in mm,
     v2v_l2 in m^2 (the report's score).
     """
+
+    infer = make_inference(models, flip_test=flip_test_enabled(config), joint_set=joint_set)
 
     def metrics_of(pose_rotmat, betas, batch, gt_body, smpl_model, regressors):
         body = smpl.forward(smpl_model, betas, pose_rotmat)
@@ -387,8 +407,7 @@ def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set:
     def eval_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
                   regressors: Mapping[str, jax.Array] | None = None,
                   baseline: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
-        out, _ = hmr_lib.apply_generator(models.gen, state.gen_params, state.gen_batch_stats, batch["image"],
-                                         None, train=False)
+        out = infer(state, batch["image"])
         gt_body = smpl.forward(smpl_model, batch["shape"], batch["pose"])
         sums = metrics_of(out["pose_rotmat"], out["betas"], batch, gt_body, smpl_model, regressors)
         if baseline is not None:  # the same metrics for one constant prediction (mean pose / shape)
@@ -428,9 +447,10 @@ def make_predict(config: ml_collections.ConfigDict, models: Models) -> Callable:
     focal = config.images.focal_length_224 * config.data.img_size / 224.0
     img_size = config.data.img_size
 
+    infer = make_inference(models, flip_test=flip_test_enabled(config), joint_set=None)  # as validation
+
     def predict(state: TrainState, images, smpl_model):
-        out, _ = hmr_lib.apply_generator(models.gen, state.gen_params, state.gen_batch_stats, images, None,
-                                         train=False)
+        out = infer(state, images)
         transl = geometry.weak_perspective_to_translation(out["cam"], focal, img_size)  # (B, 3)
         return smpl.forward(smpl_model, out["betas"], out["pose_rotmat"], transl=transl).vertices
 
@@ -512,6 +532,11 @@ def training_body(config, smpl_model: smpl.SMPLModel, regressors: Mapping[str, n
     return smpl.take_vertices(smpl_model, idx), restricted
 
 
+def synthetic_render_size(config) -> int:
+    """data.synthetic.render_size, 0 (or absent, in configs written before it) = data.img_size."""
+    return int(config.data.synthetic.get("render_size", 0) or config.data.img_size)
+
+
 def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
     """(data dir, annotation file, image root); data.dir '' means `<workdir>/../data_<name>`."""
     syn = config.data.synthetic
@@ -519,7 +544,7 @@ def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
     suffix += "" if syn.frames_per_sequence == 8 else f"_fps{syn.frames_per_sequence}"
     data_dir = config.data.dir or os.path.join(
         os.path.dirname(os.path.abspath(workdir)),
-        f"synthetic_{config.data.img_size}px_{config.data.synthetic.num}{suffix}")
+        f"synthetic_{synthetic_render_size(config)}px_{config.data.synthetic.num}{suffix}")
     ann = config.data.annotations
     ann = ann if os.path.isabs(ann) else os.path.join(data_dir, ann)
     root = config.data.image_root
@@ -536,7 +561,7 @@ def prepare_data(config, workdir: str, body_model_path: str) -> tuple[str, str, 
             from hmr_jax.data import synthetic  # pylint: disable=g-import-not-at-top
             logging.info("Generating %d synthetic samples into %s", config.data.synthetic.num, data_dir)
             synthetic.generate(data_dir, config.data.synthetic.num, config.data.synthetic.seed,
-                               config.data.img_size, body_model_path=body_model_path,
+                               synthetic_render_size(config), body_model_path=body_model_path,
                                val_fraction=config.data.val_fraction,
                                yaw_range_deg=config.data.synthetic.yaw_range_deg,
                                frames_per_sequence=config.data.synthetic.frames_per_sequence)

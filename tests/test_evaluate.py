@@ -57,9 +57,8 @@ def test_report_written_with_expected_keys(run):
     assert "mean-pose baseline" in text and "Protocol 1" in text and "Directions" in text
 
 
-def test_model_metrics_match_trainer_validation(run):
-    """The per-sample step averaged over the split == the trainer's eval_step sums + finalize_eval."""
-    config, workdir = run["config"], run["workdir"]
+def _trainer_validation(config, workdir):
+    """The trainer's eval_step sums over the validation split + finalize_eval (latest checkpoint)."""
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
         models = trainer.make_models(config)
@@ -75,11 +74,34 @@ def test_model_metrics_match_trainer_validation(run):
             arrays = {k: np.asarray(batch[k], np.float32) for k in ev._BATCH_KEYS}
             out = jax.device_get(step_fn(state, trainer.to_global(arrays, mesh), smpl_model, None, baseline))
             sums = out if sums is None else {k: sums[k] + out[k] for k in out}
-    expected = trainer.finalize_eval(sums)
+    return trainer.finalize_eval(sums)
+
+
+def _assert_matches(report, expected):
     for m in ("mpjpe", "pa_mpjpe", "pve", "v2v_l2"):
-        np.testing.assert_allclose(run["report"]["model"][m], expected[f"val/{m}"], rtol=1e-4, err_msg=m)
-        np.testing.assert_allclose(run["report"]["train_mean_baseline"][m], expected[f"val/mean_baseline/{m}"],
+        np.testing.assert_allclose(report["model"][m], expected[f"val/{m}"], rtol=1e-4, err_msg=m)
+        np.testing.assert_allclose(report["train_mean_baseline"][m], expected[f"val/mean_baseline/{m}"],
                                    rtol=1e-4, err_msg=m)
+
+
+def test_model_metrics_match_trainer_validation(run):
+    """The per-sample step averaged over the split == the trainer's eval_step sums + finalize_eval."""
+    assert run["report"]["flip_test"] is False  # the run's config: eval.flip_test off
+    _assert_matches(run["report"], _trainer_validation(run["config"], run["workdir"]))
+
+
+def test_flip_test_in_evaluate_matches_trainer_validation(run, tmp_path):
+    """--flip_test: evaluate's numbers == the trainer's validation with config eval.flip_test, and
+    they differ from the plain prediction's (the mirrored prediction is averaged in)."""
+    report = ev.evaluate(run["workdir"], split="validation", checkpoint="latest", progress=False,
+                         out_path=str(tmp_path / "flip.json"), flip_test=True)
+    assert report["flip_test"] is True and "flip test" in ev.format_table(report)
+    config = run["config"].copy_and_resolve_references()
+    config.eval.flip_test = True
+    _assert_matches(report, _trainer_validation(config, run["workdir"]))
+    for m in ("mpjpe", "pa_mpjpe", "pve"):
+        assert report["model"][m] != pytest.approx(run["report"]["model"][m], rel=1e-6), m
+    assert report["train_mean_baseline"] == run["report"]["train_mean_baseline"]
 
 
 def test_baseline_is_the_regressor_mean(run):

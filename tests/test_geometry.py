@@ -53,6 +53,23 @@ def test_rot6d_roundtrip_and_orthonormal():
     np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-5)
 
 
+def test_nearest_rotation_closed_form():
+    """Rotations are kept; the mean of two rotations about one axis projects to the rotation by the
+    mean angle; any matrix projects to a proper rotation."""
+    rng = np.random.default_rng(5)
+    rot = Rotation.random(10, random_state=4).as_matrix().astype(np.float32)
+    np.testing.assert_allclose(geometry.nearest_rotation(rot), rot, atol=1e-5)
+    axis = rng.normal(size=(10, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    a, b = rng.uniform(-1.5, 1.5, (2, 10, 1))  # |a - b| < pi
+    ra, rb = (Rotation.from_rotvec(axis * t).as_matrix() for t in (a, b))
+    got = geometry.nearest_rotation(jnp.asarray(0.5 * (ra + rb), jnp.float32))
+    np.testing.assert_allclose(got, Rotation.from_rotvec(axis * 0.5 * (a + b)).as_matrix(), atol=1e-5)
+    r = np.asarray(geometry.nearest_rotation(jnp.asarray(rng.normal(size=(20, 3, 3)), jnp.float32)))
+    np.testing.assert_allclose(r @ np.swapaxes(r, -1, -2), np.broadcast_to(np.eye(3), r.shape), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-5)
+
+
 def test_kinematic_chain_closed_form():
     # Chain root -> a (1 m along x) -> b (1 m further along x); rotate a by 90 deg about z.
     joints = jnp.array([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]])

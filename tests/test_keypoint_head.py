@@ -117,6 +117,16 @@ def test_generator_with_head_feeds_keypoints_to_the_regressor(with_head):
     assert not np.allclose(out["theta"], out2["theta"])
 
 
+def test_flip_test_averages_the_heads_keypoints_left_right_swapped(with_head):
+    graphdef, params, stats = with_head
+    images = jax.random.normal(jax.random.key(6), (B, IMG, IMG, 3))
+    got = hmr.apply_generator_flip_test(graphdef, params, stats, images, smpl.FLIP_PERM)
+    plain, _ = _apply(graphdef, params, stats, images, None, train=False)
+    other, _ = _apply(graphdef, params, stats, images[:, :, ::-1], None, train=False)
+    back = other["keypoints_2d"][:, np.asarray(smpl.FLIP_PERM)] * np.array([-1.0, 1.0])
+    np.testing.assert_allclose(got["keypoints_2d"], 0.5 * (plain["keypoints_2d"] + back), atol=1e-6)
+
+
 def test_lifting_pass_reads_the_given_keypoints_where_visible(with_head):
     graphdef, params, stats = with_head
     images = jax.random.normal(jax.random.key(5), (B, IMG, IMG, 3))

@@ -209,6 +209,56 @@ def test_generator_outputs(tiny):
     np.testing.assert_array_equal(its["pose_rotmat"][-1], out["pose_rotmat"])
 
 
+def test_mirror_outputs_is_the_pipelines_flip():
+    """Mirrored rotation matrices == those of the data pipeline's axis-angle pose flip (TF,
+    `augment.flip_pose`); camera x and keypoint x negated, left/right swapped; an involution."""
+    from hmr_jax import smpl
+    from hmr_jax.data import augment
+
+    rng = np.random.default_rng(3)
+    aa = rng.normal(0.0, 0.6, (4, 72)).astype(np.float32)
+    out = {"pose_rotmat": geometry.axis_angle_to_matrix(aa.reshape(4, 24, 3)),
+           "betas": jnp.asarray(rng.normal(size=(4, 10)), jnp.float32),
+           "cam": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+           "keypoints_2d": jnp.asarray(rng.uniform(-1, 1, (4, 24, 2)), jnp.float32)}
+    perm = np.asarray(smpl.FLIP_PERM)
+    m = hmr.mirror_outputs(out, smpl.FLIP_PERM)
+    flipped = np.asarray(augment.flip_pose(aa)).reshape(4, 24, 3)
+    np.testing.assert_allclose(m["pose_rotmat"], geometry.axis_angle_to_matrix(flipped), atol=1e-5)
+    np.testing.assert_array_equal(m["betas"], out["betas"])
+    np.testing.assert_allclose(m["cam"], out["cam"] * np.array([1.0, -1.0, 1.0]))
+    np.testing.assert_allclose(m["keypoints_2d"], out["keypoints_2d"][:, perm] * np.array([-1.0, 1.0]))
+    twice = hmr.mirror_outputs(m, smpl.FLIP_PERM)
+    for k in out:
+        np.testing.assert_allclose(twice[k], out[k], atol=1e-6, err_msg=k)
+    assert "keypoints_2d" not in hmr.mirror_outputs(out)  # no permutation: no keypoints
+
+
+def test_flip_test_averages_and_is_mirror_equivariant(tiny):
+    """The flip test = the plain prediction averaged with the mirrored prediction for the mirror
+    image (rotations projected back onto SO(3)); so the flip test of the mirror image is the
+    mirrored flip test of the image."""
+    graphdef, params, stats, *_ = tiny
+    x = _images()
+    flip_test = jax.jit(hmr.apply_generator_flip_test)
+    got = flip_test(graphdef, params, stats, x)
+    assert set(got) == {"pose_rotmat", "betas", "cam"}
+    plain, _ = _apply(graphdef, params, stats, x, None, train=False)
+    other, _ = _apply(graphdef, params, stats, x[:, :, ::-1], None, train=False)
+    back = hmr.mirror_outputs(other)
+    np.testing.assert_allclose(got["betas"], 0.5 * (plain["betas"] + back["betas"]), atol=1e-5)
+    np.testing.assert_allclose(got["cam"], 0.5 * (plain["cam"] + back["cam"]), atol=1e-5)
+    np.testing.assert_allclose(got["pose_rotmat"],
+                               geometry.nearest_rotation(0.5 * (plain["pose_rotmat"] + back["pose_rotmat"])),
+                               atol=1e-5)
+    assert not np.allclose(got["pose_rotmat"], plain["pose_rotmat"], atol=1e-4)  # the mirror image counts
+    r = np.asarray(got["pose_rotmat"])
+    np.testing.assert_allclose(r @ np.swapaxes(r, -1, -2), np.broadcast_to(np.eye(3), r.shape), atol=1e-5)
+    mirrored = hmr.mirror_outputs(flip_test(graphdef, params, stats, x[:, :, ::-1]))
+    for k in got:
+        np.testing.assert_allclose(mirrored[k], got[k], atol=1e-5, err_msg=k)
+
+
 def test_batch_stats_update_in_train_mode_only(tiny):
     graphdef, params, stats, *_ = tiny
     images = _images()

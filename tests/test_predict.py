@@ -154,3 +154,31 @@ def test_overlay_camera_matches_the_weak_perspective_projection():
         assert result.mask[y, x], (smpl.JOINT_NAMES[j], x, y)
     ys, xs = np.nonzero(result.mask)
     assert abs(xs.mean() - xy[[0, 3, 6, 9]].mean(0)[0]) < 3.0  # horizontally centred on the spine
+
+
+def test_predict_fn_with_flip_test_returns_the_averaged_body(tmp_path):
+    """config eval.flip_test: pose, betas, camera and mesh from the flip test's average; the keypoints
+    stay the crop's own (predict does not know the joint set's left/right pairs)."""
+    import functools
+
+    import jax
+
+    from hmr_jax import trainer
+    from hmr_jax.models import hmr
+
+    config = th.tiny_config(tmp_path)
+    models = trainer.make_models(config)
+    state = jax.jit(functools.partial(trainer.init_state, config, models))(jax.random.PRNGKey(0))
+    body = smpl.load(body_model.default_body_model_path())
+    size = config.data.img_size
+    images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    plain = jax.jit(pr.make_predict_fn(config, models))(state, images, body)
+    config.eval.flip_test = True
+    flip = jax.jit(pr.make_predict_fn(config, models))(state, images, body)
+    avg = hmr.apply_generator_flip_test(models.gen, state.gen_params, state.gen_batch_stats, images)
+    np.testing.assert_allclose(flip["betas"], avg["betas"], atol=1e-5)
+    np.testing.assert_allclose(flip["cam"], avg["cam"], atol=1e-5)
+    np.testing.assert_allclose(geometry.axis_angle_to_matrix(np.asarray(flip["pose"]).reshape(2, 24, 3)),
+                               avg["pose_rotmat"], atol=1e-4)
+    np.testing.assert_allclose(flip["keypoints_2d"], plain["keypoints_2d"], atol=1e-6)
+    assert not np.allclose(flip["vertices"], plain["vertices"], atol=1e-5)

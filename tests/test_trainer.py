@@ -1,10 +1,12 @@
 """Functional core of the trainer: train_step overfits, NaN skip, config checks, checkpoints."""
 
 import dataclasses
+import os
 import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -136,6 +138,7 @@ def test_weight_decay_as_torch_optimisers(name):
     ("data.augment.flip_prob", 2.0, "data.augment"),
     ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
     ("optim.disc.weight_decay", -0.1, "optim.disc.weight_decay"),
+    ("data.synthetic.render_size", 8, "data.synthetic.render_size"),
 ])
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
@@ -144,6 +147,13 @@ def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert time.time() - start < 5.0
     assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+def test_flip_test_must_be_a_bool(tmp_path):
+    config = th.tiny_config(tmp_path / "no_data")
+    config.eval = ml_collections.ConfigDict(dict(flip_test="yes"))  # a config file's own group: any type
+    with pytest.raises(config_checks.ConfigError, match=r"eval\.flip_test"):
+        trainer.train_and_evaluate(config, str(tmp_path / "wd"))
 
 
 @pytest.mark.parametrize("key", ["data.batch_size", "data.eval_batch_size"])
@@ -284,3 +294,21 @@ def test_val_annotations_file_is_the_validation_split(tmp_path):
     config.data.val_annotations = "missing.npz"  # relative to data.dir
     with pytest.raises(config_checks.ConfigError, match=r"data\.val_annotations.*missing\.npz"):
         trainer.make_source(config, config.data.val_split, paths)
+
+
+def test_synthetic_render_size_renders_larger_images_for_the_same_crops(tmp_path):
+    """data.synthetic.render_size: the generated dataset is rendered (and named) at that size; the
+    pipeline still cuts data.img_size crops from it."""
+    from PIL import Image
+
+    config = th.tiny_config("", **{"data.synthetic.num": 8, "data.synthetic.render_size": 48})
+    workdir = str(tmp_path / "wd")
+    data_dir, ann, root = trainer.prepare_data(config, workdir, str(body_model.default_body_model_path()))
+    assert os.path.basename(data_dir) == "synthetic_48px_8_yaw20_fps1"
+    names = sorted(os.listdir(os.path.join(data_dir, "images")))
+    assert len(names) == 8 and Image.open(os.path.join(data_dir, "images", names[0])).size == (48, 48)
+    source = trainer.make_source(config, "train", (data_dir, ann, root))
+    batch = next(iter(trainer.make_input(config, source, train=False)))
+    assert batch["image"].shape[1:] == (32, 32, 3)
+    config.data.synthetic.render_size = 0  # = data.img_size: the dataset of 32 px renders
+    assert os.path.basename(trainer.resolve_data_paths(config, workdir)[0]) == "synthetic_32px_8_yaw20_fps1"

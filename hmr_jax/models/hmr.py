@@ -27,6 +27,8 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
+from hmr_jax import geometry
+from hmr_jax import smpl
 from hmr_jax.models import discriminator as discriminator_lib
 from hmr_jax.models import keypoint_head as keypoint_head_lib
 from hmr_jax.models import regressor as regressor_lib
@@ -189,6 +191,42 @@ def apply_generator(graphdef: nnx.GraphDef, params: Mapping[str, Any], batch_sta
     if not train:
         return outputs, dict(batch_stats)
     return outputs, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+
+# Mirroring a camera-frame body in x (a horizontal image flip about the crop centre): each
+# rotation R -> M R M with M = diag(-1, 1, 1), i.e. R's entries times these signs.
+_MIRROR_SIGNS = np.array([[1.0, -1.0, -1.0], [-1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]], np.float32)
+
+
+def mirror_outputs(out: Mapping[str, Array], keypoint_flip_perm: Sequence[int] | None = None) -> dict[str, Array]:
+    """The prediction for the mirror image of the crop, from the prediction `out` for the crop:
+    pose_rotmat (B, 24, 3, 3) left/right joints swapped (`smpl.FLIP_PERM`) and mirrored, betas as
+    they are, cam (s, tx, ty) -> (s, -tx, ty), and, given the dataset joint set's flip permutation,
+    keypoints_2d (B, J, 2) ([-1, 1] crop coordinates) swapped with x negated."""
+    res = {"pose_rotmat": out["pose_rotmat"][:, np.asarray(smpl.FLIP_PERM)] * _MIRROR_SIGNS,
+           "betas": out["betas"], "cam": out["cam"] * jnp.array([1.0, -1.0, 1.0])}
+    if "keypoints_2d" in out and keypoint_flip_perm is not None:
+        res["keypoints_2d"] = out["keypoints_2d"][:, np.asarray(keypoint_flip_perm)] * jnp.array([-1.0, 1.0])
+    return res
+
+
+def apply_generator_flip_test(graphdef: nnx.GraphDef, params: Mapping[str, Any], batch_stats: Mapping[str, Any],
+                              images: Float[Array, "b h w 3"], keypoint_flip_perm: Sequence[int] | None = None
+                              ) -> dict[str, Array]:
+    """Flip test (test-time augmentation): the eval-mode generator on the crops and on their mirror
+    images (one batch of 2B), the second prediction mirrored back (`mirror_outputs`) and the two
+    averaged: rotations as the nearest rotation to their mean, betas and camera as means; the head's
+    keypoints as means given the joint set's flip permutation, else the crops' own. -> {pose_rotmat,
+    betas, cam[, keypoints_2d]} for (B, ...) (no per-iteration outputs)."""
+    b = images.shape[0]
+    out, _ = apply_generator(graphdef, params, batch_stats, jnp.concatenate([images, images[:, :, ::-1]], axis=0),
+                             None, train=False)
+    keys = ["pose_rotmat", "betas", "cam"] + (["keypoints_2d"] if "keypoints_2d" in out else [])
+    plain = {k: out[k][:b] for k in keys}
+    mirrored = mirror_outputs({k: out[k][b:] for k in keys}, keypoint_flip_perm)
+    avg = {k: 0.5 * (plain[k] + mirrored[k]) if k in mirrored else plain[k] for k in keys}
+    avg["pose_rotmat"] = geometry.nearest_rotation(avg["pose_rotmat"])
+    return avg
 
 
 def apply_discriminator(graphdef: nnx.GraphDef, params: Mapping[str, Any],
