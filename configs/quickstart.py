@@ -2,21 +2,22 @@
 
 On the first run the synthetic dataset (procedural body, rendered crops, SPIN-layout
 annotations; 6,000 samples at 96 px, every one a new pose, subject, camera and background) is
-generated beside the workdir (or into --config.data.dir); later runs reuse it. Bodies start within
+generated beside the workdir (or into --config.data.dir; rendered at 128 px, the training crops
+are 96 px); later runs reuse it. Bodies start within
 +-20 deg of facing the camera (data.synthetic.yaw_range_deg; the generator's default is +-180 deg,
 where the global orientation dominated the error of so short a run). ResNet-18 at width 16 on
 96 px crops with the 2D keypoint head (64 channels, 24 x 24 heatmaps, 2 px targets) and the
 lifting pass (hmr_jax/models/keypoint_head.py; the regressor reads the head's keypoints and is also
-taught on the true ones each step), a 3-iteration regressor with the 6D rotation output, no
-dropout and NO adversarial prior (no discriminator, so cheaper steps); the vertex terms on every
-4th vertex; AdamW with weight decay 0.3.
+taught on the true ones each step), a 3-iteration regressor (2 x 512, dropout 0.2) with the 6D
+rotation output and NO adversarial prior (no discriminator, so cheaper steps); the vertex terms on
+every 4th vertex; AdamW with weight decay 0.3.
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-12-01, session 10, 3,100 steps, fresh clone and workdir, idle 2-core machine): MPJPE
-102.5 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.540), PA-MPJPE 75.0 vs 137.1 mm
-(ratio 0.547): the quality goal is NOT met yet. Time: 14 min 16 s wall, pip step and generation
-included, on the slowest machine seen so far (the same 3,300 steps took 10 min 06 s in session 9
-and 15 min 15 s in session 10: README, Quickstart results).
+Measured (2026-12-01, session 11, 2,900 steps, fresh clone and workdir, idle 2-core machine): MPJPE
+102.0 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.537), PA-MPJPE 74.5 vs 137.1 mm
+(ratio 0.544): the quality goal is NOT met yet. Time: 13 min 35 s wall, pip step and generation
+included (3,100 steps: 0.529 / 0.536 but 14 min 57 s in a slower hour of the same machine, no
+margin left: README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
@@ -43,6 +44,7 @@ def get_config(arg=None):
     c.data.synthetic.frames_per_sequence = 1  # every image a new pose, camera and background
     c.data.synthetic.seed = 0
     c.data.synthetic.yaw_range_deg = 20.0  # bodies roughly face the camera (photo-like)
+    c.data.synthetic.render_size = 128  # 96 px crops cut from 128 px renders (sharper than upsampled)
     c.data.augment.rot_std_deg = 10.0
     c.data.augment.rot_max_deg = 20.0
     c.data.augment.scale_std = 0.1
@@ -51,8 +53,8 @@ def get_config(arg=None):
 
     c.model.depth = 18
     c.model.width = 16
-    c.model.hidden = (256, 256)
-    c.model.dropout = 0.0
+    c.model.hidden = (512, 512)  # the regressor is also the lifter: wider lifts better
+    c.model.dropout = 0.2
     c.model.rot_repr = "6d"
     c.model.n_iter = 3
     c.model.disc.pose_hidden = (256, 256)
@@ -78,11 +80,11 @@ def get_config(arg=None):
     c.optim.disc.learning_rate = 1e-4
 
     c.train.vertex_loss_stride = 4  # vertex terms on every 4th vertex: ~1.2x cheaper steps
-    c.train.num_steps = 3100  # fits the 15-minute budget with generation on 2 idle cores (slowest day seen)
+    c.train.num_steps = 2900  # fits the 15-minute budget with generation on 2 idle cores (slowest day seen)
     c.train.log_every = 50
-    c.train.eval_every = 1550
-    c.train.checkpoint_every = 1550
-    c.train.image_every = 1550
+    c.train.eval_every = 1450
+    c.train.checkpoint_every = 1450
+    c.train.image_every = 1450
     c.train.num_images = 8
     c.early_stopping.patience = 0  # off: the run is short
     return c
