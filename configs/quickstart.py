@@ -1,9 +1,9 @@
 """Quickstart: HMR on a synthetic dataset, small enough to train on a 2-core laptop CPU.
 
 On the first run the synthetic dataset (procedural body, rendered crops, SPIN-layout
-annotations; 6,000 samples at 96 px, every one a new pose, subject, camera and background) is
-generated beside the workdir (or into --config.data.dir; rendered at 128 px, the training crops
-are 96 px); later runs reuse it. Bodies start within
+annotations; 6,000 samples rendered at 128 px, every one a new pose, subject, camera and
+background; the training crops are 96 px) is generated beside the workdir (or into
+--config.data.dir); later runs reuse it. Bodies start within
 +-20 deg of facing the camera (data.synthetic.yaw_range_deg; the generator's default is +-180 deg,
 where the global orientation dominated the error of so short a run). ResNet-18 at width 16 on
 96 px crops with the 2D keypoint head (64 channels, 24 x 24 heatmaps, 2 px targets) and the
