@@ -99,6 +99,10 @@ def get_config(arg=None):
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 200_000
+    # > 0: the whole run (from the process's start: data generation and compilation included) ends
+    # within this many minutes; train.num_steps is then the most steps, the run's length (and the
+    # learning-rate schedules) set from the measured speed (trainer.BudgetPlanner). 0: off.
+    c.train.time_budget_min = 0.0
     c.train.log_every = 100
     c.train.eval_every = 5_000
     c.train.checkpoint_every = 5_000

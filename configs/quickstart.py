@@ -80,7 +80,12 @@ def get_config(arg=None):
     c.optim.disc.learning_rate = 1e-4
 
     c.train.vertex_loss_stride = 4  # vertex terms on every 4th vertex: ~1.2x cheaper steps
-    c.train.num_steps = 2900  # fits the 15-minute budget with generation on 2 idle cores (slowest day seen)
+    # The run's length: as many steps as fit in 14 minutes from the start of the process (data
+    # generation and compilation included; trainer.BudgetPlanner), at most num_steps. A slow 2-core
+    # machine gets ~3,000, a fast one ~5,500. --config.train.time_budget_min=0 and num_steps=N
+    # repeat a run of N steps exactly (the log and config.json of a run name its N).
+    c.train.time_budget_min = 14.0
+    c.train.num_steps = 10_000
     c.train.log_every = 50
     c.train.eval_every = 1450
     c.train.checkpoint_every = 1450

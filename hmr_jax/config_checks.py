@@ -200,6 +200,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         check_prior_file(prior)
     # training loop
     num_steps = _positive_int(config, "train.num_steps")
+    _nonneg(config, "train.time_budget_min")
     _positive_int(config, "train.log_every")
     _nonneg_int(config, "train.eval_every")
     _nonneg_int(config, "train.checkpoint_every")

@@ -56,7 +56,7 @@ def main(argv):
 
     _initialize_distributed(jax)
     try:
-        result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_time=trainer.process_start_time())
     except (config_checks.ConfigError, FloatingPointError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -51,41 +51,66 @@ METRICS_FILE = "metrics.jsonl"
 # --------------------------------------------------------------------------------------- optimisers
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-    """Learning rate per step: 'constant', 'warmup_cosine' (to end_factor * lr) or 'step' decay,
-    each after `warmup_steps` of linear warm-up from 0."""
+def learning_rate(cfg: ml_collections.ConfigDict, count, num_steps):
+    """The learning rate at step `count` of a `num_steps`-step run: 'constant', 'warmup_cosine'
+    (to end_factor * lr at num_steps; optax's warmup_cosine_decay_schedule) or 'step' decay, each
+    after `warmup_steps` of linear warm-up from 0. `count` and `num_steps` may be traced (the
+    trainer reads the run's length from the state: train.time_budget_min sets it while training)."""
     lr, warmup = float(cfg.learning_rate), int(cfg.warmup_steps)
+    count = jnp.asarray(count, jnp.float32)
+    ramp = lr * count / warmup if warmup else lr
     if cfg.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1),
-                                                  end_value=lr * float(cfg.end_factor))
-    if cfg.schedule == "constant":
-        main = optax.constant_schedule(lr)
+        span = jnp.maximum(jnp.asarray(num_steps, jnp.float32), warmup + 1) - warmup
+        end = lr * float(cfg.end_factor)
+        done = jnp.clip((count - warmup) / span, 0.0, 1.0)
+        main = end + (lr - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+    elif cfg.schedule == "constant":
+        main = jnp.full_like(count, lr)
     else:  # step
-        main = optax.exponential_decay(lr, int(cfg.decay_every), float(cfg.decay_factor), staircase=True)
-    if warmup == 0:
-        return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+        main = lr * float(cfg.decay_factor) ** jnp.floor((count - warmup) / int(cfg.decay_every))
+    return jnp.where(count < warmup, ramp, main)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """optax chain: optional global-norm clipping, then adam / adamw / sgd on the schedule.
+def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+    """`learning_rate` of a run of fixed length, as an optax schedule (a function of the step)."""
+    return functools.partial(learning_rate, cfg, num_steps=num_steps)
 
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """optax chain: optional global-norm clipping, then adam / adamw / sgd.
+
+    The learning rate is a hyperparameter in the optimiser state (`optax.inject_hyperparams`,
+    initially cfg.learning_rate): the train step sets it each step from `learning_rate` (the
+    schedule of the run's current length) times the reduce-on-plateau scale (`set_learning_rate`).
     `weight_decay` as PyTorch's optimisers take it: decoupled for adamw (`torch.optim.AdamW`), an L2
     term `weight_decay * param` added to the (clipped) gradient for adam and sgd (`torch.optim.Adam`,
     `torch.optim.SGD`); on every parameter.
     """
-    schedule = make_schedule(cfg, num_steps)
     if cfg.name == "adam":
-        opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+        factory, kwargs = optax.adam, dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     elif cfg.name == "adamw":
-        opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        factory, kwargs = optax.adamw, dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     else:
-        opt = optax.sgd(schedule, momentum=cfg.momentum or None)
+        factory, kwargs = optax.sgd, dict(momentum=cfg.momentum or None)
+    opt = optax.inject_hyperparams(factory, static_args=tuple(kwargs))(
+        learning_rate=float(cfg.learning_rate), **kwargs)
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     if cfg.name != "adamw" and cfg.weight_decay > 0:
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
-    return optax.chain(*parts, opt), schedule
+    return optax.chain(*parts, opt)
+
+
+def _is_injected(x) -> bool:
+    return isinstance(x, optax.InjectStatefulHyperparamsState)
+
+
+def set_learning_rate(opt_state: PyTree, lr: jax.Array) -> PyTree:
+    """`opt_state` of `make_optimizer` with its learning rate set to `lr`."""
+    def put(s):
+        if not _is_injected(s):
+            return s
+        return s._replace(hyperparams={**s.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
+    return jax.tree.map(put, opt_state, is_leaf=_is_injected)
 
 
 def make_plateau(cfg: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
@@ -104,6 +129,8 @@ class TrainState:
     """Everything that changes during training (one pytree; checkpointed whole)."""
 
     step: jax.Array  # () int32; also the data position
+    num_steps: jax.Array  # () int32: the run's length, for the learning-rate schedules (train.num_steps,
+    #                      or what train.time_budget_min fits: set while training, kept on resume)
     gen_params: PyTree
     gen_batch_stats: PyTree
     gen_opt_state: PyTree
@@ -120,8 +147,8 @@ class Models(NamedTuple):
     disc: Any
     gen_tx: optax.GradientTransformation
     disc_tx: optax.GradientTransformation
-    gen_schedule: optax.Schedule
-    disc_schedule: optax.Schedule
+    gen_lr: Callable[[jax.Array, jax.Array], jax.Array]  # (step, num_steps) -> learning rate
+    disc_lr: Callable[[jax.Array, jax.Array], jax.Array]
     plateau_tx: optax.GradientTransformationExtraArgs
 
 
@@ -160,10 +187,9 @@ def make_models(config: ml_collections.ConfigDict) -> Models:
     key = jax.random.PRNGKey(0)
     gen_def = jax.eval_shape(functools.partial(hmr_lib.init_generator, **generator_kwargs(config)), key)[0]
     disc_def = jax.eval_shape(functools.partial(hmr_lib.init_discriminator, **discriminator_kwargs(config)), key)[0]
-    n = config.train.num_steps
-    gen_tx, gen_schedule = make_optimizer(config.optim.gen, n)
-    disc_tx, disc_schedule = make_optimizer(config.optim.disc, n)
-    return Models(gen_def, disc_def, gen_tx, disc_tx, gen_schedule, disc_schedule, make_plateau(config.optim.plateau))
+    return Models(gen_def, disc_def, make_optimizer(config.optim.gen), make_optimizer(config.optim.disc),
+                  functools.partial(learning_rate, config.optim.gen), functools.partial(learning_rate, config.optim.disc),
+                  make_plateau(config.optim.plateau))
 
 
 def _rbg(key: jax.Array) -> jax.Array:
@@ -179,6 +205,7 @@ def init_state(config: ml_collections.ConfigDict, models: Models, key: jax.Array
     _, disc_params = hmr_lib.init_discriminator(_rbg(k_disc), **discriminator_kwargs(config))
     return TrainState(
         step=jnp.zeros((), jnp.int32),
+        num_steps=jnp.asarray(config.train.num_steps, jnp.int32),
         gen_params=gen_params,
         gen_batch_stats=gen_stats,
         gen_opt_state=models.gen_tx.init(gen_params),
@@ -253,6 +280,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
         gt_rotmat = losses.pose_to_rotmat(batch["pose"])  # (B, 24, 3, 3)
         gt_vertices = smpl.forward(smpl_model, batch["shape"], gt_rotmat).vertices  # (B, V, 3)
         scale = state.plateau.scale
+        gen_lr = models.gen_lr(state.step, state.num_steps) * scale
+        disc_lr = models.disc_lr(state.step, state.num_steps) * scale
 
         def terms_3d(estimates):
             """The 3D-supervised terms of each estimate {pose_rotmat, betas} -> [(terms, model joints)].
@@ -306,8 +335,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
 
         (total, (report, new_stats, fake_rotmat, fake_betas)), grads = jax.value_and_grad(
             gen_loss, has_aux=True)(state.gen_params)
-        updates, gen_opt_state = models.gen_tx.update(grads, state.gen_opt_state, state.gen_params)
-        updates = jax.tree.map(lambda u: u * scale, updates)
+        updates, gen_opt_state = models.gen_tx.update(grads, set_learning_rate(state.gen_opt_state, gen_lr),
+                                                      state.gen_params)
         gen_params = optax.apply_updates(state.gen_params, updates)
         metrics = {f"loss/{k}": v for k, v in report.items()}
         metrics["grad_norm/gen"] = optax.tree.norm(grads)
@@ -331,8 +360,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 return disc_weight * loss, (loss, d_real, d_fake)
 
             (_, (d_loss, d_real, d_fake)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(disc_params)
-            d_updates, disc_opt_state = models.disc_tx.update(d_grads, disc_opt_state, disc_params)
-            d_updates = jax.tree.map(lambda u: u * scale, d_updates)
+            d_updates, disc_opt_state = models.disc_tx.update(d_grads, set_learning_rate(disc_opt_state, disc_lr),
+                                                              disc_params)
             disc_params = optax.apply_updates(disc_params, d_updates)
             metrics["loss/disc"] = d_loss
             metrics["grad_norm/disc"] = optax.tree.norm(d_grads)
@@ -349,8 +378,8 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
             metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
         metrics["param_norm/gen"] = optax.tree.norm(new_state.gen_params)
         metrics["param_norm/disc"] = optax.tree.norm(new_state.disc_params)
-        metrics["lr/gen"] = models.gen_schedule(state.step) * scale
-        metrics["lr/disc"] = models.disc_schedule(state.step) * scale
+        metrics["lr/gen"] = gen_lr
+        metrics["lr/disc"] = disc_lr
         return new_state, metrics
 
     return train_step
@@ -684,13 +713,108 @@ def draw_predictions(images: np.ndarray, vertices: np.ndarray, faces: np.ndarray
 # --------------------------------------------------------------------------------------------- loop
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+# ------------------------------------------------------------------------------------- time budget
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch; Linux: /proc, so a re-executed process
+    counts from its first start), else now."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+def steps_within_budget(*, step: int, seconds_left: float, step_seconds: float, floor: int, cap: int,
+                        eval_every: int, final_eval: bool, eval_seconds: float, image_every: int,
+                        image_seconds: float) -> int:
+    """The largest run length N in [floor, cap] whose remaining steps (step + 1 .. N), evaluations
+    (every eval_every-th step and, if final_eval, at N) and image grids (every image_every-th
+    step) take at most `seconds_left`; `floor` when even that does not fit."""
+    def seconds(n: int) -> float:
+        evals = (n // eval_every - step // eval_every) if eval_every else 0
+        if final_eval and (not eval_every or n % eval_every):
+            evals += 1
+        images = (n // image_every - step // image_every) if image_every else 0
+        return (n - step) * step_seconds + evals * eval_seconds + images * image_seconds
+
+    lo, hi = floor, max(floor, cap)
+    if seconds(lo) > seconds_left:
+        return floor
+    while lo < hi:  # seconds(n) grows with n: the last n that fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if seconds(mid) <= seconds_left else (lo, mid - 1)
+    return lo
+
+
+class BudgetPlanner:
+    """train.time_budget_min: sets the run's length from the measured speed so that the whole run,
+    from `start_time` (data generation, compilation, evaluations included), ends within the budget.
+
+    The length is first planned once `WARMUP_WINDOWS` logging windows after the first have been
+    timed, then re-planned at every logging step from the speed of the last `WINDOWS` windows (and
+    the slowest evaluation / image grid so far): it only ever shrinks, so a machine that slows down
+    still ends in time (the learning-rate schedule follows the length: `TrainState.num_steps`).
+    """
+
+    WARMUP_WINDOWS = 3  # timed windows (after the first, which holds the compilation) before planning
+    WINDOWS = 4  # logging windows whose mean step time is the speed
+    MARGIN = 0.97  # of the time left: noise between re-plans
+    TAIL_SECONDS = 15.0  # after the last step: checkpoint, curves, writer
+    GUESS_SECONDS = 10.0  # an evaluation / image grid until one has been timed
+
+    def __init__(self, config, start_time: float, *, final_eval: bool):
+        tc = config.train
+        self.deadline = start_time + 60.0 * float(tc.time_budget_min)
+        self.cap = int(tc.num_steps)
+        self.eval_every = int(tc.eval_every) if final_eval else 0
+        self.image_every, self.final_eval = int(tc.image_every), final_eval
+        self.windows: list[float] = []  # seconds per step of each logging window
+        self.eval_seconds = self.image_seconds = 0.0
+        self.measured_eval = self.measured_image = False
+
+    def window(self, seconds_per_step: float) -> None:
+        self.windows.append(seconds_per_step)
+
+    def evaluated(self, seconds: float) -> None:
+        self.eval_seconds = max(seconds, self.eval_seconds if self.measured_eval else 0.0)
+        self.measured_eval = True
+
+    def drew_images(self, seconds: float) -> None:
+        self.image_seconds = max(seconds, self.image_seconds if self.measured_image else 0.0)
+        self.measured_image = True
+
+    def plan(self, step: int, num_steps: int, now: float) -> int | None:
+        """The (shorter) run length, or None to keep `num_steps` (too few timings yet)."""
+        timed = self.windows[1:]  # the first window holds the compilation
+        if len(timed) < self.WARMUP_WINDOWS:
+            return None
+        step_seconds = float(np.mean(timed[-self.WINDOWS:]))
+        eval_seconds = self.eval_seconds if self.measured_eval else self.GUESS_SECONDS
+        image_seconds = self.image_seconds if self.measured_image else self.GUESS_SECONDS
+        left = self.MARGIN * (self.deadline - now) - self.TAIL_SECONDS
+        n = steps_within_budget(step=step, seconds_left=left, step_seconds=step_seconds, floor=step,
+                                cap=self.cap, eval_every=self.eval_every, final_eval=self.final_eval,
+                                eval_seconds=eval_seconds, image_every=self.image_every,
+                                image_seconds=image_seconds)
+        return min(n, num_steps)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None
+                       ) -> dict[str, Any]:
     """Train (resuming from workdir/checkpoints if any), evaluate, checkpoint, log.
+
+    `start_time` (seconds since the epoch; default now) starts train.time_budget_min's clock.
 
     Returns {'state', 'step', 'train' (last logged metrics), 'eval' (last validation metrics),
     'best_metric', 'best_step', 'stopped_early', 'interrupted'}.
     """
     # Stage 1: config and run directory (before anything is read or compiled).
+    start_time = time.time() if start_time is None else start_time
     config_checks.validate_config(config, jax.device_count(), jax.process_count())
     is_main = jax.process_index() == 0
     workdir = os.path.abspath(workdir)
@@ -702,13 +826,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     previous_handler = signal.signal(signal.SIGTERM, stop) if _in_main_thread() else None
     try:
         with jax.set_mesh(mesh):
-            return _train(config, workdir, mesh, is_main, stop)
+            return _train(config, workdir, mesh, is_main, stop, start_time)
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict[str, Any]:
+def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_time: float) -> dict[str, Any]:
     from hmr_jax import body_model  # pylint: disable=g-import-not-at-top
 
     # Stage 2: body model and data.
@@ -735,6 +859,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
         logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
     else:
         state = create_sharded_state(config, models, mesh)
+    budget = float(config.train.time_budget_min) > 0
+    if not budget:  # the config's length (a resumed run may be extended), else the planned one
+        state = dataclasses.replace(state, num_steps=replicate(np.int32(config.train.num_steps), mesh))
     step = int(jax.device_get(state.step))
     train_iter = make_input(config, train_source, train=True, start_step=step)  # resumes the data too
     joint_set = train_iter.joint_set
@@ -779,8 +906,11 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
         image_batch = to_global({"image": first["image"]}, mesh)["image"]
     focal = config.images.focal_length_224 * config.data.img_size / 224.0
 
-    num_steps = config.train.num_steps
+    num_steps = int(jax.device_get(state.num_steps))
     tc = config.train
+    # A resumed run keeps the length its first run planned (checkpointed in the state).
+    planner = (BudgetPlanner(config, start_time, final_eval=val_source is not None and bool(tc.eval_every))
+               if budget and not meta.get("budget_planned") else None)
     result = {"train": {}, "eval": {}, "stopped_early": bool(meta["stopped_early"]), "interrupted": False}
     last_saved = manager.latest_step()
 
@@ -788,6 +918,23 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
         nonlocal last_saved
         ckpt_lib.save(manager, step, state, meta, best_metric)
         last_saved = step
+
+    def replan(state, step):
+        """train.time_budget_min: the run's length from the speed so far (it only shrinks)."""
+        nonlocal num_steps
+        planned = _broadcast_int(planner.plan(step, num_steps, time.time()))
+        if planned is None or planned >= num_steps:
+            return state
+        if meta.get("budget_planned"):
+            logging.info("train.time_budget_min: slower than planned, %d steps now", planned)
+        else:
+            logging.info("train.time_budget_min=%g: %d steps fit (%.3f s per step now)", tc.time_budget_min,
+                         planned, planner.windows[-1])
+        meta["budget_planned"] = True
+        num_steps = planned
+        bar.total = num_steps
+        bar.refresh()
+        return dataclasses.replace(state, num_steps=replicate(np.int32(num_steps), mesh))
 
     try:
         bar = _progress_bar(is_main and tc.progress_bar, num_steps, step)
@@ -810,6 +957,10 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
                 rate = (step - s0) * config.data.batch_size / max(elapsed, 1e-9)
                 values = {k: float(v) for k, v in values.items()}
                 values["perf/images_per_sec"] = rate
+                if planner is not None:
+                    planner.window(elapsed / max(step - s0, 1))
+                    state = replan(state, step)
+                    values["budget/num_steps"] = float(num_steps)
                 writer.write_scalars(step, values)
                 if is_main:
                     append_jsonl(metrics_path, step, values)
@@ -818,7 +969,10 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
                 t0, s0 = time.time(), step
             best_value = None
             if val_source is not None and tc.eval_every and (step % tc.eval_every == 0 or step == num_steps):
+                t_eval = time.time()
                 result["eval"] = evaluate(state)
+                if planner is not None:
+                    planner.evaluated(time.time() - t_eval)
                 writer.write_scalars(step, result["eval"])
                 if is_main:
                     append_jsonl(metrics_path, step, result["eval"])
@@ -839,6 +993,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
                     state = plateau_step(state, jnp.asarray(value, jnp.float32))
                 t0 = time.time()  # do not count evaluation time in images/s
             if image_batch is not None and step % tc.image_every == 0:
+                t_image = time.time()
                 vertices = _gather(predict(state, image_batch, smpl_model))
                 if is_main:
                     # Spread over the batch (neighbouring validation samples are often one video).
@@ -849,6 +1004,8 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest) -> dict
                     from hmr_jax import render  # pylint: disable=g-import-not-at-top
                     render.save_png(os.path.join(image_dir, f"step_{step:07d}.png"), sheet)
                     writer.write_images(step, {"predictions": sheet[None]})
+                if planner is not None:
+                    planner.drew_images(time.time() - t_image)
                 t0 = time.time()
             check_stop = jax.process_count() == 1 or step % tc.log_every == 0
             if check_stop and _any_process(stop.requested):
@@ -959,6 +1116,15 @@ def _gather(x: jax.Array) -> np.ndarray:
         return np.asarray(jax.device_get(x))
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _broadcast_int(value: int | None) -> int | None:
+    """Process 0's value on every process (None: -1 on the wire)."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    out = int(multihost_utils.broadcast_one_to_all(np.int32(-1 if value is None else value)))
+    return None if out < 0 else out
 
 
 def _in_main_thread() -> bool:

@@ -57,6 +57,7 @@ TINY = {
     "data.augment.enabled": False, "model.width": 8, "model.hidden": (32,), "model.n_iter": 2,
     "model.dropout": 0.0, "model.disc.joint_hidden": (8,), "model.disc.pose_hidden": (16,),
     "optim.gen.schedule": "constant", "optim.gen.warmup_steps": 0, "train.num_steps": 20,
+    "train.time_budget_min": 0.0,  # a fixed length (tests/test_time_budget.py: the budget)
     "train.log_every": 5, "train.eval_every": 10, "train.checkpoint_every": 10, "train.image_every": 0,
     "train.num_images": 4, "train.progress_bar": False,
     # the full method, discriminators included (the quickstart itself turns them off)
