@@ -756,15 +756,17 @@ class BudgetPlanner:
     from `start_time` (data generation, compilation, evaluations included), ends within the budget.
 
     The length is first planned once `WARMUP_WINDOWS` logging windows after the first have been
-    timed, then re-planned at every logging step from the speed of the last `WINDOWS` windows (and
-    the slowest evaluation / image grid so far): it only ever shrinks, so a machine that slows down
-    still ends in time (the learning-rate schedule follows the length: `TrainState.num_steps`).
+    timed, then re-planned at every logging step from the speed of the last `WINDOWS` windows and
+    the slowest evaluation / image grid so far (guessed until one has run): shorter as soon as the
+    budget needs it, longer only by more than `GROW` (the learning-rate schedule follows the
+    length, `TrainState.num_steps`: no jitter from noise).
     """
 
     WARMUP_WINDOWS = 3  # timed windows (after the first, which holds the compilation) before planning
     WINDOWS = 4  # logging windows whose mean step time is the speed
-    MARGIN = 0.97  # of the time left: noise between re-plans
-    TAIL_SECONDS = 15.0  # after the last step: checkpoint, curves, writer
+    MARGIN = 0.98  # of the time left: noise between re-plans
+    TAIL_SECONDS = 10.0  # after the last step: checkpoint, curves, writer
+    GROW = 0.01  # a longer plan replaces the current one only if longer by more than this fraction
     GUESS_SECONDS = 10.0  # an evaluation / image grid until one has been timed
 
     def __init__(self, config, start_time: float, *, final_eval: bool):
@@ -789,7 +791,7 @@ class BudgetPlanner:
         self.measured_image = True
 
     def plan(self, step: int, num_steps: int, now: float) -> int | None:
-        """The (shorter) run length, or None to keep `num_steps` (too few timings yet)."""
+        """The run's new length, or None to keep `num_steps` (too few timings yet, or about as long)."""
         timed = self.windows[1:]  # the first window holds the compilation
         if len(timed) < self.WARMUP_WINDOWS:
             return None
@@ -801,7 +803,7 @@ class BudgetPlanner:
                                 cap=self.cap, eval_every=self.eval_every, final_eval=self.final_eval,
                                 eval_seconds=eval_seconds, image_every=self.image_every,
                                 image_seconds=image_seconds)
-        return min(n, num_steps)
+        return n if n < num_steps or n > (1.0 + self.GROW) * num_steps else None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None
@@ -920,16 +922,13 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
         last_saved = step
 
     def replan(state, step):
-        """train.time_budget_min: the run's length from the speed so far (it only shrinks)."""
+        """train.time_budget_min: the run's length from the speed so far."""
         nonlocal num_steps
         planned = _broadcast_int(planner.plan(step, num_steps, time.time()))
-        if planned is None or planned >= num_steps:
+        if planned is None or planned == num_steps:
             return state
-        if meta.get("budget_planned"):
-            logging.info("train.time_budget_min: slower than planned, %d steps now", planned)
-        else:
-            logging.info("train.time_budget_min=%g: %d steps fit (%.3f s per step now)", tc.time_budget_min,
-                         planned, planner.windows[-1])
+        logging.info("train.time_budget_min=%g: %d steps fit (%.3f s per step now)%s", tc.time_budget_min,
+                     planned, planner.windows[-1], " (re-planned)" if meta.get("budget_planned") else "")
         meta["budget_planned"] = True
         num_steps = planned
         bar.total = num_steps

@@ -91,7 +91,7 @@ def test_steps_within_budget_counts_steps_evaluations_and_images():
     assert trainer.steps_within_budget(seconds_left=50.0, **no_eval) == 200
 
 
-def test_budget_planner_waits_for_timings_then_only_shrinks():
+def test_budget_planner_waits_for_timings_then_follows_the_speed():
     config = th.tiny_config("/unused", **{"train.time_budget_min": 1.0, "train.num_steps": 10_000,
                                           "train.eval_every": 0, "train.image_every": 0})
     now = 1000.0
@@ -103,10 +103,15 @@ def test_budget_planner_waits_for_timings_then_only_shrinks():
     left = planner.MARGIN * 60.0 - planner.TAIL_SECONDS
     fits = lambda step_seconds: max(k for k in range(10_000) if k * step_seconds <= left)  # noqa: E731
     assert planner.plan(step=20, num_steps=10_000, now=now) == 20 + fits(0.1)
-    assert planner.plan(step=20, num_steps=300, now=now) == 300  # never longer than already planned
     for _ in range(planner.WINDOWS):
         planner.window(0.2)  # the machine slowed down: shorter
-    assert planner.plan(step=20, num_steps=10_000, now=now) == 20 + fits(0.2)
+    assert planner.plan(step=20, num_steps=20 + fits(0.1), now=now) == 20 + fits(0.2)
+    for _ in range(planner.WINDOWS):
+        planner.window(0.1)  # and sped up again: longer again
+    assert planner.plan(step=20, num_steps=20 + fits(0.2), now=now) == 20 + fits(0.1)
+    # about as long as planned (within GROW) or the cap: unchanged
+    assert planner.plan(step=20, num_steps=20 + fits(0.1) - 1, now=now) is None
+    assert planner.plan(step=20, num_steps=30, now=now + 3600.0) == 20  # past the deadline: stop now
 
 
 def test_run_length_from_the_budget_is_kept_on_resume(tiny, tmp_path):
