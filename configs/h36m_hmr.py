@@ -83,6 +83,7 @@ def get_config(arg=None):
     c.loss_weights = ml_collections.ConfigDict(dict(
         vertex_l2=1.0, vertex_l1=1.0, beta=0.001, pose=1.0, joints_3d=5.0, joints_2d=5.0,
         adversarial=0.1,
+        joints_3d_pa=0.0,  # the 3D joints after PA-MPJPE's similarity alignment (not in the report)
         # With the keypoint head: its 2D L1 (as joints_2d), its heatmaps' KL to a Gaussian of
         # train.heatmap_sigma_px around each joint, and the lifting pass (the 3D terms above, with
         # their weights, on the regressor run from GT 2D keypoints + train.lift_noise_px noise).

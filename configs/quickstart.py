@@ -68,12 +68,13 @@ def get_config(arg=None):
     c.loss_weights.keypoints_2d = 5.0  # the head's 2D L1, weighted as joints_2d
     c.loss_weights.keypoint_heatmap = 0.5  # single-peaked heatmaps: KL to a Gaussian at each joint,
     c.train.heatmap_sigma_px = 2.0  # of 2 px std (half a cell of the 24 x 24 maps on 96 px crops)
+    c.loss_weights.joints_3d_pa = 5.0  # articulation after the similarity alignment (PA-MPJPE's), as joints_3d
     c.loss_weights.lift = 2.0  # the regressor also lifts GT 2D keypoints (+2 px noise) each step
     # AdamW's decoupled weight decay narrows the gap between the training split and unseen
     # subjects (0.1 and 0.3 both help over a whole run; docs/quickstart_tuning.md, session 10).
     c.optim.gen.name = "adamw"
     c.optim.gen.weight_decay = 0.3
-    c.optim.gen.learning_rate = 1e-3
+    c.optim.gen.learning_rate = 1.5e-3  # at ~4,800 steps: 0.480 / 0.493 vs 0.502 / 0.513 at 1e-3
     c.optim.gen.schedule = "warmup_cosine"
     c.optim.gen.warmup_steps = 100
     c.optim.gen.clip_norm = 10.0

@@ -172,15 +172,20 @@ def translation_to_weak_perspective(
     return jnp.stack([s, t[..., 0], t[..., 1]], axis=-1)
 
 
-def procrustes_align(
-    x: Float[Array, "... n 3"], y: Float[Array, "... n 3"]
-) -> Float[Array, "... n 3"]:
-    """Similarity transform (scale, rotation, translation) of `x` that best matches `y` (L2)."""
-    mx = x.mean(axis=-2, keepdims=True)
-    my = y.mean(axis=-2, keepdims=True)
+def similarity_fit(
+    x: Float[Array, "... n 3"], y: Float[Array, "... n 3"], w: Float[Array, "... n"] | None = None
+) -> tuple[Float[Array, "..."], Float[Array, "... 3 3"], Float[Array, "... 1 3"], Float[Array, "... 1 3"]]:
+    """(scale s, rotation R, mean of x, mean of y) of the similarity s R (x - mean_x) + mean_y
+    closest to `y` in (w-weighted) least squares (Umeyama; equal weights when `w` is None)."""
+    if w is None:
+        wn = jnp.full(x.shape[:-1], 1.0 / x.shape[-2], x.dtype)
+    else:
+        wn = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-8)  # sums to 1
+    mx = jnp.sum(wn[..., None] * x, axis=-2, keepdims=True)
+    my = jnp.sum(wn[..., None] * y, axis=-2, keepdims=True)
     x0, y0 = x - mx, y - my
-    var_x = jnp.sum(x0 * x0, axis=(-2, -1))
-    cov = jnp.swapaxes(x0, -1, -2) @ y0  # (..., 3, 3) = sum_n x_n y_n^T
+    var_x = jnp.sum(wn * jnp.sum(x0 * x0, axis=-1), axis=-1)
+    cov = jnp.swapaxes(wn[..., None] * x0, -1, -2) @ y0  # (..., 3, 3) = sum_n w_n x_n y_n^T
     u, s, vt = jnp.linalg.svd(cov)
     # Reflection guard: flip the last singular direction when det(V U^T) < 0.
     d = jnp.sign(jnp.linalg.det(jnp.swapaxes(vt, -1, -2) @ jnp.swapaxes(u, -1, -2)))
@@ -188,4 +193,16 @@ def procrustes_align(
     diag = jnp.concatenate([jnp.ones_like(s[..., :2]), d[..., None]], axis=-1)
     rot = jnp.swapaxes(vt, -1, -2) @ (diag[..., :, None] * jnp.swapaxes(u, -1, -2))  # R with y ~ R x
     scale = jnp.sum(s * diag, axis=-1) / jnp.maximum(var_x, _EPS)
-    return scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, x0) + my
+    return scale, rot, mx, my
+
+
+def apply_similarity(scale, rot, mx, my, x: Float[Array, "... n 3"]) -> Float[Array, "... n 3"]:
+    """s R (x - mx) + my (the arguments as `similarity_fit` returns them)."""
+    return scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, x - mx) + my
+
+
+def procrustes_align(
+    x: Float[Array, "... n 3"], y: Float[Array, "... n 3"]
+) -> Float[Array, "... n 3"]:
+    """Similarity transform (scale, rotation, translation) of `x` that best matches `y` (L2)."""
+    return apply_similarity(*similarity_fit(x, y), x)

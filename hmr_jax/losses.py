@@ -9,6 +9,8 @@ Every function is a pure function of arrays and returns a scalar. Reductions, ex
     - ``beta_l2``:    ||beta - beta_gt||_2^2              (eq. 3; sum over the K coefficients)
     - ``pose_l2``:    mean_j ||R_j - R_j_gt||_F^2         (eq. 4; 24 joints incl. global orient)
     - ``joints_3d_l2``: mean_j c_j ||X_j - X_j_gt||_2^2   (eq. 5; after root alignment, c = conf)
+    - ``joints_3d_pa``: the same after the similarity alignment of X to X_gt (PA-MPJPE's; not in
+      the report): articulation only, no global rotation / scale / translation
     - ``joints_2d_l1``: mean_j c_j ||x_j - x_j_gt||_1     (eq. 6; normalised coords, c = vis)
     - ``keypoints_l1``: the same distance for 2D points predicted directly (the optional keypoint
       head's term ``keypoints_2d``; not in the report)
@@ -36,10 +38,10 @@ from hmr_jax import joints as joints_lib
 
 ADVERSARIAL_NUM_DISCRIMINATORS = 25
 LOSS_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_2d", "adversarial", "keypoints_2d",
-              "keypoint_heatmap", "lift")
+              "keypoint_heatmap", "lift", "joints_3d_pa")
 # The terms of the lifting pass (trainer: `lift` = sum of these, each with its own weight, computed on
 # the regressor's estimate from ground-truth 2D keypoints): the 3D supervision.
-LIFT_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d")
+LIFT_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_3d_pa")
 
 
 def masked_mean(values: Float[Array, "b"], mask: Float[Array, "b"] | None) -> Float[Array, ""]:
@@ -154,6 +156,29 @@ def joints_3d_l2_loss(
 def normalize_keypoints(keypoints_px: Float[Array, "... 2"], img_size: float) -> Float[Array, "... 2"]:
     """Crop pixels -> normalised coordinates: x_norm = 2 x / img_size - 1 (inverse of the camera map)."""
     return 2.0 * keypoints_px / img_size - 1.0
+
+
+def joints_3d_pa_loss(
+    pred_joints: Float[Array, "b j 3"],
+    gt_joints: Float[Array, "b j 4"],
+    has_joints_3d: Float[Array, "b"] | None = None,
+) -> Float[Array, ""]:
+    """mean_j c_j ||A(X)_j - X_gt_j||^2 with A the similarity (scale, rotation, translation) that
+    best aligns X to X_gt, confidence-weighted (`geometry.similarity_fit`): PA-MPJPE's alignment as
+    a loss, so only the articulation is penalised. The gradient moves the joints with A's scale and
+    rotation held (at the optimum the same gradient as through the fit); masked by has_joints_3d.
+    """
+    if gt_joints.shape[:-1] != pred_joints.shape[:-1] or gt_joints.shape[-1] != 4:
+        raise ValueError(
+            f"joints_3d_pa_loss: expected gt (B, J, 4) matching pred {pred_joints.shape[:-1]}, found {gt_joints.shape}"
+        )
+    gt_joints = _zero_masked(gt_joints, has_joints_3d)
+    gt_xyz, conf = gt_joints[..., :3], gt_joints[..., 3]  # (B, J, 3), (B, J)
+    scale, rot, mx, my = geometry.similarity_fit(pred_joints, gt_xyz, conf)
+    aligned = geometry.apply_similarity(jax.lax.stop_gradient(scale), jax.lax.stop_gradient(rot), mx, my,
+                                        pred_joints)
+    per_sample = jnp.mean(conf * jnp.sum((aligned - gt_xyz) ** 2, axis=-1), axis=-1)  # (B,)
+    return masked_mean(per_sample, has_joints_3d)
 
 
 def joints_2d_l1_loss(
@@ -323,6 +348,7 @@ __all__ = [
     "joints_2d_l1_loss",
     "keypoints_l1_loss",
     "LIFT_TERMS",
+    "joints_3d_pa_loss",
     "adversarial_generator_loss",
     "adversarial_discriminator_loss",
     "total_generator_loss",

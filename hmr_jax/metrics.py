@@ -111,19 +111,7 @@ def weighted_procrustes_align(
 
     Equal weights give `geometry.procrustes_align`.
     """
-    wn = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-8)  # (B, N), sums to 1
-    mx = jnp.sum(wn[..., None] * x, axis=-2, keepdims=True)  # (B, 1, 3)
-    my = jnp.sum(wn[..., None] * y, axis=-2, keepdims=True)
-    x0, y0 = x - mx, y - my
-    var_x = jnp.sum(wn * jnp.sum(x0 * x0, axis=-1), axis=-1)  # (B,)
-    cov = jnp.swapaxes(wn[..., None] * x0, -1, -2) @ y0  # (B, 3, 3) = sum_n w_n x_n y_n^T
-    u, sv, vt = jnp.linalg.svd(cov)
-    d = jnp.sign(jnp.linalg.det(jnp.swapaxes(vt, -1, -2) @ jnp.swapaxes(u, -1, -2)))
-    d = jnp.where(d == 0, 1.0, d)
-    diag = jnp.concatenate([jnp.ones_like(sv[..., :2]), d[..., None]], axis=-1)
-    rot = jnp.swapaxes(vt, -1, -2) @ (diag[..., :, None] * jnp.swapaxes(u, -1, -2))
-    scale = jnp.sum(sv * diag, axis=-1) / jnp.maximum(var_x, 1e-12)
-    return scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, x0) + my
+    return geometry.apply_similarity(*geometry.similarity_fit(x, y, w), x)
 
 
 def pve(

@@ -298,6 +298,7 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 "beta": losses.beta_l2_loss(e["betas"], batch["shape"], has_smpl),
                 "pose": losses.pose_l2_loss(e["pose_rotmat"], gt_rotmat, has_smpl),
                 "joints_3d": losses.joints_3d_l2_loss(j, batch["joints_3d"], batch["has_joints_3d"], joint_set),
+                "joints_3d_pa": losses.joints_3d_pa_loss(j, batch["joints_3d"], batch["has_joints_3d"]),
             }, j) for e, v, j in zip(estimates, vertices, pred_joints)]
 
         def gen_loss(params):

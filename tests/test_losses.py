@@ -80,6 +80,41 @@ def test_joints_3d_loss_zero_translation_invariant(joint_set):
     np.testing.assert_allclose(losses.joints_3d_l2_loss(pred2, gt0, ONES, joint_set), 0.0, atol=1e-10)
 
 
+def test_joints_3d_pa_loss_ignores_similarity_and_matches_procrustes():
+    rng = _rng(12)
+    gt = _gt_joints(rng)
+    rot = _rotmats(rng, j=1)[:, 0]  # (B, 3, 3)
+    similar = 1.7 * jnp.einsum("bij,bnj->bni", rot, gt[..., :3]) + jnp.array([0.3, -1.0, 2.0])
+    np.testing.assert_allclose(losses.joints_3d_pa_loss(similar, gt, ONES), 0.0, atol=1e-9)
+    pred = gt[..., :3] + 0.2 * jnp.asarray(rng.normal(size=(B, J, 3)), jnp.float32)
+    moved = 0.6 * jnp.einsum("bij,bnj->bni", rot, pred) - 4.0
+    ref = jnp.mean(jnp.sum((geometry.procrustes_align(pred, gt[..., :3]) - gt[..., :3]) ** 2, -1))
+    np.testing.assert_allclose(losses.joints_3d_pa_loss(pred, gt, ONES), ref, rtol=1e-4)
+    np.testing.assert_allclose(losses.joints_3d_pa_loss(moved, gt, ONES), ref, rtol=1e-4)
+    # Confidence 0: the joint is out of the fit and of the error, whatever its GT holds.
+    gt0 = gt.at[:, 5, :3].set(1e3).at[:, 5, 3].set(0.0)
+    pred0 = pred.at[:, 5].set(gt[:, 5, :3])
+    keep = np.arange(J) != 5
+    ref0 = jnp.mean(jnp.sum((geometry.procrustes_align(pred[:, keep], gt[:, keep, :3]) - gt[:, keep, :3]) ** 2, -1),
+                    axis=-1)
+    np.testing.assert_allclose(losses.joints_3d_pa_loss(pred0, gt0, ONES), jnp.mean(ref0 * (J - 1) / J), rtol=1e-4)
+
+
+def test_joints_3d_pa_loss_gradient_is_that_of_the_minimum():
+    """The alignment's scale and rotation are held in the gradient; at the optimum that is the
+    gradient of the aligned error itself (envelope theorem): central differences agree."""
+    rng = _rng(13)
+    gt = _gt_joints(rng, b=1, j=8)
+    pred = gt[..., :3] + 0.3 * jnp.asarray(rng.normal(size=(1, 8, 3)), jnp.float32)
+    f = lambda p: losses.joints_3d_pa_loss(p, gt)  # noqa: E731
+    grad = np.asarray(jax.grad(f)(pred))
+    eps = 1e-2
+    for n, c in ((0, 0), (3, 1), (7, 2)):
+        step = jnp.zeros_like(pred).at[0, n, c].set(eps)
+        numeric = (float(f(pred + step)) - float(f(pred - step))) / (2 * eps)
+        np.testing.assert_allclose(grad[0, n, c], numeric, rtol=2e-2, atol=1e-4)
+
+
 def test_joints_3d_root_depends_on_joint_set():
     rng = _rng(3)
     gt = _gt_joints(rng)
@@ -209,6 +244,7 @@ def test_gradients_finite():
             "beta": losses.beta_l2_loss(pv[:, 0], v[:, 0], mask),
             "pose": losses.pose_l2_loss(pr, rot, mask),
             "joints_3d": losses.joints_3d_l2_loss(pj, gt, mask, "spin24"),
+            "joints_3d_pa": losses.joints_3d_pa_loss(pj, gt, mask),
             "joints_2d": losses.joints_2d_l1_loss(pj, pc, kp, 64.0),
             "adversarial": losses.adversarial_generator_loss(d),
         }
