@@ -10,14 +10,15 @@ where the global orientation dominated the error of so short a run). ResNet-18 a
 lifting pass (hmr_jax/models/keypoint_head.py; the regressor reads the head's keypoints and is also
 taught on the true ones each step), a 3-iteration regressor (2 x 512, dropout 0.2) with the 6D
 rotation output and NO adversarial prior (no discriminator, so cheaper steps); the vertex terms on
-every 4th vertex; AdamW with weight decay 0.3.
+every 4th vertex; a 3D-joint term after the similarity alignment (joints_3d_pa); AdamW (learning
+rate 1.5e-3, weight decay 0.3).
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
-validation split at most half of those of predicting the mean pose and shape.
-Measured (2026-12-01, session 11, 2,900 steps, fresh clone and workdir, idle 2-core machine): MPJPE
-102.0 mm vs 189.8 mm for the training-set mean pose/shape (ratio 0.537), PA-MPJPE 74.5 vs 137.1 mm
-(ratio 0.544): the quality goal is NOT met yet. Time: 13 min 35 s wall, pip step and generation
-included (3,100 steps: 0.529 / 0.536 but 14 min 57 s in a slower hour of the same machine, no
-margin left: README, Quickstart results).
+validation split at most half of those of predicting the mean pose and shape. The run's length is
+set by train.time_budget_min (14 minutes from the process's start, generation included).
+Measured (2026-12-01, session 12, fresh clone and workdir, idle 2-core machine): 4,613 steps fit,
+13 min 42 s wall with the pip step; MPJPE 92.5 mm vs 189.8 mm for the training-set mean pose/shape
+(ratio 0.488), PA-MPJPE 67.8 vs 137.1 mm (ratio 0.495). A machine as slow as session 11's fits
+~3,000 steps, short of the goal (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:

@@ -10,9 +10,7 @@ import optax
 import pytest
 
 import trainer_helpers as th
-from hmr_jax import body_model
 from hmr_jax import checkpoint as ckpt_lib
-from hmr_jax import smpl
 from hmr_jax import trainer
 
 th.enable_compilation_cache()
@@ -60,10 +58,7 @@ def test_train_step_follows_the_run_length_in_the_state(tiny):
                                      "adversarial.disc_loss_weight": 0.0})
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
-        models = trainer.make_models(config)
-        state = trainer.create_sharded_state(config, models, mesh)
-        body = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
-        step = jax.jit(trainer.make_train_step(config, models, "smpl24"))
+        _, state, body, step = th.train_parts(config, mesh)
         batch = trainer.to_global(th.fixed_batch(tiny), mesh)
         for n, moves in ((7, False), (50, True)):
             s = dataclasses.replace(state, step=trainer.replicate(np.int32(7), mesh),

@@ -30,10 +30,7 @@ def setup(tmp_path_factory):
                                          "adversarial.disc_loss_weight": 0.0})
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
-        models = trainer.make_models(config)
-        state = trainer.create_sharded_state(config, models, mesh)
-        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
-        step = jax.jit(trainer.make_train_step(config, models, "smpl24"))
+        models, state, smpl_model, step = th.train_parts(config, mesh)
         yield dict(config=config, mesh=mesh, models=models, state=state, smpl=smpl_model, step=step,
                    batch=th.fixed_batch(data_dir))
 

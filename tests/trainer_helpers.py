@@ -107,6 +107,18 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def train_parts(config, mesh):
+    """(models, fresh state, replicated default body model, jitted train step) of `config`; call
+    inside `jax.set_mesh(mesh)`."""
+    import jax  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
+
+    models = trainer.make_models(config)
+    state = trainer.create_sharded_state(config, models, mesh)
+    smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+    return models, state, smpl_model, jax.jit(trainer.make_train_step(config, models, "smpl24"))
+
+
 def fixed_batch(data_dir, n: int = 8) -> dict:
     """The first n samples of `make_dataset`'s files as a training batch (no crop/augmentation:
     the boxes cover the whole image)."""
