@@ -2,7 +2,8 @@
 
 Read top to bottom in stages (config checks: `hmr_jax.config_checks`): optimisers, state, steps, input, loop.
 
-* `TrainState` is one pytree: step, generator params / batch stats / optimiser state,
+* `TrainState` is one pytree: step, the run's length (for the learning-rate schedules; set
+  while training under train.time_budget_min), generator params / batch stats / optimiser state,
   discriminator params / optimiser state, reduce-on-plateau state and the RNG key. The data
   position is the step (the input pipeline restarts at `make_iterator(start_step=step)`).
 * `train_step(state, batch, smpl_model, prior)` is pure; it is compiled once with `jax.jit`,
@@ -711,9 +712,6 @@ def draw_predictions(images: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     return render.contact_sheet(tiles, cols=2 * cols)
 
 
-# --------------------------------------------------------------------------------------------- loop
-
-
 # ------------------------------------------------------------------------------------- time budget
 
 
@@ -805,6 +803,9 @@ class BudgetPlanner:
                                 eval_seconds=eval_seconds, image_every=self.image_every,
                                 image_seconds=image_seconds)
         return n if n < num_steps or n > (1.0 + self.GROW) * num_steps else None
+
+
+# --------------------------------------------------------------------------------------------- loop
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None
