@@ -72,11 +72,6 @@ def learning_rate(cfg: ml_collections.ConfigDict, count, num_steps):
     return jnp.where(count < warmup, ramp, main)
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-    """`learning_rate` of a run of fixed length, as an optax schedule (a function of the step)."""
-    return functools.partial(learning_rate, cfg, num_steps=num_steps)
-
-
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """optax chain: optional global-norm clipping, then adam / adamw / sgd.
 
@@ -775,19 +770,17 @@ class BudgetPlanner:
         self.eval_every = int(tc.eval_every) if final_eval else 0
         self.image_every, self.final_eval = int(tc.image_every), final_eval
         self.windows: list[float] = []  # seconds per step of each logging window
-        self.eval_seconds = self.image_seconds = 0.0
-        self.measured_eval = self.measured_image = False
+        self.eval_seconds: float | None = None  # the slowest so far; None until one has been timed
+        self.image_seconds: float | None = None
 
     def window(self, seconds_per_step: float) -> None:
         self.windows.append(seconds_per_step)
 
     def evaluated(self, seconds: float) -> None:
-        self.eval_seconds = max(seconds, self.eval_seconds if self.measured_eval else 0.0)
-        self.measured_eval = True
+        self.eval_seconds = max(seconds, self.eval_seconds or 0.0)
 
     def drew_images(self, seconds: float) -> None:
-        self.image_seconds = max(seconds, self.image_seconds if self.measured_image else 0.0)
-        self.measured_image = True
+        self.image_seconds = max(seconds, self.image_seconds or 0.0)
 
     def plan(self, step: int, num_steps: int, now: float) -> int | None:
         """The run's new length, or None to keep `num_steps` (too few timings yet, or about as long)."""
@@ -795,8 +788,8 @@ class BudgetPlanner:
         if len(timed) < self.WARMUP_WINDOWS:
             return None
         step_seconds = float(np.mean(timed[-self.WINDOWS:]))
-        eval_seconds = self.eval_seconds if self.measured_eval else self.GUESS_SECONDS
-        image_seconds = self.image_seconds if self.measured_image else self.GUESS_SECONDS
+        eval_seconds = self.GUESS_SECONDS if self.eval_seconds is None else self.eval_seconds
+        image_seconds = self.GUESS_SECONDS if self.image_seconds is None else self.image_seconds
         left = self.MARGIN * (self.deadline - now) - self.TAIL_SECONDS
         n = steps_within_budget(step=step, seconds_left=left, step_seconds=step_seconds, floor=step,
                                 cap=self.cap, eval_every=self.eval_every, final_eval=self.final_eval,

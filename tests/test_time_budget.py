@@ -38,7 +38,7 @@ def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule
     traced = jax.jit(jax.vmap(lambda c, n: trainer.learning_rate(opt, c, n), in_axes=(0, None)))
     for num_steps in (200, 120):
         ref = np.array([float(_optax_reference(opt, num_steps)(c)) for c in counts])
-        np.testing.assert_allclose(np.asarray(trainer.make_schedule(opt, num_steps)(counts)), ref,
+        np.testing.assert_allclose(np.asarray(trainer.learning_rate(opt, counts, num_steps)), ref,
                                    rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(np.asarray(traced(counts, jnp.int32(num_steps))), ref, rtol=1e-5, atol=1e-9)
 

@@ -1,6 +1,7 @@
 """Functional core of the trainer: train_step overfits, NaN skip, config checks, checkpoints."""
 
 import dataclasses
+import functools
 import os
 import time
 
@@ -205,11 +206,11 @@ def test_schedules():
     opt = config.optim.gen
     opt.learning_rate, opt.warmup_steps = 1.0, 10
     opt.schedule = "warmup_cosine"
-    sched = trainer.make_schedule(opt, 110)
+    sched = functools.partial(trainer.learning_rate, opt, num_steps=110)
     assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1.0)
     assert float(sched(110)) == pytest.approx(opt.end_factor)
     opt.schedule, opt.decay_every, opt.decay_factor = "step", 50, 0.1
-    sched = trainer.make_schedule(opt, 110)
+    sched = functools.partial(trainer.learning_rate, opt, num_steps=110)
     assert float(sched(5)) == pytest.approx(0.5)
     assert float(sched(10 + 49)) == pytest.approx(1.0) and float(sched(10 + 50)) == pytest.approx(0.1)
 
