@@ -125,6 +125,7 @@ def get_config(arg=None):
 
 
 def _optimizer(name, learning_rate):
+    # schedule: constant | warmup_cosine | warmup_linear (to end_factor * lr) | step (trainer.learning_rate)
     return ml_collections.ConfigDict(dict(
         name=name, learning_rate=learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
         momentum=0.9, clip_norm=0.0, schedule="constant", warmup_steps=0, end_factor=0.01,

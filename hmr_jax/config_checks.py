@@ -18,7 +18,7 @@ from hmr_jax.data import augment as augment_lib
 from hmr_jax.models import keypoint_head
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "warmup_cosine", "step")
+SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
 NAN_POLICIES = ("stop", "skip")
 ROT_REPRS = ("aa", "6d")
 ENCODER_DEPTHS = (18, 34, 50)
@@ -101,7 +101,7 @@ def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
         _unit(config, f"{prefix}.momentum")
     sched = _one_of(config, f"{prefix}.schedule", SCHEDULES)
     _nonneg_int(config, f"{prefix}.warmup_steps")
-    if sched == "warmup_cosine":
+    if sched in ("warmup_cosine", "warmup_linear"):
         _unit(config, f"{prefix}.end_factor")
     if sched == "step":
         _positive_int(config, f"{prefix}.decay_every")

@@ -54,17 +54,21 @@ METRICS_FILE = "metrics.jsonl"
 
 def learning_rate(cfg: ml_collections.ConfigDict, count, num_steps):
     """The learning rate at step `count` of a `num_steps`-step run: 'constant', 'warmup_cosine'
-    (to end_factor * lr at num_steps; optax's warmup_cosine_decay_schedule) or 'step' decay, each
+    (to end_factor * lr at num_steps; optax's warmup_cosine_decay_schedule), 'warmup_linear' (a
+    straight line to end_factor * lr at num_steps; optax's linear_schedule) or 'step' decay, each
     after `warmup_steps` of linear warm-up from 0. `count` and `num_steps` may be traced (the
     trainer reads the run's length from the state: train.time_budget_min sets it while training)."""
     lr, warmup = float(cfg.learning_rate), int(cfg.warmup_steps)
     count = jnp.asarray(count, jnp.float32)
     ramp = lr * count / warmup if warmup else lr
-    if cfg.schedule == "warmup_cosine":
+    if cfg.schedule in ("warmup_cosine", "warmup_linear"):
         span = jnp.maximum(jnp.asarray(num_steps, jnp.float32), warmup + 1) - warmup
         end = lr * float(cfg.end_factor)
         done = jnp.clip((count - warmup) / span, 0.0, 1.0)
-        main = end + (lr - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+        if cfg.schedule == "warmup_cosine":
+            main = end + (lr - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+        else:
+            main = lr + (end - lr) * done
     elif cfg.schedule == "constant":
         main = jnp.full_like(count, lr)
     else:  # step

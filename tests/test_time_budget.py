@@ -23,12 +23,16 @@ def _optax_reference(opt, num_steps):
     if opt.schedule == "warmup_cosine":
         return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1),
                                                   end_value=lr * opt.end_factor)
-    main = (optax.constant_schedule(lr) if opt.schedule == "constant" else
-            optax.exponential_decay(lr, opt.decay_every, opt.decay_factor, staircase=True))
+    if opt.schedule == "warmup_linear":
+        main = optax.linear_schedule(lr, lr * opt.end_factor, max(num_steps - warmup, 1))
+    elif opt.schedule == "constant":
+        main = optax.constant_schedule(lr)
+    else:
+        main = optax.exponential_decay(lr, opt.decay_every, opt.decay_factor, staircase=True)
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup]) if warmup else main
 
 
-@pytest.mark.parametrize("schedule", ["warmup_cosine", "constant", "step"])
+@pytest.mark.parametrize("schedule", ["warmup_cosine", "warmup_linear", "constant", "step"])
 @pytest.mark.parametrize("warmup", [0, 25])
 def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule, warmup):
     opt = th.load_config("quickstart").optim.gen
