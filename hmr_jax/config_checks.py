@@ -19,6 +19,7 @@ from hmr_jax.models import keypoint_head
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
+DECAY_TO_END_SCHEDULES = ("warmup_cosine", "warmup_linear")  # reach end_factor * lr at the run's end
 NAN_POLICIES = ("stop", "skip")
 ROT_REPRS = ("aa", "6d")
 ENCODER_DEPTHS = (18, 34, 50)
@@ -101,7 +102,7 @@ def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
         _unit(config, f"{prefix}.momentum")
     sched = _one_of(config, f"{prefix}.schedule", SCHEDULES)
     _nonneg_int(config, f"{prefix}.warmup_steps")
-    if sched in ("warmup_cosine", "warmup_linear"):
+    if sched in DECAY_TO_END_SCHEDULES:
         _unit(config, f"{prefix}.end_factor")
     if sched == "step":
         _positive_int(config, f"{prefix}.decay_every")

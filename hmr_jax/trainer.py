@@ -61,7 +61,7 @@ def learning_rate(cfg: ml_collections.ConfigDict, count, num_steps):
     lr, warmup = float(cfg.learning_rate), int(cfg.warmup_steps)
     count = jnp.asarray(count, jnp.float32)
     ramp = lr * count / warmup if warmup else lr
-    if cfg.schedule in ("warmup_cosine", "warmup_linear"):
+    if cfg.schedule in config_checks.DECAY_TO_END_SCHEDULES:
         span = jnp.maximum(jnp.asarray(num_steps, jnp.float32), warmup + 1) - warmup
         end = lr * float(cfg.end_factor)
         done = jnp.clip((count - warmup) / span, 0.0, 1.0)
