@@ -20,8 +20,10 @@ The implementations are timed round-robin (one step of each per round), so load 
 processes on the machine hits all of them alike; the median step time of each is reported.
 JAX variants (`--variants`) are the same train_step compiled with different XLA compiler
 options (see VARIANTS), each with its own state, all in the same process; the suffix
-`+bf16` runs the encoder in bfloat16. Each JAX variant prints its loss after the first step (same init, same batch: the
-variants must agree).
+`+bf16` runs the encoder in bfloat16, `+matmul` / `+xla` traces the step with the convolutions'
+weight gradients as matmuls / as XLA's own (HMR_JAX_CONV_WEIGHT_GRAD, `resnet.matmul_weight_grads`;
+default: that function's choice for this CPU). Each JAX variant prints its loss after the first
+step (same init, same batch: the variants must agree).
 
 Measured here (2 shared AVX2 cores, batch 8, 224 px, ResNet-50, float32, jax 0.10.2, torch 2.13;
 `python benchmarks/train_step.py --steps 9`, 9 round-robin steps, medians):
@@ -60,6 +62,7 @@ import time
 import jax
 import numpy as np
 from hmr_jax import config_files, hugepages
+from hmr_jax.models import resnet
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -364,11 +367,15 @@ def main():
     parser.add_argument("--batch", type=int, default=None, help="default 8 (h36m_hmr) / the config's")
     parser.add_argument("--img-size", type=int, default=None, help="default 224 (h36m_hmr) / the config's")
     parser.add_argument("--steps", type=int, default=3, help="timed steps of each implementation")
+    parser.add_argument("--settle", type=int, default=1,
+                        help="untimed steps of an implementation before its timed one in each round "
+                             "(what it pays for following another implementation is then not timed)")
     parser.add_argument("--depth", type=int, default=None, choices=(18, 34, 50))
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
     parser.add_argument("--variants", default="default",
                         help=f"comma-separated JAX variants (XLA options) from {sorted(VARIANTS)}; "
-                             "suffix '+bf16': encoder in bfloat16")
+                             "suffixes '+bf16': encoder in bfloat16, '+matmul' / '+xla': the "
+                             "convolutions' weight gradients as matmuls / XLA's own")
     parser.add_argument("--body", default="smpl-sized", choices=("smpl-sized", "default"),
                         help="random SMPL-sized arrays (6890 vertices) or hmr_jax.body_model's procedural model")
     parser.add_argument("--no-torch", action="store_true")
@@ -405,7 +412,8 @@ def main():
           f"body {args.body} ({smpl_host.v_template.shape[0]} vertices, "
           f"{body_host.v_template.shape[0]} in the step's vertex terms), "
           f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
-          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; convolution weight gradients "
+          f"{'matmul' if resnet.matmul_weight_grads() else 'xla'} unless a variant says", flush=True)
 
     runners = []
     for spec in args.variants.split(","):
@@ -413,12 +421,22 @@ def main():
         if name not in VARIANTS:
             raise SystemExit(f"--variants: unknown variant {name!r}; expected one of {sorted(VARIANTS)}")
         cfg = load_config(args)  # a fresh copy
+        env = dict(os.environ)
         for suffix in suffixes:
             if suffix == "bf16":
                 cfg.model.dtype = "bfloat16"
+            elif suffix in ("matmul", "xla"):
+                env[resnet.WEIGHT_GRAD_ENV] = suffix
             else:
-                raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16")
-        r = JaxRunner(f"jax:{spec}", cfg, body, batch, VARIANTS[name])
+                raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16, "
+                                 "+matmul or +xla")
+        saved = dict(os.environ)
+        os.environ.update(env)  # read when the step is traced (in JaxRunner)
+        try:
+            r = JaxRunner(f"jax:{spec}", cfg, body, batch, VARIANTS[name])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
               f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
               f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "
@@ -440,6 +458,8 @@ def main():
     loads = []
     for _ in range(args.steps):
         for name, fn in runners:
+            for _ in range(args.settle):
+                fn()
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -87,28 +87,62 @@ def _assert_matches_lax_conv(op, x, w, stride, pad, rng):
     return g, ref_grads
 
 
+def _uses_matmul_grads(op, x, w):
+    """Whether op's traced backward pass holds the CPU-only matmul branch (`platform_dependent`)."""
+    y, vjp = jax.vjp(op, x, w)
+    return "platform_index" in str(jax.make_jaxpr(vjp)(jnp.ones_like(y)))
+
+
+@pytest.mark.parametrize("mode", ["matmul", "xla"])
 @pytest.mark.parametrize("shape", [(2, 32, 32, 3), (1, 33, 30, 3), (2, 18, 18, 5)])
-def test_stem_conv_matches_lax_conv(shape):
-    """7x7 / stride 2 / pad 3 (and a 5x5 / pad 2): values, input and weight gradients."""
+def test_stem_conv_matches_lax_conv(shape, mode, monkeypatch):
+    """7x7 / stride 2 / pad 3 (and a 5x5 / pad 2): values, input and weight gradients, with the
+    weight gradient as matmuls and as XLA's own (HMR_JAX_CONV_WEIGHT_GRAD)."""
+    monkeypatch.setenv(resnet.WEIGHT_GRAD_ENV, mode)
     rng = np.random.default_rng(2)
     k = 7 if shape[-1] == 3 else 5
     pad = (k - 1) // 2
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, shape[-1], 8)), jnp.float32)
 
-    g, ref_grads = _assert_matches_lax_conv(lambda x, w: resnet.stem_conv(x, w, pad), x, w, 2, pad, rng)
+    op = lambda x, w: resnet.stem_conv(x, w, pad)  # noqa: E731
+    assert _uses_matmul_grads(op, x, w) == (mode == "matmul")
+    g, ref_grads = _assert_matches_lax_conv(op, x, w, 2, pad, rng)
     assert _rel(ref_grads[1], resnet.stem_filter_grad(x, g, k, pad)) < 1e-5
 
 
+@pytest.mark.parametrize("mode", ["matmul", "xla"])
 @pytest.mark.parametrize("shape,stride", [((2, 56, 56, 4), 1), ((2, 56, 56, 4), 2), ((2, 14, 14, 6), 1),
                                           ((2, 15, 15, 6), 2)])
-def test_conv3x3_matches_lax_conv(shape, stride):
-    """Both weight-gradient paths (per image im2col for >= 56x56 inputs, per tap below)."""
+def test_conv3x3_matches_lax_conv(shape, stride, mode, monkeypatch):
+    """Both matmul weight-gradient paths (per image im2col for >= 56x56 inputs, per tap below) and
+    XLA's own (HMR_JAX_CONV_WEIGHT_GRAD)."""
+    monkeypatch.setenv(resnet.WEIGHT_GRAD_ENV, mode)
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, shape[-1], 5)), jnp.float32)
 
-    _assert_matches_lax_conv(lambda x, w: resnet.conv3x3(x, w, stride), x, w, stride, 1, rng)
+    op = lambda x, w: resnet.conv3x3(x, w, stride)  # noqa: E731
+    assert _uses_matmul_grads(op, x, w) == (mode == "matmul")
+    g, ref_grads = _assert_matches_lax_conv(op, x, w, stride, 1, rng)
+    assert _rel(ref_grads[1], resnet.conv3x3_filter_grad(x, g, stride)) < 1e-5
+
+
+def test_matmul_weight_grads_choice():
+    """HMR_JAX_CONV_WEIGHT_GRAD overrides; 'auto' (or unset) takes the matmuls on x86-64 without
+    AVX-512 only; anything else is an error naming the variable."""
+    env = resnet.WEIGHT_GRAD_ENV
+    for machine in ("x86_64", "aarch64"):
+        for avx512 in (False, True):
+            assert resnet.matmul_weight_grads({env: "matmul"}, machine, avx512)
+            assert not resnet.matmul_weight_grads({env: "XLA"}, machine, avx512)
+    assert resnet.matmul_weight_grads({}, "x86_64", avx512=False)
+    assert resnet.matmul_weight_grads({env: "auto"}, "AMD64", avx512=False)
+    assert not resnet.matmul_weight_grads({}, "x86_64", avx512=True)
+    assert not resnet.matmul_weight_grads({}, "arm64", avx512=False)
+    assert isinstance(resnet.matmul_weight_grads(), bool)  # this machine, this environment
+    with pytest.raises(ValueError, match=env):
+        resnet.matmul_weight_grads({env: "fast"}, "x86_64", False)
 
 
 def _ref_max_pool(x):

@@ -20,10 +20,10 @@ Parameter paths mirror torchvision's names so weights convert one to one
 Training speed on CPU (benchmarks/train_step.py, benchmarks/conv_layers.py): ops whose XLA:CPU
 autodiff is slow are replaced by exact equivalents with hand-written gradients -- 1x1
 convolutions as matmuls (`PointwiseConv`), the weight gradients of the 3x3 convolutions
-(`conv3x3`) and of the stem (`stem_conv`) as matmuls over patches, training-mode BatchNorm fused
-with the residual add and ReLU (`BatchNorm`, `batch_norm_act`), and the max pool's gradient as
-elementwise ops (`max_pool_3x3_s2`). Parameters, values and gradients are those of the plain ops
-(tests/test_resnet_ops.py).
+(`conv3x3`) and of the stem (`stem_conv`) as matmuls over patches (on CPUs where they pay:
+`matmul_weight_grads`), training-mode BatchNorm fused with the residual add and ReLU (`BatchNorm`,
+`batch_norm_act`), and the max pool's gradient as elementwise ops (`max_pool_3x3_s2`). Parameters,
+values and gradients are those of the plain ops (tests/test_resnet_ops.py).
 
 Extra knobs for small runs: `width` (channels of the first stage, 64 for the standard nets,
 e.g. 16 for a tiny CPU net) and `dtype` (compute dtype, e.g. bfloat16; parameters and batch
@@ -31,6 +31,8 @@ statistics stay float32 and the pooled features are returned in float32).
 """
 
 import functools
+import os
+import platform
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -168,6 +170,43 @@ class BatchNorm(nnx.BatchNorm):
         return y
 
 
+# ------------------------------------------------------------------------- convolution weight gradients
+
+WEIGHT_GRAD_ENV = "HMR_JAX_CONV_WEIGHT_GRAD"
+WEIGHT_GRAD_MODES = ("auto", "matmul", "xla")
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+    return bool(__cpu_features__.get("AVX512F"))
+
+
+def matmul_weight_grads(environ: Mapping[str, str] | None = None, machine: str | None = None,
+                        avx512: bool | None = None) -> bool:
+    """Whether `stem_conv` and `conv3x3` compute their weight gradients on CPU as matmuls over
+    patches (`stem_filter_grad`, `conv3x3_filter_grad`) rather than with XLA's own
+    backward-filter convolution. Decided when a step is traced, from the environment variable
+    HMR_JAX_CONV_WEIGHT_GRAD: 'matmul', 'xla', or 'auto' (unset): the matmuls on x86-64 CPUs
+    without AVX-512, where XLA:CPU's backward-filter convolution was the slow part of a step
+    (AVX2: ResNet-50's stem 333 vs 51 ms, its 3x3 layers 1.1-1.3x; benchmarks/conv_layers.py),
+    XLA's own elsewhere (AVX-512: its 3x3 weight gradients ran 1.9x faster than the matmuls at
+    ResNet-50's first stage, and the whole training step 1.1-1.2x faster; other CPUs: unmeasured,
+    so XLA's, the default of any JAX program). The arguments (default: this process) are for tests."""
+    environ = os.environ if environ is None else environ
+    mode = environ.get(WEIGHT_GRAD_ENV, "auto").strip().lower() or "auto"
+    if mode not in WEIGHT_GRAD_MODES:
+        raise ValueError(f"{WEIGHT_GRAD_ENV}: expected one of {WEIGHT_GRAD_MODES}, found {mode!r}")
+    if mode != "auto":
+        return mode == "matmul"
+    machine = (platform.machine() if machine is None else machine).lower()
+    if machine not in ("x86_64", "amd64"):
+        return False
+    return not (_cpu_has_avx512() if avx512 is None else avx512)
+
+
 # ----------------------------------------------------------------------------- stem convolution
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -216,8 +255,8 @@ def stem_filter_grad(x: Array, g: Array, k: int, pad: int) -> Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def stem_conv(x: Array, w: Array, pad: int) -> Array:
     """k x k / stride-2 convolution (NHWC, HWIO kernel, symmetric padding) whose weight gradient
-    is `stem_filter_grad` on CPU; values and input gradient (and the weight gradient on other
-    platforms) are XLA's convolution's."""
+    is `stem_filter_grad` on the CPUs of `matmul_weight_grads`; values and input gradient (and the
+    weight gradient elsewhere) are XLA's convolution's."""
     return _conv_nhwc(x, w, 2, pad)
 
 
@@ -228,9 +267,11 @@ def _stem_conv_fwd(x, w, pad):
 def _stem_conv_bwd(pad, res, g):
     x, w = res
     dx = jax.vjp(lambda x_: _conv_nhwc(x_, w, 2, pad), x)[1](g)[0]  # dead code for the image input
-    dw = jax.lax.platform_dependent(  # the matmul form pays off on CPU; elsewhere XLA's own
-        x, g, cpu=lambda x, g: stem_filter_grad(x, g, w.shape[0], pad).astype(w.dtype),
-        default=lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, 2, pad), w)[1](g)[0])
+    xla = lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, 2, pad), w)[1](g)[0]  # noqa: E731
+    if not matmul_weight_grads():
+        return dx, xla(x, g)
+    dw = jax.lax.platform_dependent(  # the matmul form pays off on some CPUs; elsewhere XLA's own
+        x, g, cpu=lambda x, g: stem_filter_grad(x, g, w.shape[0], pad).astype(w.dtype), default=xla)
     return dx, dw
 
 
@@ -239,7 +280,7 @@ stem_conv.defvjp(_stem_conv_fwd, _stem_conv_bwd)
 
 class StemConv(nnx.Conv):
     """The stride-2 stem convolution (same parameters and results as `nnx.Conv`) through
-    `stem_conv`: its weight gradient is a matmul over channel-major patches."""
+    `stem_conv`: its weight gradient is a matmul over channel-major patches where that pays."""
 
     def __call__(self, inputs: Array) -> Array:
         x, kernel = self.promote_dtype((inputs, self.kernel[...]), dtype=self.dtype)
@@ -284,8 +325,8 @@ def conv3x3_filter_grad(x: Array, g: Array, stride: int) -> Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3(x: Array, w: Array, stride: int) -> Array:
     """3x3 convolution, padding 1 (NHWC, HWIO kernel) whose weight gradient is
-    `conv3x3_filter_grad` on CPU; values and input gradient (and the weight gradient on other
-    platforms) are XLA's convolution's."""
+    `conv3x3_filter_grad` on the CPUs of `matmul_weight_grads`; values and input gradient (and the
+    weight gradient elsewhere) are XLA's convolution's."""
     return _conv_nhwc(x, w, stride, 1)
 
 
@@ -296,9 +337,11 @@ def _conv3x3_fwd(x, w, stride):
 def _conv3x3_bwd(stride, res, g):
     x, w = res
     dx = jax.vjp(lambda x_: _conv_nhwc(x_, w, stride, 1), x)[1](g)[0]
-    dw = jax.lax.platform_dependent(  # the matmul form pays off on CPU; elsewhere XLA's own
-        x, g, cpu=lambda x, g: conv3x3_filter_grad(x, g, stride).astype(w.dtype),
-        default=lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, stride, 1), w)[1](g)[0])
+    xla = lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, stride, 1), w)[1](g)[0]  # noqa: E731
+    if not matmul_weight_grads():
+        return dx, xla(x, g)
+    dw = jax.lax.platform_dependent(  # the matmul form pays off on some CPUs; elsewhere XLA's own
+        x, g, cpu=lambda x, g: conv3x3_filter_grad(x, g, stride).astype(w.dtype), default=xla)
     return dx, dw
 
 
@@ -307,7 +350,7 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 class Conv3x3(nnx.Conv):
     """A 3x3 / padding-1 convolution (same parameters and results as `nnx.Conv`) through
-    `conv3x3`: its weight gradient is computed with matmuls."""
+    `conv3x3`: its weight gradient is computed with matmuls where that pays."""
 
     def __call__(self, inputs: Array) -> Array:
         s = self.strides[0] if isinstance(self.strides, (tuple, list)) else self.strides
