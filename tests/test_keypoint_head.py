@@ -71,6 +71,20 @@ def test_fast_convs_with_bias_match_nnx_conv(cls, k):
     np.testing.assert_allclose(fast(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("src,dst", [((3, 4), (6, 8)), ((3, 3), (5, 6)), ((4, 4), (4, 4))])
+def test_upsample_is_nearest_resize_in_value_and_gradient(src, dst):
+    """The 2x broadcast form, and the resize fallback at other sizes, equal jax.image.resize's
+    nearest neighbour; so do their gradients (a random cotangent)."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, *src, 5)), jnp.float32)
+    target = (2, *dst, 5)
+    ref = lambda x: jax.image.resize(x, target, method="nearest")  # noqa: E731
+    ours = lambda x: keypoint_head._upsample_to(x, target)  # noqa: E731
+    np.testing.assert_array_equal(ours(x), ref(x))
+    g = jnp.asarray(rng.standard_normal(target), jnp.float32)
+    np.testing.assert_allclose(jax.vjp(ours, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("stride", keypoint_head.STRIDES)
 @pytest.mark.parametrize("size", [32, 40, 50])  # stage maps 8/4/2/1, 10/5/3/2, 13/7/4/2 (odd: resize)
 def test_head_keypoints_shape_range_and_gradients(size, stride):

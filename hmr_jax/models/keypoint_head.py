@@ -51,10 +51,15 @@ def soft_argmax(logits: Float[Array, "b h w j"]) -> Float[Array, "b j 2"]:
 
 
 def _upsample_to(x: Array, shape: Sequence[int]) -> Array:
-    """Nearest-neighbour resize of (B, h, w, C) to (B, H, W, C) (2x at even sizes; odd sizes too)."""
-    target = (x.shape[0], shape[1], shape[2], x.shape[3])
+    """Nearest-neighbour resize of (B, h, w, C) to (B, H, W, C) (2x at even sizes; odd sizes too).
+    An exact 2x is a broadcast and reshape (each cell repeated 2 x 2: what `jax.image.resize`'s
+    nearest gives there), whose gradient is a sum over the 2 x 2 block rather than a scatter."""
+    b, h, w, c = x.shape
+    target = (b, shape[1], shape[2], c)
     if target == x.shape:
         return x
+    if target[1:3] == (2 * h, 2 * w):
+        return jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(target)
     return jax.image.resize(x, target, method="nearest")
 
 
