@@ -40,6 +40,12 @@ Measured here (2 shared AVX2 cores, batch 8, 224 px, ResNet-50, float32, jax 0.1
   without (180 vs 143 images/s).
 - one core each (`taskset -c 1 python benchmarks/train_step.py --steps 5 --torch-threads 1`,
   load 1.5-1.9): jax 4.57 s/step, torch 4.26 s: 0.93x.
+- 2026-12-01, session 14, an AMD EPYC with AVX-512 (load 1.5-1.7): jax 1.99 s/step, torch 2.02:
+  1.01x (1.06x per CPU-s); another run with `--variants default,default+matmul --steps 7`: 1.12x,
+  the matmul weight gradients 1.05x. There XLA's own weight gradients are the faster ones
+  (`resnet.matmul_weight_grads` picks them on AVX-512), and without `--settle` the JAX step timed
+  right after a torch step took 2.85 s instead of 1.98: the runs above this line, made without it,
+  understate JAX.
 How: models/resnet.py computes 1x1 convolutions as matmuls and the max pool as slices (0.87 ->
 1.51 images/s at load 3), then fused training-mode BatchNorm + residual + ReLU with a
 hand-written backward, the weight gradients of the 3x3 and stem convolutions as matmuls over
