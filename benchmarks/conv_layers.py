@@ -10,8 +10,9 @@ For every distinct convolution shape of ResNet-50 at the given batch and image s
 for JAX (each piece a separate jitted function, NHWC / HWIO as in hmr_jax.models.resnet) and for
 PyTorch (NCHW, `torch.ops.aten.convolution_backward` with one output mask, which is what autograd
 runs), round-robin, and prints the median milliseconds, GFLOP/s and the time summed over the
-network (a shape times its number of occurrences). `jax_fast` is what hmr_jax.models.resnet
-runs (`resnet.stem_conv`, `resnet.conv3x3`: XLA's forward and input gradient, the weight
+network (a shape times its number of occurrences). `jax_matmul` is what hmr_jax.models.resnet
+runs where `resnet.matmul_weight_grads` says so (forced here with HMR_JAX_CONV_WEIGHT_GRAD=matmul;
+`resnet.stem_conv`, `resnet.conv3x3`: XLA's forward and input gradient, the weight
 gradient as matmuls).
 
 Then, unless --no-elementwise, training-mode BatchNorm + ReLU (forward, and forward + backward)
@@ -27,6 +28,10 @@ Measured here (2 shared AVX2 cores, load 1.5-2.0, batch 8, 224 px, medians of 3;
   those three shapes summed over the network (fwd + bwd_x + bwd_w): XLA 1385, ours 960, torch 1150;
   BatchNorm + ReLU fwd+bwd at (8, 56, 56, 256): flax 67, batch_norm_act 20, torch 56;
   max pool fwd+bwd: reduce_window 225, 9-slice autodiff 58, max_pool_3x3_s2 54, torch 63.
+2026-12-01, session 14, an AMD EPYC with AVX-512 (load 1.3-1.4; `--no-elementwise`), weight
+gradients: stem XLA 63.6, matmuls 29.7, torch 13.5; layer1 / layer3 3x3: XLA 21.3 / 15.8, matmuls
+40.2 / 15.3, torch 12.0 / 13.9; the network's k > 1 convolutions in all: XLA 600, matmuls 622,
+torch 385. Hence `resnet.matmul_weight_grads`: XLA's own on AVX-512.
 """
 
 import argparse
@@ -78,14 +83,15 @@ def main():
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated layer names (default: all)")
-    ap.add_argument("--impls", default="jax,jax_fast,torch",
-                    help="jax (plain lax conv), jax_fast (what hmr_jax.models.resnet runs: weight "
+    ap.add_argument("--impls", default="jax,jax_matmul,torch",
+                    help="jax (plain lax conv), jax_matmul (hmr_jax.models.resnet's weight "
                          "gradients as matmuls), torch, torch_cl (channels_last)")
     ap.add_argument("--no-elementwise", action="store_true",
                     help="skip the BatchNorm + ReLU and max pool rows")
     ap.add_argument("--torch-threads", type=int, default=2)
     args = ap.parse_args()
     impls = args.impls.split(",")
+    os.environ[resnet.WEIGHT_GRAD_ENV] = "matmul"  # jax_matmul's weight gradients on any CPU
     shapes = conv_shapes(args.batch, args.img_size)
     if args.only:
         shapes = [s for s in shapes if s[0] in args.only.split(",")]
@@ -108,10 +114,10 @@ def main():
         flops = 2 * xs[0] * ho * ho * k * k * cin * cout
         fns = {}  # (impl, piece) -> callable
         for impl in impls:
-            if impl in ("jax", "jax_fast"):
+            if impl in ("jax", "jax_matmul"):
                 if impl == "jax":
                     conv = lambda x_, w_, s=stride: plain_conv(x_, w_, s)  # noqa: E731
-                elif name.startswith("stem"):  # jax_fast: what hmr_jax.models.resnet runs
+                elif name.startswith("stem"):  # jax_matmul
                     conv = lambda x_, w_, p=p: resnet.stem_conv(x_, w_, p)  # noqa: E731
                 else:
                     conv = lambda x_, w_, s=stride: resnet.conv3x3(x_, w_, s)  # noqa: E731
