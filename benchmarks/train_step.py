@@ -64,6 +64,7 @@ import pathlib
 import statistics
 import tempfile
 import time
+from unittest import mock
 
 import jax
 import numpy as np
@@ -427,7 +428,7 @@ def main():
         if name not in VARIANTS:
             raise SystemExit(f"--variants: unknown variant {name!r}; expected one of {sorted(VARIANTS)}")
         cfg = load_config(args)  # a fresh copy
-        env = dict(os.environ)
+        env = {}
         for suffix in suffixes:
             if suffix == "bf16":
                 cfg.model.dtype = "bfloat16"
@@ -436,13 +437,8 @@ def main():
             else:
                 raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16, "
                                  "+matmul or +xla")
-        saved = dict(os.environ)
-        os.environ.update(env)  # read when the step is traced (in JaxRunner)
-        try:
+        with mock.patch.dict(os.environ, env):  # read when the step is traced (in JaxRunner)
             r = JaxRunner(f"jax:{spec}", cfg, body, batch, VARIANTS[name])
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
         print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
               f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
               f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "

@@ -177,10 +177,7 @@ WEIGHT_GRAD_MODES = ("auto", "matmul", "xla")
 
 
 def _cpu_has_avx512() -> bool:
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+    from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
     return bool(__cpu_features__.get("AVX512F"))
 
 
@@ -205,6 +202,14 @@ def matmul_weight_grads(environ: Mapping[str, str] | None = None, machine: str |
     if machine not in ("x86_64", "amd64"):
         return False
     return not (_cpu_has_avx512() if avx512 is None else avx512)
+
+
+def _weight_grad(x: Array, g: Array, matmul, xla) -> Array:
+    """A convolution's weight gradient: `matmul(x, g)` on the CPUs of `matmul_weight_grads`,
+    `xla(x, g)` (XLA's backward-filter convolution) everywhere else."""
+    if not matmul_weight_grads():
+        return xla(x, g)
+    return jax.lax.platform_dependent(x, g, cpu=matmul, default=xla)
 
 
 # ----------------------------------------------------------------------------- stem convolution
@@ -267,11 +272,8 @@ def _stem_conv_fwd(x, w, pad):
 def _stem_conv_bwd(pad, res, g):
     x, w = res
     dx = jax.vjp(lambda x_: _conv_nhwc(x_, w, 2, pad), x)[1](g)[0]  # dead code for the image input
-    xla = lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, 2, pad), w)[1](g)[0]  # noqa: E731
-    if not matmul_weight_grads():
-        return dx, xla(x, g)
-    dw = jax.lax.platform_dependent(  # the matmul form pays off on some CPUs; elsewhere XLA's own
-        x, g, cpu=lambda x, g: stem_filter_grad(x, g, w.shape[0], pad).astype(w.dtype), default=xla)
+    dw = _weight_grad(x, g, lambda x, g: stem_filter_grad(x, g, w.shape[0], pad).astype(w.dtype),
+                      lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, 2, pad), w)[1](g)[0])
     return dx, dw
 
 
@@ -337,11 +339,8 @@ def _conv3x3_fwd(x, w, stride):
 def _conv3x3_bwd(stride, res, g):
     x, w = res
     dx = jax.vjp(lambda x_: _conv_nhwc(x_, w, stride, 1), x)[1](g)[0]
-    xla = lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, stride, 1), w)[1](g)[0]  # noqa: E731
-    if not matmul_weight_grads():
-        return dx, xla(x, g)
-    dw = jax.lax.platform_dependent(  # the matmul form pays off on some CPUs; elsewhere XLA's own
-        x, g, cpu=lambda x, g: conv3x3_filter_grad(x, g, stride).astype(w.dtype), default=xla)
+    dw = _weight_grad(x, g, lambda x, g: conv3x3_filter_grad(x, g, stride).astype(w.dtype),
+                      lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, stride, 1), w)[1](g)[0])
     return dx, dw
 
 
