@@ -13,7 +13,8 @@ Timed side by side, round-robin (one pass of each per round, so all see the same
                    (`tfds_builder.build(crop_px=2 x img_size)`) -> the same pipeline (TfdsSource).
   (c) quickstart:  the quickstart's own input, as configs/quickstart.py sets it (data.img_size,
                    batch, augmentation, synthetic options): JPEGs from hmr_jax.data.synthetic
-                   at img_size -> img_size crops.
+                   at data.synthetic.render_size -> img_size crops, read from the files, and
+                   (c') the same with its decoded-image cache (data.cache_decoded_mb).
   step:            the quickstart's real training step (`trainer.make_train_step`, jit, state
                    donated; the config's model and batch) on a batch of (c).
 The pipelines run on one tf.data thread (--threads=1); the step uses every core (XLA).
@@ -192,17 +193,27 @@ def main():
       n_syn = int(round(args.quickstart_images / (1 - qc.data.val_fraction)))
       options = {k: qc.data.synthetic[k] for k in ('yaw_range_deg', 'frames_per_sequence')
                  if k in qc.data.synthetic}
-      synthetic.generate(syn, n_syn, 0, qc.data.img_size, val_fraction=qc.data.val_fraction,
+      render_px = qc.data.synthetic.get('render_size', 0) or qc.data.img_size
+      synthetic.generate(syn, n_syn, 0, render_px, val_fraction=qc.data.val_fraction,
                          progress=False, write_preview=False, **options)
-      print(f'generated {n_syn} synthetic {qc.data.img_size} px samples in {time.time() - t0:.1f}s')
+      print(f'generated {n_syn} synthetic {render_px} px samples in {time.time() - t0:.1f}s')
       qsrc = pipeline.FolderSource(os.path.join(syn, qc.data.annotations), syn, split='train',
                                    val_fraction=qc.data.val_fraction)
-      quick = pipeline.make_dataset(
-          qsrc, batch_size=qc.data.batch_size, train=True, seed=0,
-          augment={**qc.data.augment, 'img_size': qc.data.img_size},
-          threads=args.threads or None, num_parallel_calls=args.threads or tf.data.AUTOTUNE)
-      variants.append(Timed(f'(c) quickstart input: {qc.data.img_size} px synthetic JPEG -> '
+
+      def quick_input(cache_mb):
+        return pipeline.make_dataset(
+            qsrc, batch_size=qc.data.batch_size, train=True, seed=0,
+            augment={**qc.data.augment, 'img_size': qc.data.img_size},
+            threads=args.threads or None, num_parallel_calls=args.threads or tf.data.AUTOTUNE,
+            cache_mb=cache_mb)
+      quick = quick_input(0.0)
+      t0 = time.perf_counter()
+      quick_cached = quick_input(qc.data.cache_decoded_mb)
+      print(f'decoded-image cache of {n_syn - round(n_syn * qc.data.val_fraction)} training images: '
+            f'{time.perf_counter() - t0:.2f}s')
+      variants.append(Timed(f'(c) quickstart input: {render_px} px synthetic JPEG -> '
                             f'{qc.data.img_size} px', lambda: count(quick)))
+      variants.append(Timed("(c') the same from the decoded-image cache", lambda: count(quick_cached)))
       batch = {k: v.numpy() for k, v in next(iter(quick)).items()}
       step_run, _ = quickstart_step(batch)
       k = args.quickstart_steps
@@ -213,6 +224,7 @@ def main():
             for ds in (folder, crops)]
     if not args.no_quickstart:
       count(quick)
+      count(quick_cached)
       step_run(1)
     load0 = os.getloadavg()
     for _ in range(args.passes):
@@ -256,6 +268,9 @@ def main():
           f'makes {per_core:.1f} images per CPU-second on one core: {per_core / best:.1f}x the '
           f'most the step can consume ({per_core / wall:.1f}x its wall-clock rate here); target '
           f'>= 3x: {"met" if per_core / best >= 3 else "NOT met"}')
+    cc = variants[3]
+    print(f"  (c') with the decoded-image cache: {cc.images / cc.cpu:.1f} images per CPU-second, "
+          f"{cc.images / cc.cpu / per_core:.2f}x (c)")
 
 
 def _grey(image):

@@ -40,6 +40,10 @@ def get_config(arg=None):
     c.data.eval_batch_size = 64
     c.data.shuffle_buffer = 4096  # tfds source only
     c.data.threads = 0  # tf.data private threads (0 = default)
+    # > 0: the training split's images decoded once and held in memory when they all have one size
+    # and fit in this many MB (folder sources; small-image sets like the synthetic one), else read
+    # and decoded per sample (pipeline.make_dataset)
+    c.data.cache_decoded_mb = 0.0
     c.data.strict = False  # True: a corrupt image stops training
     c.data.joint_regressor = ""  # (24, V) .npy for 'spin24' annotation files
     c.data.augment = ml_collections.ConfigDict(dict(

@@ -132,6 +132,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "data.resample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
     _positive_int(config, "data.shuffle_buffer")
     _nonneg_int(config, "data.threads")
+    if "cache_decoded_mb" in config.data:  # absent in runs written before it existed
+        _nonneg(config, "data.cache_decoded_mb")
     _check(config, "data.strict", lambda v: isinstance(v, bool), "True or False")
     _nonneg_int(config, "data.synthetic.num")
     _nonneg_int(config, "data.synthetic.seed")

@@ -632,7 +632,8 @@ def make_source(config, split: str, paths: tuple[str, str, str]):
 
 
 def make_input(config, source, *, train: bool, start_step: int = 0):
-    """This host's batch iterator (per-host batch = global batch / process count)."""
+    """This host's batch iterator (per-host batch = global batch / process count); training
+    iterators hold the decoded images in memory when data.cache_decoded_mb allows."""
     from hmr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     n = jax.process_count()
     batch = (config.data.batch_size if train else config.data.eval_batch_size) // n
@@ -641,7 +642,8 @@ def make_input(config, source, *, train: bool, start_step: int = 0):
         source, batch_size=batch, train=train, augment=augment, seed=config.seed, start_step=start_step,
         process_index=jax.process_index(), process_count=n,
         resample_ratio=config.data.resample_ratio if train else 1.0, strict=config.data.strict,
-        shuffle_buffer=config.data.shuffle_buffer, threads=config.data.threads or None)
+        shuffle_buffer=config.data.shuffle_buffer, threads=config.data.threads or None,
+        cache_mb=config.data.get("cache_decoded_mb", 0.0) if train else 0.0)
 
 
 # ------------------------------------------------------------------------------------ host helpers

@@ -120,6 +120,63 @@ def test_eval_mode_pads_and_does_not_augment(folder):
   np.testing.assert_array_equal(both[0][0]['image'], both[1][0]['image'])
 
 
+def _assert_same_batches(got, want):
+  assert len(got) == len(want)
+  for a, b in zip(got, want):
+    assert a.keys() == b.keys()
+    for k in a:  # images: the cached path's crop offsets round differently (float32)
+      np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-4 if k == 'image' else 0, err_msg=k)
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_decoded_cache_gives_the_same_batches(tmp_path, fmt):
+  path, root, arrays = make_fake_dataset(str(tmp_path), n=14)
+  if fmt == 'PNG':  # other formats: decoded whole, at full size, in both paths
+    arrays = dict(arrays, imgname=np.array([n.replace('.jpg', '.png') for n in arrays['imgname']]))
+    write_images(root, arrays['imgname'], np.random.default_rng(1), fmt='PNG')
+    np.savez(path, **arrays)
+  src = pipeline.FolderSource(path, root)
+  kw = dict(batch_size=4, train=True, augment=AUG, seed=3, num_epochs=2)
+  cached = pipeline.make_iterator(src, cache_mb=64.0, **kw)
+  cache = cached._plan.cache
+  assert cache is not None
+  # 32 px crops of boxes up to ~2.5 x that: JPEGs also decoded at 1/2, as decode_crop would
+  assert cache.max_ratio == (1 if fmt == 'PNG' else 2)
+  assert [v.shape for v in cache.images] == [(14, 160, 200, 3)] + [(14, 80, 100, 3)] * (fmt == 'JPEG')
+  want = _collect(pipeline.make_iterator(src, **kw))
+  _assert_same_batches(_collect(cached), want)
+  resumed = _collect(pipeline.make_iterator(src, cache_mb=64.0, start_step=4, **kw))
+  _assert_same_batches(resumed, want[4:])
+  ev = dict(batch_size=4, train=False, augment=AUG)
+  _assert_same_batches(_collect(pipeline.make_iterator(src, cache_mb=64.0, **ev)),
+                       _collect(pipeline.make_iterator(src, **ev)))
+
+
+def test_decoded_cache_falls_back_to_the_files(tmp_path):
+  path, root, arrays = make_fake_dataset(str(tmp_path), n=9)
+  arrays = dict(arrays, center=arrays['center'].copy())
+  arrays['center'][2] = [5000.0, 5000.0]  # box outside the image: dropped at run time either way
+  np.savez(path, **arrays)
+  src = pipeline.FolderSource(path, root)
+  kw = dict(batch_size=4, train=True, augment=AUG, num_epochs=1)
+  with warnings.catch_warnings(record=True):
+    warnings.simplefilter('always')
+    files = pipeline.make_iterator(src, **kw)
+    want = _collect(files)
+    cached = pipeline.make_iterator(src, cache_mb=64.0, **kw)
+    _assert_same_batches(_collect(cached), want)
+  assert cached._plan.cache is not None and cached.epoch_stats[0].skipped_indices == (2,)
+  assert files.epoch_stats[0].skipped_indices == (2,)
+  with pytest.warns(UserWarning, match=r'9 images of 160 x 200 .* above the limit of 0\.5 MB'):
+    it = pipeline.make_iterator(src, cache_mb=0.5, **kw)
+  assert it._plan.cache is None
+  write_images(root, arrays['imgname'][5:6], np.random.default_rng(2), width=120)  # one other size
+  with pytest.warns(UserWarning, match='not every image decodes, or not to one size'):
+    it = pipeline.make_iterator(src, cache_mb=64.0, **kw)
+  assert it._plan.cache is None
+  assert len(_collect(it)) == 2
+
+
 def _bad_dataset(tmp):
   path, root, arrays = make_fake_dataset(str(tmp), n=10)
   with open(os.path.join(root, arrays['imgname'][3]), 'wb') as f:

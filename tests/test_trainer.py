@@ -137,6 +137,7 @@ def test_weight_decay_as_torch_optimisers(name):
     ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
     ("optim.disc.weight_decay", -0.1, "optim.disc.weight_decay"),
     ("data.synthetic.render_size", 8, "data.synthetic.render_size"),
+    ("data.cache_decoded_mb", -1.0, "data.cache_decoded_mb"),
 ])
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})

@@ -47,7 +47,7 @@ decode and resampling.
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -330,6 +330,43 @@ def crop_geometry(center: tf.Tensor, scale: tf.Tensor, params: Mapping[str, tf.T
           'window': tf.concat([lo, hi], axis=-1)}
 
 
+def _clip_window(win: tf.Tensor, hw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """crop_geometry's window (x0, y0, x1, y1) clipped to an image of (h, w) -> [y0, x0, h, w]
+  int32 (an empty window becomes a valid 1x1 one) and whether it overlaps the image at all."""
+  size = tf.cast(tf.stack([hw[1], hw[0]]), tf.float32)
+  lo = tf.clip_by_value(win[:2], 0.0, size)
+  hi = tf.clip_by_value(win[2:], 0.0, size)
+  nonempty = tf.reduce_all(hi - lo >= 1.0)
+  lo = tf.where(nonempty, lo, 0.0)
+  hi = tf.where(nonempty, hi, 1.0)
+  lo_i = tf.cast(lo, tf.int32)
+  wh = tf.maximum(tf.cast(hi - lo, tf.int32), 1)
+  return tf.stack([lo_i[1], lo_i[0], wh[1], wh[0]]), nonempty
+
+
+def max_decode_ratio_needed(scale: np.ndarray, cfg: AugmentConfig) -> int:
+  """The largest JPEG decode ratio crop_geometry can pick for boxes of these `scale`s (box side =
+  200 scale px) under cfg's augmentation (its largest scale factor)."""
+  zoom = 200.0 * float(np.max(scale, initial=0.0)) * (cfg.scale_max if cfg.enabled else 1.0)
+  zoom = zoom / cfg.img_size * (1 + 1e-5)  # float32 rounding in decode_ratio
+  return max(r for r in _jpeg_ratios(cfg.max_decode_ratio) if r == 1 or r <= zoom)
+
+
+def cached_crop(images: Sequence[tf.Variable | tf.Tensor], branch: tf.Tensor, row: tf.Tensor,
+                window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """decode_crop's counterpart for images decoded once and held in memory: images[k] (n, h_k, w_k,
+  3) uint8 all n images decoded at 1 / DECODE_RATIOS[k] (JPEG) or the full images (one entry;
+  geometry from max_decode_ratio=1). Returns the row's pixels at the crop's `branch`, the full
+  image's (h, w) and nonempty (the window overlaps the pixels); crop_geometry's `inverse` maps to
+  these pixels as is."""
+  if len(images) == 1:
+    pixels = tf.gather(images[0], row)
+  else:
+    pixels = tf.switch_case(branch, [lambda v=v: tf.gather(v, row) for v in images])
+  full_hw = tf.constant(images[0].shape[1:3].as_list(), tf.int32)  # static (tf.shape reads it all)
+  return pixels, full_hw, _clip_window(window, tf.shape(pixels)[:2])[1]
+
+
 def decode_crop(image_bytes: tf.Tensor, branch: tf.Tensor, window: tf.Tensor, inverse: tf.Tensor,
                 max_ratio: int = 8) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
   """Decode one encoded image, or only the part of it a crop needs (crop_geometry's outputs).
@@ -341,17 +378,7 @@ def decode_crop(image_bytes: tf.Tensor, branch: tf.Tensor, window: tf.Tensor, in
   if not, pixels may be a 1x1 dummy). Corrupt bytes raise (the pipeline counts them).
   """
   ratios = _jpeg_ratios(max_ratio)
-
-  def clip(win, hw):  # -> [y0, x0, h, w] inside the image, nonempty
-    size = tf.cast(tf.stack([hw[1], hw[0]]), tf.float32)
-    lo = tf.clip_by_value(win[:2], 0.0, size)
-    hi = tf.clip_by_value(win[2:], 0.0, size)
-    nonempty = tf.reduce_all(hi - lo >= 1.0)
-    lo = tf.where(nonempty, lo, 0.0)  # an empty window becomes a valid 1x1 one (sample dropped)
-    hi = tf.where(nonempty, hi, 1.0)
-    lo_i = tf.cast(lo, tf.int32)
-    wh = tf.maximum(tf.cast(hi - lo, tf.int32), 1)
-    return tf.stack([lo_i[1], lo_i[0], wh[1], wh[0]]), nonempty
+  clip = _clip_window
 
   def jpeg():
     hw = tf.io.extract_jpeg_shape(image_bytes)[:2]

@@ -19,6 +19,10 @@ for each sample id (the same whatever the parallelism) -> parallel read + decode
 noise / normalisation of each image -> batch -> keypoint / joint / pose transforms once per
 batch -> prefetch.
 `batch_size` is the PER-HOST batch. Each host yields the same number of batches.
+`cache_mb` > 0 (folder sources; `data.cache_decoded_mb` in training): the host's images are
+decoded once into memory (JPEGs at each DCT scaling the crops can use) when they all have one size
+and format and fit in that many MB; the per-sample read + decode then becomes a gather, and the
+batches stay the same (to float rounding). Else a warning, and the files are read as above.
 
 TFDS records may hold box crops instead of full frames (tfds_builder `crop_px`): read the same
 way, with annotations already in the stored crop's pixels; an augmentation that would reach
@@ -54,8 +58,9 @@ import numpy as np
 import tensorflow as tf
 
 from hmr_jax.data import annotations as ann_lib
-from hmr_jax.data.augment import (AugmentConfig, augment_annotations, crop_geometry, decode_crop,
-                                  identity_params, required_crop_factor, sample_params,
+from hmr_jax.data.augment import (DECODE_RATIOS, AugmentConfig, augment_annotations, cached_crop,
+                                  crop_geometry, decode_crop, identity_params,
+                                  max_decode_ratio_needed, required_crop_factor, sample_params,
                                   warp_normalize)
 
 BATCH_KEYS = ('image', 'keypoints_2d', 'joints_3d', 'pose', 'shape', 'has_smpl', 'has_joints_3d',
@@ -97,7 +102,8 @@ class _Plan:
   """Everything known before reading images: which samples, in which order, on this host."""
 
   def __init__(self, source, *, train: bool, resample_ratio: float, process_index: int,
-               process_count: int, strict: bool):
+               process_count: int, strict: bool, cache_mb: float = 0.0,
+               augment: AugmentConfig | None = None):
     if not 0 <= process_index < process_count:
       raise ValueError(f'process_index: expected in [0, {process_count}), found {process_index}')
     self.source = source
@@ -150,6 +156,67 @@ class _Plan:
     if train and per_host == 0:
       raise ValueError(f'{source}: no samples for host {process_index} of {process_count} '
                        f'(found {n} after resampling)')
+    self.cache = _decode_all(self, cache_mb, augment or AugmentConfig()) if cache_mb > 0 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _ImageCache:
+  images: tuple[tf.Variable, ...]  # this host's images decoded once: (n, h_k, w_k, 3) uint8 per
+                                   # JPEG decode ratio DECODE_RATIOS[k], or one full-size entry
+  rows: np.ndarray                 # (max sample id + 1,) int32: each sample id's row (-1: none)
+  max_ratio: int                   # geometry's max_decode_ratio (1: the full-size entry only)
+
+
+def _decode_all(plan: _Plan, limit_mb: float, cfg: AugmentConfig) -> _ImageCache | None:
+  """This host's images decoded once into memory, exactly as decode_crop decodes them: JPEGs at
+  each ratio 1/r the crops of cfg can ask for (1 + 1/4 + ... of the full size), other formats at
+  full size. Folder sources whose images all have one size and fit in `limit_mb` MB; otherwise
+  None, with a warning saying why (then read and decoded per sample as usual)."""
+  src, ids = plan.source, plan.host_indices
+  if not isinstance(src, FolderSource):
+    warnings.warn(f'{src}: decoded-image cache: folder sources only; reading the records')
+    return None
+  if len(ids) == 0:
+    return None
+  paths = [os.path.join(src.image_root, n) for n in plan.ann.imgname[ids]]
+  try:
+    data = tf.io.read_file(paths[0])
+    h, w = tf.io.decode_image(data, channels=3, expand_animations=False).shape[:2]
+    jpeg = bool(tf.io.is_jpeg(data))  # the first file's format stands for all (checked below)
+    ratios = (DECODE_RATIOS[:DECODE_RATIOS.index(max_decode_ratio_needed(plan.ann.scale[ids], cfg)) + 1]
+              if jpeg else (1,))
+    need_mb = len(ids) * sum(-(-h // r) * -(-w // r) for r in ratios) * 3 / 2**20
+    if need_mb > limit_mb:
+      warnings.warn(f'{src}: decoded-image cache: {len(ids)} images of {h} x {w} (JPEG decode ratios '
+                    f'{ratios}) need {need_mb:.0f} MB, above the limit of {limit_mb:g} MB; reading '
+                    'the files')
+      return None
+
+    def decode(path):
+      data = tf.io.read_file(path)
+      tf.debugging.assert_equal(tf.io.is_jpeg(data), jpeg, ['not all of one format:', path])
+      if not jpeg:
+        return (tf.io.decode_image(data, channels=3, expand_animations=False),)
+      return tuple(tf.io.decode_jpeg(data, channels=3, ratio=r) for r in ratios)
+
+    ds = tf.data.Dataset.from_tensor_slices(paths).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+    arrays = [np.empty((len(ids), -(-h // r), -(-w // r), 3), np.uint8) for r in ratios]
+    done = 0
+    for b in ds:  # batch() raises unless all one size
+      for a, x in zip(arrays, b):
+        a[done:done + len(x)] = x.numpy()
+      done += len(b[0])
+  except (tf.errors.OpError, ValueError) as e:
+    warnings.warn(f'{src}: decoded-image cache: not every image decodes, or not to one size and format '
+                  f'({type(e).__name__}: {str(e)[:300]}); reading the files')
+    return None
+  rows = np.full(int(ids.max()) + 1, -1, np.int32)
+  rows[ids] = np.arange(len(ids), dtype=np.int32)
+  images = tuple(tf.Variable(a, trainable=False) for a in arrays)
+  logging.info('decoded-image cache: %d images of %d x %d (decode ratios %s), %.0f MB', len(ids), h,
+               w, ratios, need_mb)
+  return _ImageCache(images, rows, max(ratios) if jpeg else 1)
 
 
 def _check_box_crop(plan: _Plan, cfg: AugmentConfig) -> None:
@@ -193,7 +260,11 @@ def _raw_dataset(plan: _Plan, order: np.ndarray | None, cfg: AugmentConfig,
     ann = plan.ann
     fields = {k: getattr(ann, k)[idx] for k in _ANN_KEYS}
     root = plan.source.image_root
-    fields['path'] = np.array([os.path.join(root, n) for n in ann.imgname[idx]], dtype=object)
+    if plan.cache is None:
+      fields['path'] = np.array([os.path.join(root, n) for n in ann.imgname[idx]], dtype=object)
+    else:
+      fields['row'] = plan.cache.rows[idx]
+      cfg = dataclasses.replace(cfg, max_decode_ratio=plan.cache.max_ratio)
     fields['imgname'] = np.array([str(n) for n in ann.imgname[idx]], dtype=object)
     fields['index'] = idx.astype(np.int64)
     # every sample's crop geometry for the epoch, in one vectorised call (not per image)
@@ -236,14 +307,19 @@ def _params_table(plan: _Plan, cfg: AugmentConfig, train: bool, seed: int,
   return identity_params(n)
 
 
-def _image_fn(cfg: AugmentConfig, strict: bool):
-  """Per sample: read, decode (the window), warp, noise + normalise; geometry is left for the
-  batch. A crop that misses the image raises (ignore_errors drops and counts it; strict: fatal)."""
+def _image_fn(cfg: AugmentConfig, strict: bool, cache: _ImageCache | None = None):
+  """Per sample: read, decode (the window; or the cached pixels), warp, noise + normalise;
+  geometry is left for the batch. A crop that misses the image raises (ignore_errors drops and
+  counts it; strict: fatal)."""
 
   def fn(ex):
-    data = tf.io.read_file(ex['path']) if 'path' in ex else ex['image']
-    pixels, inverse, hw, nonempty = decode_crop(data, ex['branch'], ex['window'], ex['inverse'],
-                                                cfg.max_decode_ratio)
+    if cache is not None:
+      pixels, hw, nonempty = cached_crop(cache.images, ex['branch'], ex['row'], ex['window'])
+      inverse = ex['inverse']
+    else:
+      data = tf.io.read_file(ex['path']) if 'path' in ex else ex['image']
+      pixels, inverse, hw, nonempty = decode_crop(data, ex['branch'], ex['window'],
+                                                  ex['inverse'], cfg.max_decode_ratio)
     image = warp_normalize(pixels, inverse, ex['noise'], cfg.img_size, tf.equal(ex['rot'], 0.0))
     tf.debugging.Assert(nonempty, ['box outside the image: sample', ex['index'], ex['imgname'],
                                    'image (h, w)', hw])
@@ -269,17 +345,23 @@ def make_dataset(source: FolderSource | TfdsSource, *, batch_size: int, train: b
                  epoch: int = 0, skip_samples: int = 0, process_index: int = 0,
                  process_count: int = 1, resample_ratio: float = 1.0, strict: bool = False,
                  shuffle_buffer: int = 1024, num_parallel_calls: int = tf.data.AUTOTUNE,
-                 threads: int | None = None, _plan: _Plan | None = None) -> tf.data.Dataset:
+                 threads: int | None = None, cache_mb: float = 0.0,
+                 _plan: _Plan | None = None) -> tf.data.Dataset:
   """One epoch of this host's batches as a tf.data.Dataset of BATCH_KEYS (the last batch may be
   short: `make_iterator` drops it in training and pads it in eval). `skip_samples` skips that
   many samples of the epoch's order before any decoding (resume). `threads`: a private tf.data
   thread pool of that size (e.g. 1 to measure one core). `shuffle_buffer` (TFDS sources only)
-  holds encoded images: about buffer / resample_ratio x JPEG size of memory."""
+  holds encoded images: about buffer / resample_ratio x JPEG size of memory. `cache_mb` > 0
+  (folder sources): decode this host's images once and keep them in memory when they all have
+  one size and format and take at most that many MB (JPEGs at every decode ratio the crops can
+  use: up to 1.33 x the pixels), else a warning and the files as usual; the batches are the same
+  either way (to float rounding)."""
   cfg = AugmentConfig.from_mapping(augment)
   if not train:
     cfg = cfg.eval_config()
   plan = _plan or _Plan(source, train=train, resample_ratio=resample_ratio,
-                        process_index=process_index, process_count=process_count, strict=strict)
+                        process_index=process_index, process_count=process_count, strict=strict,
+                        cache_mb=cache_mb, augment=cfg)
   if _plan is None:
     _check_box_crop(plan, cfg)
   shuffle_seed = _epoch_seed(seed, epoch) if train else None
@@ -287,7 +369,8 @@ def make_dataset(source: FolderSource | TfdsSource, *, batch_size: int, train: b
   params = _params_table(plan, cfg, train, seed, epoch)
   ds = _raw_dataset(plan, order, cfg, params, shuffle_seed=shuffle_seed,
                     shuffle_buffer=shuffle_buffer, skip=skip_samples)
-  ds = ds.map(_image_fn(cfg, strict), num_parallel_calls=num_parallel_calls, deterministic=True)
+  ds = ds.map(_image_fn(cfg, strict, plan.cache), num_parallel_calls=num_parallel_calls,
+              deterministic=True)
   if not strict:
     ds = ds.ignore_errors(log_warning=True)
   ds = ds.batch(batch_size, drop_remainder=False)
@@ -316,17 +399,19 @@ class BatchIterator(Iterator):
   def __init__(self, source, *, batch_size: int, train: bool, augment=AugmentConfig(),
                seed: int = 0, start_step: int = 0, process_index: int = 0, process_count: int = 1,
                resample_ratio: float = 1.0, strict: bool = False, num_epochs: int | None = None,
-               shuffle_buffer: int = 1024, threads: int | None = None):
+               shuffle_buffer: int = 1024, threads: int | None = None, cache_mb: float = 0.0):
     if batch_size < 1:
       raise ValueError(f'batch_size: expected >= 1, found {batch_size}')
+    cfg = AugmentConfig.from_mapping(augment)
+    cfg = cfg if train else cfg.eval_config()
     self._plan = _Plan(source, train=train, resample_ratio=resample_ratio,
-                       process_index=process_index, process_count=process_count, strict=strict)
+                       process_index=process_index, process_count=process_count, strict=strict,
+                       cache_mb=cache_mb, augment=cfg)
     self._kw = dict(batch_size=batch_size, train=train, augment=augment, seed=seed,
                     process_index=process_index, process_count=process_count,
                     resample_ratio=resample_ratio, strict=strict, shuffle_buffer=shuffle_buffer,
                     threads=threads)
-    cfg = AugmentConfig.from_mapping(augment)
-    _check_box_crop(self._plan, cfg if train else cfg.eval_config())
+    _check_box_crop(self._plan, cfg)
     self.batch_size, self.train, self.strict = batch_size, train, strict
     self.joint_set = self._plan.joint_set
     self.flip_perm = ann_lib.flip_permutation(self.joint_set)
@@ -445,9 +530,11 @@ def make_iterator(source: FolderSource | TfdsSource, *, batch_size: int, train: 
                   start_step: int = 0, process_index: int = 0, process_count: int = 1,
                   resample_ratio: float = 1.0, strict: bool = False,
                   num_epochs: int | None = None, shuffle_buffer: int = 1024,
-                  threads: int | None = None) -> BatchIterator:
-  """Numpy batch iterator; train: endless (or num_epochs), eval: one padded pass."""
+                  threads: int | None = None, cache_mb: float = 0.0) -> BatchIterator:
+  """Numpy batch iterator; train: endless (or num_epochs), eval: one padded pass. `cache_mb`:
+  see make_dataset."""
   return BatchIterator(source, batch_size=batch_size, train=train, augment=augment, seed=seed,
                        start_step=start_step, process_index=process_index,
                        process_count=process_count, resample_ratio=resample_ratio, strict=strict,
-                       num_epochs=num_epochs, shuffle_buffer=shuffle_buffer, threads=threads)
+                       num_epochs=num_epochs, shuffle_buffer=shuffle_buffer, threads=threads,
+                       cache_mb=cache_mb)
