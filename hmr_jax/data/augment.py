@@ -332,7 +332,8 @@ def crop_geometry(center: tf.Tensor, scale: tf.Tensor, params: Mapping[str, tf.T
 
 def _clip_window(win: tf.Tensor, hw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """crop_geometry's window (x0, y0, x1, y1) clipped to an image of (h, w) -> [y0, x0, h, w]
-  int32 (an empty window becomes a valid 1x1 one) and whether it overlaps the image at all."""
+  int32 (an empty window becomes a valid 1x1 one; its sample is dropped) and whether it overlaps
+  the image at all."""
   size = tf.cast(tf.stack([hw[1], hw[0]]), tf.float32)
   lo = tf.clip_by_value(win[:2], 0.0, size)
   hi = tf.clip_by_value(win[2:], 0.0, size)
@@ -378,16 +379,16 @@ def decode_crop(image_bytes: tf.Tensor, branch: tf.Tensor, window: tf.Tensor, in
   if not, pixels may be a 1x1 dummy). Corrupt bytes raise (the pipeline counts them).
   """
   ratios = _jpeg_ratios(max_ratio)
-  clip = _clip_window
 
   def jpeg():
     hw = tf.io.extract_jpeg_shape(image_bytes)[:2]
     if len(ratios) == 1:
-      win, nonempty = clip(window, hw)
+      win, nonempty = _clip_window(window, hw)
       pixels = tf.io.decode_and_crop_jpeg(image_bytes, win, channels=3)
     else:
       r = tf.gather(tf.constant(ratios, tf.int32), branch)
-      win, nonempty = clip(window, (hw + r - 1) // r)  # libjpeg's size at 1/r: ceil(size / r)
+      # libjpeg's size at 1/r: ceil(size / r)
+      win, nonempty = _clip_window(window, (hw + r - 1) // r)
       # The ratio is an op attribute: one branch per ratio, each holding nothing but the decode
       # (control flow in tf.data functions costs per op of every branch, taken or not).
       pixels = tf.switch_case(branch, [
@@ -402,7 +403,7 @@ def decode_crop(image_bytes: tf.Tensor, branch: tf.Tensor, window: tf.Tensor, in
     r = tf.gather(tf.constant(ratios, tf.float32), branch)
     full = tf.concat([inverse[:2] * r + tf.constant([[0.0, 0.0, 1.0]]) * ((r - 1.0) / 2.0),
                       inverse[2:]], 0)  # crop px -> full-resolution px
-    _, nonempty = clip(window * r + tf.stack([-r, -r, r, r]), hw)
+    _, nonempty = _clip_window(window * r + tf.stack([-r, -r, r, r]), hw)
     return pixels, full, hw, nonempty
 
   return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)

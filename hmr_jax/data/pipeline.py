@@ -183,13 +183,13 @@ def _decode_all(plan: _Plan, limit_mb: float, cfg: AugmentConfig) -> _ImageCache
     data = tf.io.read_file(paths[0])
     h, w = tf.io.decode_image(data, channels=3, expand_animations=False).shape[:2]
     jpeg = bool(tf.io.is_jpeg(data))  # the first file's format stands for all (checked below)
-    ratios = (DECODE_RATIOS[:DECODE_RATIOS.index(max_decode_ratio_needed(plan.ann.scale[ids], cfg)) + 1]
-              if jpeg else (1,))
+    top = max_decode_ratio_needed(plan.ann.scale[ids], cfg) if jpeg else 1
+    ratios = DECODE_RATIOS[:DECODE_RATIOS.index(top) + 1]
     need_mb = len(ids) * sum(-(-h // r) * -(-w // r) for r in ratios) * 3 / 2**20
     if need_mb > limit_mb:
-      warnings.warn(f'{src}: decoded-image cache: {len(ids)} images of {h} x {w} (JPEG decode ratios '
-                    f'{ratios}) need {need_mb:.0f} MB, above the limit of {limit_mb:g} MB; reading '
-                    'the files')
+      warnings.warn(f'{src}: decoded-image cache: {len(ids)} images of {h} x {w} (JPEG decode '
+                    f'ratios {ratios}) need {need_mb:.0f} MB, above the limit of {limit_mb:g} MB; '
+                    'reading the files')
       return None
 
     def decode(path):
@@ -208,15 +208,15 @@ def _decode_all(plan: _Plan, limit_mb: float, cfg: AugmentConfig) -> _ImageCache
         a[done:done + len(x)] = x.numpy()
       done += len(b[0])
   except (tf.errors.OpError, ValueError) as e:
-    warnings.warn(f'{src}: decoded-image cache: not every image decodes, or not to one size and format '
-                  f'({type(e).__name__}: {str(e)[:300]}); reading the files')
+    warnings.warn(f'{src}: decoded-image cache: not every image decodes, or not to one size and '
+                  f'format ({type(e).__name__}: {str(e)[:300]}); reading the files')
     return None
   rows = np.full(int(ids.max()) + 1, -1, np.int32)
   rows[ids] = np.arange(len(ids), dtype=np.int32)
   images = tuple(tf.Variable(a, trainable=False) for a in arrays)
   logging.info('decoded-image cache: %d images of %d x %d (decode ratios %s), %.0f MB', len(ids), h,
                w, ratios, need_mb)
-  return _ImageCache(images, rows, max(ratios) if jpeg else 1)
+  return _ImageCache(images, rows, top)
 
 
 def _check_box_crop(plan: _Plan, cfg: AugmentConfig) -> None:
