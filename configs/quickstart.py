@@ -64,8 +64,8 @@ def get_config(arg=None):
     c.model.keypoint_head.enabled = True  # 2D keypoints into the regressor (hmr_jax/models/keypoint_head.py)
     c.model.keypoint_head.input_scale = 8.0  # keypoints x8 into the regressor (HMR's docstring)
     c.model.keypoint_head.stride = 4  # 24 x 24 heatmaps (the 3x3 mix stays at stride 8: cheap)
-    # 48 channels (was 64): as good at equal steps (3,300 steps, two seeds: 0.498 / 0.507 and
-    # 0.507 / 0.517 vs 0.497 / 0.511 and 0.507 / 0.522) for a ~6 % cheaper step (session 15).
+    # 48 channels (was 64): as good at equal steps (3,300 steps, three seeds: PA-MPJPE ratio
+    # 0.004-0.006 lower, MPJPE equal) for a ~6 % cheaper step (docs/quickstart_tuning.md, session 15).
     c.model.keypoint_head.channels = 48
 
     c.loss_weights.adversarial = 0.0  # no discriminator: too slow to pay off in a short CPU run
