@@ -345,12 +345,12 @@ def _clip_window(win: tf.Tensor, hw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return tf.stack([lo_i[1], lo_i[0], wh[1], wh[0]]), nonempty
 
 
-def max_decode_ratio_needed(scale: np.ndarray, cfg: AugmentConfig) -> int:
-  """The largest JPEG decode ratio crop_geometry can pick for boxes of these `scale`s (box side =
-  200 scale px) under cfg's augmentation (its largest scale factor)."""
+def decode_ratios_needed(scale: np.ndarray, cfg: AugmentConfig) -> tuple[int, ...]:
+  """The JPEG decode ratios crop_geometry can pick for boxes of these `scale`s (box side = 200
+  scale px) under cfg's augmentation (its largest scale factor): DECODE_RATIOS up to the largest."""
   zoom = 200.0 * float(np.max(scale, initial=0.0)) * (cfg.scale_max if cfg.enabled else 1.0)
   zoom = zoom / cfg.img_size * (1 + 1e-5)  # float32 rounding in decode_ratio
-  return max(r for r in _jpeg_ratios(cfg.max_decode_ratio) if r == 1 or r <= zoom)
+  return _jpeg_ratios(max(r for r in _jpeg_ratios(cfg.max_decode_ratio) if r == 1 or r <= zoom))
 
 
 def cached_crop(images: Sequence[tf.Variable | tf.Tensor], branch: tf.Tensor, row: tf.Tensor,

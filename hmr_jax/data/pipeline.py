@@ -59,8 +59,8 @@ import tensorflow as tf
 
 from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data.augment import (DECODE_RATIOS, AugmentConfig, augment_annotations, cached_crop,
-                                  crop_geometry, decode_crop, identity_params,
-                                  max_decode_ratio_needed, required_crop_factor, sample_params,
+                                  crop_geometry, decode_crop, decode_ratios_needed,
+                                  identity_params, required_crop_factor, sample_params,
                                   warp_normalize)
 
 BATCH_KEYS = ('image', 'keypoints_2d', 'joints_3d', 'pose', 'shape', 'has_smpl', 'has_joints_3d',
@@ -102,8 +102,7 @@ class _Plan:
   """Everything known before reading images: which samples, in which order, on this host."""
 
   def __init__(self, source, *, train: bool, resample_ratio: float, process_index: int,
-               process_count: int, strict: bool, cache_mb: float = 0.0,
-               augment: AugmentConfig | None = None):
+               process_count: int, strict: bool, cache_mb: float, augment: AugmentConfig):
     if not 0 <= process_index < process_count:
       raise ValueError(f'process_index: expected in [0, {process_count}), found {process_index}')
     self.source = source
@@ -156,7 +155,7 @@ class _Plan:
     if train and per_host == 0:
       raise ValueError(f'{source}: no samples for host {process_index} of {process_count} '
                        f'(found {n} after resampling)')
-    self.cache = _decode_all(self, cache_mb, augment or AugmentConfig()) if cache_mb > 0 else None
+    self.cache = _decode_all(self, cache_mb, augment) if cache_mb > 0 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +163,11 @@ class _ImageCache:
   images: tuple[tf.Variable, ...]  # this host's images decoded once: (n, h_k, w_k, 3) uint8 per
                                    # JPEG decode ratio DECODE_RATIOS[k], or one full-size entry
   rows: np.ndarray                 # (max sample id + 1,) int32: each sample id's row (-1: none)
-  max_ratio: int                   # geometry's max_decode_ratio (1: the full-size entry only)
+
+  @property
+  def max_ratio(self) -> int:
+    """The geometry's max_decode_ratio (1: the full-size entry only)."""
+    return DECODE_RATIOS[len(self.images) - 1]
 
 
 def _decode_all(plan: _Plan, limit_mb: float, cfg: AugmentConfig) -> _ImageCache | None:
@@ -183,8 +186,7 @@ def _decode_all(plan: _Plan, limit_mb: float, cfg: AugmentConfig) -> _ImageCache
     data = tf.io.read_file(paths[0])
     h, w = tf.io.decode_image(data, channels=3, expand_animations=False).shape[:2]
     jpeg = bool(tf.io.is_jpeg(data))  # the first file's format stands for all (checked below)
-    top = max_decode_ratio_needed(plan.ann.scale[ids], cfg) if jpeg else 1
-    ratios = DECODE_RATIOS[:DECODE_RATIOS.index(top) + 1]
+    ratios = decode_ratios_needed(plan.ann.scale[ids], cfg) if jpeg else (1,)
     need_mb = len(ids) * sum(-(-h // r) * -(-w // r) for r in ratios) * 3 / 2**20
     if need_mb > limit_mb:
       warnings.warn(f'{src}: decoded-image cache: {len(ids)} images of {h} x {w} (JPEG decode '
@@ -216,7 +218,7 @@ def _decode_all(plan: _Plan, limit_mb: float, cfg: AugmentConfig) -> _ImageCache
   images = tuple(tf.Variable(a, trainable=False) for a in arrays)
   logging.info('decoded-image cache: %d images of %d x %d (decode ratios %s), %.0f MB', len(ids), h,
                w, ratios, need_mb)
-  return _ImageCache(images, rows, top)
+  return _ImageCache(images, rows)
 
 
 def _check_box_crop(plan: _Plan, cfg: AugmentConfig) -> None:
