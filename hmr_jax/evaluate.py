@@ -135,18 +135,12 @@ def restore_checkpoint(workdir: str, config, models, mesh, which: str | int = "b
     if not steps:
         raise FileNotFoundError(f"--workdir {workdir!r}: expected a checkpoint in {ckpt_dir!r}, found none")
     abstract = abstract_state(config, models, mesh)
-    if isinstance(which, int):
-        if which not in steps:
-            raise ValueError(f"--checkpoint: step {which} is not in {ckpt_dir!r}; found steps {steps}")
-        restored = manager.restore(which, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        state, meta = restored["state"], dict(restored["meta"])
-        note = f"step {which}"
-    else:
-        state, meta = ckpt_lib.restore(manager, abstract, which)
-        note = which
-        if which == "best" and (meta.get("best_step") is None or meta.get("best_step") not in steps):
-            note = "best requested, none recorded: latest"
+    if isinstance(which, int) and which not in steps:
+        raise ValueError(f"--checkpoint: step {which} is not in {ckpt_dir!r}; found steps {steps}")
+    state, meta = ckpt_lib.restore(manager, abstract, which)
+    note = f"step {which}" if isinstance(which, int) else which
+    if which == "best" and (meta.get("best_step") is None or meta.get("best_step") not in steps):
+        note = "best requested, none recorded: latest"
     step = int(jax.device_get(state.step))
     manager.close()
     return state, meta, step, note

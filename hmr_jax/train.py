@@ -52,12 +52,12 @@ def main(argv):
         raise app.UsageError("--config is required (e.g. --config=configs/quickstart.py)")
     import jax  # pylint: disable=g-import-not-at-top  (after flags: XLA_FLAGS may be set by then)
 
-    from hmr_jax import config_checks, trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import checkpoint, config_checks, trainer  # pylint: disable=g-import-not-at-top
 
     _initialize_distributed(jax)
     try:
         result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_time=trainer.process_start_time())
-    except (config_checks.ConfigError, FloatingPointError) as e:
+    except (config_checks.ConfigError, checkpoint.CheckpointMismatchError, FloatingPointError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

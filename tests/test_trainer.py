@@ -191,6 +191,34 @@ def test_checkpoint_roundtrip_latest_and_best(setup, tmp_path):
     np.testing.assert_array_equal(np.asarray(best.rng), np.asarray(state.rng))
 
 
+def test_checkpoint_of_another_config_names_the_arrays(setup, tmp_path):
+    """A state of other shapes (another config / version) fails with the arrays named, not orbax's
+    anonymous shape error; a step number restores that step."""
+    state = setup["state"]
+    manager = ckpt_lib.make_manager(tmp_path / "ckpt", keep=2)
+    ckpt_lib.save(manager, 4, state, {"n": 4})
+    ckpt_lib.save(manager, 9, dataclasses.replace(state, step=state.step + 5), {"n": 9})
+    manager.wait_until_finished()
+    abstract = ckpt_lib.abstract_like(state)
+    restored, meta = ckpt_lib.restore(manager, abstract, which=4)
+    assert meta == {"n": 4} and int(restored.step) == int(state.step)
+    with pytest.raises(ValueError, match="step 5 is not in"):
+        ckpt_lib.restore(manager, abstract, which=5)
+
+    kernel = abstract.gen_params["regressor"]["out"]["kernel"]
+    wider = dict(abstract.gen_params["regressor"]["out"], kernel=jax.ShapeDtypeStruct(
+        (kernel.shape[0], kernel.shape[1] + 1), kernel.dtype, sharding=kernel.sharding))
+    params = {**abstract.gen_params, "regressor": {**abstract.gen_params["regressor"], "out": wider}}
+    other = dataclasses.replace(abstract, gen_params=params)
+    expected = (fr"gen_params\.regressor\.out\.kernel: \({kernel.shape[0]}, {kernel.shape[1]}\) in the "
+                fr"checkpoint, \({kernel.shape[0]}, {kernel.shape[1] + 1}\) from the config")
+    with pytest.raises(ckpt_lib.CheckpointMismatchError, match=expected):
+        ckpt_lib.restore(manager, other)
+    missing = dataclasses.replace(abstract, gen_params={**abstract.gen_params, "extra": kernel})
+    with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"gen_params\.extra .* is not in the checkpoint"):
+        ckpt_lib.restore(manager, missing)
+
+
 def test_reduce_on_plateau_scales_learning_rate(setup):
     config = setup["config"]
     plateau_tx = trainer.make_plateau(config.optim.plateau)
