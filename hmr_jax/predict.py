@@ -89,7 +89,7 @@ def load_image(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> UIn
                 raise ImageError(f"{path}: {w}x{h} px = {w * h / 1e6:.1f} MP, over the {max_megapixels:g} MP limit "
                                  f"(--max-megapixels)")
             im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = _to_rgb8(im)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -101,6 +101,22 @@ def load_image(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> UIn
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         raise ImageError(f"{path}: expected an RGB image, found array of shape {rgb.shape}")
     return rgb
+
+
+def _to_rgb8(im) -> UInt8[np.ndarray, "h w 3"]:
+    """A Pillow image as uint8 RGB. High-bit-depth single-channel images (16-bit grayscale PNG /
+    TIFF: modes I;16*, I; float TIFF: F) are scaled to 8 bits as tf.io.decode_image scales them
+    in training (Pillow's own convert("RGB") clips them to 255, a white image); a float image
+    is taken as [0, 1] when its maximum is at most 1, else as [0, 255]."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, np.float64)
+        if im.mode == "F":
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        elif im.mode.startswith("I;16") or (a.size and a.max() > 255):
+            a = np.floor(a / 256.0)  # the top 8 of 16 bits, as TensorFlow's uint16 -> uint8
+        gray = np.clip(np.round(a), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:

@@ -116,6 +116,42 @@ def test_load_image_errors(tmp_path):
     assert images == [] and "no image files" in errors[0][1]
 
 
+def test_load_image_decodes_every_format_as_training_does(tmp_path):
+    """Grayscale (8 and 16 bit), palette, RGBA PNGs and grayscale / CMYK JPEGs come out as the
+    uint8 RGB that the training pipeline's tf.io.decode_image(channels=3) gives for the same file;
+    an EXIF orientation tag is applied (training data carry none)."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    gray16 = (rng.integers(0, 65536, (24, 32))).astype(np.uint16)
+    yy, xx = np.mgrid[:24, :32]  # a smooth image for the JPEGs (on noise, chroma upsampling differs)
+    smooth = np.stack([xx * 7, yy * 9, 255 - xx * 4 - yy * 3], -1).astype(np.uint8)
+    images = {
+        "gray8.png": Image.fromarray(rgb[..., 0]),
+        "gray16.png": Image.fromarray(gray16),
+        "palette.png": Image.fromarray(rgb).convert("P"),
+        "rgba.png": Image.fromarray(np.dstack([rgb, rgb[..., :1]])),
+        "gray.jpg": Image.fromarray(rgb[..., 1]),
+        "rgb.jpg": Image.fromarray(smooth),
+        "cmyk.jpg": Image.fromarray(smooth).convert("CMYK"),
+    }
+    for name, im in images.items():
+        path = tmp_path / name
+        im.save(path)
+        ours = pr.load_image(str(path))
+        theirs = tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False).numpy()
+        assert ours.dtype == np.uint8 and ours.shape == (24, 32, 3), name
+        # JPEG: TensorFlow's default IDCT is the fast integer one (dct_method ''), Pillow's the
+        # accurate one: a few levels apart. PNGs are exact.
+        tol = 4 if name.endswith(".jpg") else 0
+        np.testing.assert_allclose(ours.astype(int), theirs.astype(int), atol=tol, err_msg=name)
+    assert pr.load_image(str(tmp_path / "gray16.png")).max() > 250  # not clipped to white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display = rotate 90 deg clockwise
+    Image.fromarray(rgb).save(tmp_path / "exif6.png", exif=exif)
+    np.testing.assert_array_equal(pr.load_image(str(tmp_path / "exif6.png")), np.rot90(rgb, k=-1))
+
+
 def test_keypoints_map_back_to_the_image_pixels_they_came_from():
     """A bright pixel found in the crop at normalised (x, y) maps back to its own image pixel."""
     size = 16
