@@ -10,9 +10,9 @@ configs/h36m_hmr.py (vertex L2/L1, beta, pose, 3D joints, 2D joints, adversarial
 update of the generator and the Adam update of the 25 discriminators (23 per joint, whole pose,
 shape; LSGAN, fed every regressor iteration as fakes and the batch's GT as reals).
 
-The PyTorch side is written here in plain torch.nn (torchvision is not installable): the same
-ResNet (v1.5, NCHW), regressor, discriminators, losses and optimisers; SMPL through
-`smplx.lbs.lbs`. torch runs on 2 threads. Both use the same SMPL-sized body model
+The PyTorch side is plain torch.nn (torchvision is not installable): the same ResNet (v1.5,
+NCHW), regressor and discriminators (benchmarks/torch_hmr.py, shared with inference.py), the
+losses and optimisers written here; SMPL through `smplx.lbs.lbs`. torch runs on 2 threads. Both use the same SMPL-sized body model
 (random SMPL-sized arrays: 6890 vertices, 10 shape and 207 pose directions; `--body default`
 takes hmr_jax.body_model's procedural model instead).
 
@@ -163,144 +163,18 @@ class JaxRunner:
 
 
 def make_torch_runner(config, smpl_arrays, batch_np, threads, channels_last):
-    import smplx.lbs  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
-    from torch import nn  # pylint: disable=g-import-not-at-top
+    import torch_hmr  # pylint: disable=g-import-not-at-top
+    from torch_hmr import rodrigues  # pylint: disable=g-import-not-at-top
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-
-    class Bottleneck(nn.Module):
-        expansion = 4
-
-        def __init__(self, in_ch, ch, stride):
-            super().__init__()
-            out = ch * 4
-            self.conv1 = nn.Conv2d(in_ch, ch, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(ch)
-            self.conv2 = nn.Conv2d(ch, ch, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(ch)
-            self.conv3 = nn.Conv2d(ch, out, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(out)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = None
-            if stride != 1 or in_ch != out:
-                self.downsample = nn.Sequential(nn.Conv2d(in_ch, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-
-        def forward(self, x):
-            y = self.relu(self.bn1(self.conv1(x)))
-            y = self.relu(self.bn2(self.conv2(y)))
-            y = self.bn3(self.conv3(y))
-            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-    class BasicBlock(nn.Module):
-        expansion = 1
-
-        def __init__(self, in_ch, ch, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(in_ch, ch, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(ch)
-            self.conv2 = nn.Conv2d(ch, ch, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(ch)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = None
-            if stride != 1 or in_ch != ch:
-                self.downsample = nn.Sequential(nn.Conv2d(in_ch, ch, 1, stride, bias=False), nn.BatchNorm2d(ch))
-
-        def forward(self, x):
-            y = self.relu(self.bn1(self.conv1(x)))
-            y = self.bn2(self.conv2(y))
-            return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet(nn.Module):
-        def __init__(self, depth, width):
-            super().__init__()
-            block, sizes = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-                            50: (Bottleneck, (3, 4, 6, 3))}[depth]
-            self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
-                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
-            layers, in_ch = [], width
-            for s, n in enumerate(sizes):
-                for i in range(n):
-                    layers.append(block(in_ch, width * 2**s, (1 if s == 0 else 2) if i == 0 else 1))
-                    in_ch = width * 2**s * block.expansion
-            self.layers = nn.Sequential(*layers)
-            self.num_features = in_ch
-
-        def forward(self, x):
-            return torch.mean(self.layers(self.stem(x)), dim=(2, 3))
-
-    def rodrigues(aa):  # (..., 3) -> (..., 3, 3)
-        t2 = (aa * aa).sum(-1, keepdim=True)
-        t = torch.sqrt(t2 + 1e-12)
-        a, b = torch.sin(t) / t, (1 - torch.cos(t)) / (t2 + 1e-12)
-        x, y, z = aa.unbind(-1)
-        zero = torch.zeros_like(x)
-        k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(aa.shape[:-1] + (3, 3))
-        eye = torch.eye(3, dtype=aa.dtype)
-        return eye + a[..., None] * k + b[..., None] * (k @ k)
-
-    class Regressor(nn.Module):
-        def __init__(self, in_features, n_iter, hidden=1024, dropout=0.5):
-            super().__init__()
-            from hmr_jax.models import regressor as reg_lib  # pylint: disable=g-import-not-at-top
-            mean = np.concatenate([np.asarray(m, np.float32).ravel() for m in reg_lib.default_mean_params("aa")])
-            self.register_buffer("mean", torch.tensor(mean))
-            n_out = mean.size
-            self.fc1 = nn.Linear(in_features + n_out, hidden)
-            self.fc2 = nn.Linear(hidden, hidden)
-            self.drop = nn.Dropout(dropout)
-            self.out = nn.Linear(hidden, n_out)
-            nn.init.xavier_uniform_(self.out.weight, gain=0.01)
-            self.n_iter = n_iter
-
-        def forward(self, feats):
-            params = self.mean.expand(feats.shape[0], -1)
-            its = []
-            for _ in range(self.n_iter):
-                x = torch.cat([feats, params], -1)
-                x = self.drop(torch.relu(self.fc1(x)))
-                x = self.drop(torch.relu(self.fc2(x)))
-                params = params + self.out(x)
-                its.append(params)
-            allp = torch.stack(its)  # (n, B, 85)
-            return allp[..., :72], allp[..., 72:82], allp[..., 82:]
-
-    class Discriminator(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.joint = nn.Sequential(nn.Linear(9, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
-            self.joint_out_w = nn.Parameter(torch.randn(23, 32) / np.sqrt(32))
-            self.joint_out_b = nn.Parameter(torch.zeros(23))
-            self.pose = nn.Sequential(nn.Linear(736, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
-                                      nn.Linear(1024, 1))
-            self.shape = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 1))
-
-        def forward(self, rotmat23, betas):
-            b = rotmat23.shape[0]
-            f = self.joint(rotmat23.reshape(b, 23, 9))  # (B, 23, 32)
-            joint_logits = torch.einsum("bjc,jc->bj", f, self.joint_out_w) + self.joint_out_b
-            return torch.cat([joint_logits, self.pose(f.reshape(b, -1)), self.shape(betas)], -1)  # (B, 25)
-
-    # SMPL arrays (file layout: shapedirs (V, 3, K), posedirs (V, 3, 207)) in smplx's layout.
-    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    parents = np.asarray(smpl_arrays["kintree_table"])[0].astype(np.int64)
-    parents[0] = -1
-    smpl_t = dict(v_template=t(smpl_arrays["v_template"]), shapedirs=t(smpl_arrays["shapedirs"]),
-                  posedirs=t(np.asarray(smpl_arrays["posedirs"]).reshape(-1, 207).T),
-                  J_regressor=t(smpl_arrays["J_regressor"]), parents=torch.tensor(parents),
-                  lbs_weights=t(smpl_arrays["weights"]))
-
-    def smpl_forward(betas, rotmat):
-        verts, joints = smplx.lbs.lbs(betas, rotmat, pose2rot=False, **smpl_t)
-        return verts, joints
-
+    smpl_forward = torch_hmr.smpl_forward_fn(smpl_arrays)
     w = {k: float(x) for k, x in config.loss_weights.items()}
     img_size = config.data.img_size
-    encoder = ResNet(config.model.depth, config.model.width)
-    regressor = Regressor(encoder.num_features, config.model.n_iter, config.model.hidden[0], config.model.dropout)
-    disc = Discriminator()
-    gen_modules = nn.ModuleList([encoder, regressor])
+    encoder, regressor = torch_hmr.generator(config)
+    disc = torch_hmr.Discriminator()
+    gen_modules = torch.nn.ModuleList([encoder, regressor])
     if channels_last:
         encoder.to(memory_format=torch.channels_last)
     gen_opt = torch.optim.Adam(gen_modules.parameters(), lr=config.optim.gen.learning_rate)
