@@ -15,9 +15,9 @@ rate 2e-3 after 100 warm-up steps, decayed linearly to 1 % at the run's end; wei
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape. The run's length is
 set by train.time_budget_min (14 minutes from the process's start, generation included).
-Measured (2026-12-02, session 16, fresh clone and workdir, idle 2-core AVX-512 machine): 5,279
-steps fit, 13 min 45 s wall with the pip step; MPJPE 88.9 mm vs 189.8 mm for the training-set mean
-pose/shape (ratio 0.469), PA-MPJPE 66.3 vs 137.1 mm (ratio 0.484). A machine as slow as session
+Measured (2026-12-02, session 17, fresh clone and workdir, idle 2-core AVX-512 machine): 5,587
+steps fit, 13 min 45 s wall with the pip step; MPJPE 88.1 mm vs 189.8 mm for the training-set mean
+pose/shape (ratio 0.464), PA-MPJPE 65.6 vs 137.1 mm (ratio 0.479). A machine as slow as session
 11's fits ~3,000-3,300 steps: 0.497-0.508 / 0.507-0.522, at or just short of the goal (README,
 Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
