@@ -936,8 +936,13 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
         bar.refresh()
         return dataclasses.replace(state, num_steps=replicate(np.int32(num_steps), mesh))
 
+    log_handlers, clear_bar = [], None
     try:
         bar = _progress_bar(is_main and tc.progress_bar, num_steps, step)
+        if not bar.disable:  # log lines (absl's handler under app.run) clear the bar's line first
+            log_handlers, clear_bar = list(logging.getLogger().handlers), _bar_clearing_filter(bar)
+        for handler in log_handlers:
+            handler.addFilter(clear_bar)
         t0, s0 = time.time(), step
         while step < num_steps and not meta["stopped_early"]:
             batch = to_global(_batch_arrays(next(train_iter)), mesh)
@@ -1021,6 +1026,8 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
             save(state, step)
         result["stopped_early"] = bool(meta["stopped_early"])
     finally:
+        for handler in log_handlers:
+            handler.removeFilter(clear_bar)
         manager.wait_until_finished()
         writer.flush()
     if is_main and os.path.exists(metrics_path):
@@ -1136,3 +1143,14 @@ def _progress_bar(enabled: bool, total: int, initial: int):
     import tqdm  # pylint: disable=g-import-not-at-top
     return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
                      smoothing=0.1)
+
+
+def _bar_clearing_filter(bar) -> Callable[[logging.LogRecord], bool]:
+    """A log-handler filter that clears `bar`'s line before each record is written, so that log
+    lines start on a line of their own instead of running on from the bar's (which is redrawn
+    below them at its next update). Lets every record through."""
+    def clear(record: logging.LogRecord) -> bool:
+        del record
+        bar.clear()
+        return True
+    return clear

@@ -339,3 +339,26 @@ def test_synthetic_render_size_renders_larger_images_for_the_same_crops(tmp_path
     assert batch["image"].shape[1:] == (32, 32, 3)
     config.data.synthetic.render_size = 0  # = data.img_size: the dataset of 32 px renders
     assert os.path.basename(trainer.resolve_data_paths(config, workdir)[0]) == "synthetic_32px_8_yaw20_fps1"
+
+
+def test_log_lines_clear_the_progress_bar_line_first():
+    """A log record written while the bar is drawn starts on a cleared line (not after the bar's
+    text on the same line) and still gets through."""
+    import io  # pylint: disable=g-import-not-at-top
+    import logging  # pylint: disable=g-import-not-at-top
+
+    import tqdm  # pylint: disable=g-import-not-at-top
+
+    out = io.StringIO()
+    bar = tqdm.tqdm(total=10, file=out, mininterval=0, ascii=True)
+    bar.update(3)
+    handler = logging.StreamHandler(out)
+    handler.addFilter(trainer._bar_clearing_filter(bar))  # pylint: disable=protected-access
+    logger = logging.getLogger("test_log_lines_clear_the_progress_bar_line_first")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.warning("checkpoint saved")
+    bar.close()
+    before, line = out.getvalue().split("checkpoint saved")[0].rsplit("\r", 1)
+    assert line == "" and "3/10" in before and before.endswith(" ")  # the bar's text blanked out
+    assert "checkpoint saved\n" in out.getvalue()
