@@ -12,9 +12,9 @@ shape; LSGAN, fed every regressor iteration as fakes and the batch's GT as reals
 
 The PyTorch side is plain torch.nn (torchvision is not installable): the same ResNet (v1.5,
 NCHW), regressor and discriminators (benchmarks/torch_hmr.py, shared with inference.py), the
-losses and optimisers written here; SMPL through `smplx.lbs.lbs`. torch runs on 2 threads. Both use the same SMPL-sized body model
-(random SMPL-sized arrays: 6890 vertices, 10 shape and 207 pose directions; `--body default`
-takes hmr_jax.body_model's procedural model instead).
+losses and optimisers written here; SMPL through `smplx.lbs.lbs`. torch runs on 2 threads.
+Both use the same SMPL-sized body model (random SMPL-sized arrays: 6890 vertices, 10 shape and
+207 pose directions; `--body default` takes hmr_jax.body_model's procedural model instead).
 
 The implementations are timed round-robin (one step of each per round), so load from other
 processes on the machine hits all of them alike; the median step time of each is reported.
