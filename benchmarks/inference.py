@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from hmr_jax import config_files, hugepages
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
+from timing import round_robin
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -113,16 +114,7 @@ def main():
             t0 = time.perf_counter()
             fn()  # compile (jax) / warm-up (torch)
             first[name] = time.perf_counter() - t0
-        times = {name: [] for name in runners}
-        cpu = {name: [] for name in runners}
-        for _ in range(args.steps):
-            for name, fn in runners.items():
-                for _ in range(args.settle):
-                    fn()
-                t0, c0 = time.perf_counter(), time.process_time()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-                cpu[name].append(time.process_time() - c0)
+        times, cpu, _ = round_robin(runners, args.steps, args.settle)
         for name in runners:
             med = statistics.median(times[name])
             ratio = f"{statistics.median(times['torch']) / med:8.2f}x" if "torch" in times else "        -"

@@ -71,6 +71,7 @@ import numpy as np
 from hmr_jax import config_files, hugepages
 from hmr_jax.models import resnet
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
+from timing import round_robin
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -329,18 +330,7 @@ def main():
               f"{torch.get_num_threads()} threads", flush=True)
         runners.append((f"torch{'-cl' if args.torch_channels_last else ''}", tstep))
 
-    times = {name: [] for name, _ in runners}
-    cpu = {name: [] for name, _ in runners}
-    loads = []
-    for _ in range(args.steps):
-        for name, fn in runners:
-            for _ in range(args.settle):
-                fn()
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-        loads.append(os.getloadavg()[0])
+    times, cpu, loads = round_robin(dict(runners), args.steps, args.settle)
     ref = next((n for n in times if n.startswith("torch")), None)
     print(f"\n{'implementation':>22} {'median s/step':>14} {'images/s':>9} {'vs torch':>9} {'CPU s/step':>11}"
           "   per-step wall s")
