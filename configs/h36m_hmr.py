@@ -98,6 +98,8 @@ def get_config(arg=None):
 
     c.optim = ml_collections.ConfigDict()
     c.optim.gen = _optimizer("adam", 5e-5)
+    # Per-module learning rates, relative to learning_rate (its schedule included).
+    c.optim.gen.lr_scale = ml_collections.ConfigDict(dict(encoder=1.0, keypoint_head=1.0, regressor=1.0))
     c.optim.disc = _optimizer("adam", 1e-4)
     c.optim.plateau = ml_collections.ConfigDict(dict(
         enabled=False, factor=0.5, patience=5, cooldown=0, rtol=1e-3, min_scale=0.01))

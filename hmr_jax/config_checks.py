@@ -98,6 +98,8 @@ def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
         _unit(config, f"{prefix}.b2")
         _positive(config, f"{prefix}.eps")
     _nonneg(config, f"{prefix}.weight_decay")
+    for module in _get(config, prefix).get("lr_scale", {}):
+        _positive(config, f"{prefix}.lr_scale.{module}")
     if name == "sgd":
         _unit(config, f"{prefix}.momentum")
     sched = _one_of(config, f"{prefix}.schedule", SCHEDULES)
@@ -197,6 +199,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         if weights[name] > 0 and not head:
             raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
                               "(model.keypoint_head.enabled=True); set it to 0 without the head")
+    if config.optim.gen.lr_scale.keypoint_head != 1.0 and not head:
+        raise ConfigError(f"config 'optim.gen.lr_scale.keypoint_head': {config.optim.gen.lr_scale.keypoint_head} "
+                          "needs the keypoint head (model.keypoint_head.enabled=True); set it to 1 without the head")
     _nonneg(config, "adversarial.disc_loss_weight")
     prior = _file_or_empty(config, "adversarial.prior_file")
     if prior:

@@ -84,7 +84,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
     schedule of the run's current length) times the reduce-on-plateau scale (`set_learning_rate`).
     `weight_decay` as PyTorch's optimisers take it: decoupled for adamw (`torch.optim.AdamW`), an L2
     term `weight_decay * param` added to the (clipped) gradient for adam and sgd (`torch.optim.Adam`,
-    `torch.optim.SGD`); on every parameter.
+    `torch.optim.SGD`); on every parameter. `lr_scale` (optional, {module: factor}): per-module
+    learning rates, the updates of `params[module]` times the factor (`_scale_by_module`).
     """
     if cfg.name == "adam":
         factory, kwargs = optax.adam, dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
@@ -97,7 +98,26 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     if cfg.name != "adamw" and cfg.weight_decay > 0:
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
-    return optax.chain(*parts, opt)
+    parts.append(opt)
+    scales = {k: float(v) for k, v in cfg.get("lr_scale", {}).items() if float(v) != 1.0}
+    if scales:  # only then: the optimiser state of a run without scales stays as it was
+        parts.append(_scale_by_module(scales))
+    return optax.chain(*parts)
+
+
+def _scale_by_module(scales: Mapping[str, float]) -> optax.GradientTransformation:
+    """The updates of each top-level module `params[name]` times `scales[name]`: a per-module
+    learning rate (AdamW's decoupled weight decay, part of the update, scaled with it); other
+    modules' updates unchanged (all of them when params is not a mapping of modules)."""
+    transforms = {name: optax.scale(s) for name, s in scales.items()}
+    transforms["_unscaled"] = optax.identity()
+
+    def labels(params):
+        if not isinstance(params, Mapping):
+            return "_unscaled"
+        return {k: k if k in scales else "_unscaled" for k in params}
+
+    return optax.multi_transform(transforms, labels)
 
 
 def _is_injected(x) -> bool:

@@ -124,6 +124,33 @@ def test_weight_decay_as_torch_optimisers(name):
     assert np.max(np.abs(decayed - run(trainer.make_optimizer(cfg)))) > 1e-3  # the decay acts
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_lr_scale_scales_one_modules_updates(name):
+    """optim.gen.lr_scale: a module's updates (weight decay included) are its factor times those of
+    the unscaled optimiser, step after step; the other modules' are unchanged."""
+    cfg = th.load_config("quickstart").optim.gen
+    cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0)
+    cfg.lr_scale.regressor = 1.0  # (the quickstart's is 0.5)
+    rng = np.random.default_rng(0)
+    params = {m: {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)} for m in ("encoder", "regressor")}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params) for _ in range(3)]
+
+    def updates(tx):
+        state, out = tx.init(params), []
+        for g in grads:  # the same params each step: the updates are comparable step by step
+            u, state = tx.update(g, state, params)
+            out.append(u)
+        return out
+
+    plain = updates(trainer.make_optimizer(cfg))
+    cfg.lr_scale.regressor = 0.25
+    scaled = updates(trainer.make_optimizer(cfg))
+    for u0, u1 in zip(plain, scaled):
+        np.testing.assert_allclose(u1["regressor"]["w"], 0.25 * u0["regressor"]["w"], rtol=1e-6, atol=1e-8)
+        np.testing.assert_array_equal(u1["encoder"]["w"], u0["encoder"]["w"])
+        assert np.abs(u0["regressor"]["w"]).max() > 1e-3
+
+
 @pytest.mark.parametrize("key,value,needle", [
     ("data.batch_size", 0, "data.batch_size"),
     ("optim.gen.name", "adamax", "optim.gen.name"),
@@ -138,6 +165,7 @@ def test_weight_decay_as_torch_optimisers(name):
     ("optim.disc.weight_decay", -0.1, "optim.disc.weight_decay"),
     ("data.synthetic.render_size", 8, "data.synthetic.render_size"),
     ("data.cache_decoded_mb", -1.0, "data.cache_decoded_mb"),
+    ("optim.gen.lr_scale.regressor", 0.0, "optim.gen.lr_scale.regressor"),
 ])
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
@@ -146,6 +174,15 @@ def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert time.time() - start < 5.0
     assert not (tmp_path / "wd" / "checkpoints").exists()
+
+
+def test_lr_scale_of_an_absent_keypoint_head_is_an_error(tmp_path):
+    config = th.tiny_config(tmp_path / "no_data", **{"optim.gen.lr_scale.keypoint_head": 0.5})
+    config.model.keypoint_head.enabled = False
+    for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
+        config.loss_weights[name] = 0.0
+    with pytest.raises(config_checks.ConfigError, match=r"optim\.gen\.lr_scale\.keypoint_head.*needs the keypoint head"):
+        config_checks.validate_config(config)
 
 
 def test_flip_test_must_be_a_bool(tmp_path):
