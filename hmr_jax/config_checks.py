@@ -199,9 +199,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         if weights[name] > 0 and not head:
             raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
                               "(model.keypoint_head.enabled=True); set it to 0 without the head")
-    if config.optim.gen.lr_scale.keypoint_head != 1.0 and not head:
-        raise ConfigError(f"config 'optim.gen.lr_scale.keypoint_head': {config.optim.gen.lr_scale.keypoint_head} "
-                          "needs the keypoint head (model.keypoint_head.enabled=True); set it to 1 without the head")
+    head_scale = config.optim.gen.get("lr_scale", {}).get("keypoint_head", 1.0)
+    if head_scale != 1.0 and not head:
+        raise ConfigError(f"config 'optim.gen.lr_scale.keypoint_head': {head_scale} needs the keypoint head "
+                          "(model.keypoint_head.enabled=True); set it to 1 without the head")
     _nonneg(config, "adversarial.disc_loss_weight")
     prior = _file_or_empty(config, "adversarial.prior_file")
     if prior:
