@@ -19,7 +19,7 @@ set by train.time_budget_min (14 minutes from the process's start, generation in
 Measured (2026-12-02, session 17, fresh clone and workdir, idle 2-core AVX-512 machine): 5,017
 steps fit, 13 min 42 s wall with the pip step; MPJPE 88.7 mm vs 189.8 mm for the training-set mean
 pose/shape (ratio 0.467), PA-MPJPE 65.6 vs 137.1 mm (ratio 0.478). A machine as slow as session
-11's fits ~3,000-3,300 steps: 0.489-0.493 / 0.502-0.504 at 3,300 fixed steps, at the goal on MPJPE
+11's fits ~3,000-3,300 steps: 0.489-0.501 / 0.502-0.507 at 3,300 fixed steps (three seeds), at the goal on MPJPE
 and at its edge on PA-MPJPE (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
@@ -87,7 +87,8 @@ def get_config(arg=None):
     c.optim.gen.warmup_steps = 100
     c.optim.gen.clip_norm = 10.0
     # The regressor (the lifter, 2 x 512) at half the encoder's and head's learning rate: at a fixed
-    # 3,300 steps 0.489 / 0.502 and 0.493 / 0.504 (seeds 0, 1) vs 0.498 / 0.507 and 0.507 / 0.517;
+    # 3,300 steps 0.489 / 0.502, 0.493 / 0.504, 0.501 / 0.507 (seeds 0-2) vs 0.498 / 0.507,
+    # 0.507 / 0.517, 0.504 / 0.509;
     # x0.25 0.492 / 0.506, x2 0.524 / 0.534 (docs/quickstart_tuning.md, session 17).
     c.optim.gen.lr_scale.regressor = 0.5
     c.optim.disc.learning_rate = 1e-4
