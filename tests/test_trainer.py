@@ -130,7 +130,7 @@ def test_lr_scale_scales_one_modules_updates(name):
     the unscaled optimiser, step after step; the other modules' are unchanged."""
     cfg = th.load_config("quickstart").optim.gen
     cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0)
-    cfg.lr_scale.regressor = 1.0  # (the quickstart's is 0.5)
+    cfg.lr_scale.regressor = 1.0  # (the quickstart's is 1/3)
     rng = np.random.default_rng(0)
     params = {m: {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)} for m in ("encoder", "regressor")}
     grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params) for _ in range(3)]
