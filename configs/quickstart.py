@@ -16,11 +16,12 @@ the regressor; weight decay 0.3).
 Goal (issue): within about 15 minutes on 2 CPU cores, MPJPE and PA-MPJPE on the synthetic
 validation split at most half of those of predicting the mean pose and shape. The run's length is
 set by train.time_budget_min (14 minutes from the process's start, generation included).
-Measured (2026-12-02, session 17, fresh clone and workdir, idle 2-core AVX-512 machine): 5,017
-steps fit, 13 min 42 s wall with the pip step; MPJPE 88.7 mm vs 189.8 mm for the training-set mean
-pose/shape (ratio 0.467), PA-MPJPE 65.6 vs 137.1 mm (ratio 0.478). A machine as slow as session
-11's fits ~3,000-3,300 steps: 0.489-0.501 / 0.502-0.507 at 3,300 fixed steps (three seeds), at the goal on MPJPE
-and at its edge on PA-MPJPE (README, Quickstart results).
+Measured (2026-12-02, session 18, fresh clone and workdir, idle 2-core AVX-512 machine): 6,059
+steps fit, 13 min 48 s wall with the pip step; MPJPE 85.3 mm vs 189.8 mm for the training-set mean
+pose/shape (ratio 0.450), PA-MPJPE 63.9 vs 137.1 mm (ratio 0.466). A machine as slow as session
+11's fits ~3,000-3,300 steps: 0.486-0.491 / 0.501-0.505 at 3,000 fixed steps (two seeds), 0.477-0.488
+/ 0.491-0.500 at 3,300 (three seeds): under the goal on MPJPE, at its edge on PA-MPJPE (README,
+Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
