@@ -21,6 +21,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
 DECAY_TO_END_SCHEDULES = ("warmup_cosine", "warmup_linear")  # reach end_factor * lr at the run's end
 NAN_POLICIES = ("stop", "skip")
+GEN_MODULES = ("encoder", "keypoint_head", "regressor")  # the generator's top-level params (models/hmr.py)
 ROT_REPRS = ("aa", "6d")
 ENCODER_DEPTHS = (18, 34, 50)
 DTYPES = ("float32", "bfloat16")
@@ -199,6 +200,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         if weights[name] > 0 and not head:
             raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
                               "(model.keypoint_head.enabled=True); set it to 0 without the head")
+    for module in config.optim.gen.get("lr_scale", {}):  # any other name would scale nothing, silently
+        if module not in GEN_MODULES:
+            raise ConfigError(f"config 'optim.gen.lr_scale.{module}': not a module of the generator; "
+                              f"expected one of {list(GEN_MODULES)}")
     head_scale = config.optim.gen.get("lr_scale", {}).get("keypoint_head", 1.0)
     if head_scale != 1.0 and not head:
         raise ConfigError(f"config 'optim.gen.lr_scale.keypoint_head': {head_scale} needs the keypoint head "

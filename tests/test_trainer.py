@@ -185,6 +185,13 @@ def test_lr_scale_of_an_absent_keypoint_head_is_an_error(tmp_path):
         config_checks.validate_config(config)
 
 
+def test_lr_scale_of_an_unknown_module_is_an_error(tmp_path):
+    config = th.tiny_config(tmp_path / "no_data")
+    config.optim.gen.lr_scale.encoders = 2.0  # a typo would otherwise scale nothing
+    with pytest.raises(config_checks.ConfigError, match=r"optim\.gen\.lr_scale\.encoders.*not a module"):
+        config_checks.validate_config(config)
+
+
 def test_flip_test_must_be_a_bool(tmp_path):
     config = th.tiny_config(tmp_path / "no_data")
     config.eval = ml_collections.ConfigDict(dict(flip_test="yes"))  # a config file's own group: any type
