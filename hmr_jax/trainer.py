@@ -1066,7 +1066,8 @@ def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str
     """A copy of `config` with model.mean_pose (72 axis-angle numbers) and model.mean_betas (10)
     filled from model.mean_params: 'train' -> the mean of the training split's SMPL labels (as
     `mean_body`; folder sources, or tfds records built with their means), a path -> its `pose`
-    ((72,) axis-angle or (144,) 6d) and `shape` ((10,)) arrays, as SPIN's smpl_mean_params.npz;
+    ((72,) axis-angle or (144,) 6d in SPIN's layout, `regressor.mean_pose_from_file`) and `shape` ((10,))
+    arrays, as SPIN's smpl_mean_params.npz;
     'zero' leaves them empty (`regressor.default_mean_params`). Already filled values are kept.
     `labels`: `_training_labels(config, paths)` when the caller has read them already."""
     from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
@@ -1099,7 +1100,7 @@ def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str
                 raise ConfigError(f"{key}: {m.mean_params!r} must hold 'pose' ((72,) axis-angle or (144,) 6d) and "
                                   f"'shape' ((10,)), found {sorted(f.keys())}")
             try:
-                pose = regressor_lib.convert_mean_pose(f["pose"], "aa")
+                pose = regressor_lib.mean_pose_from_file(f["pose"])
             except ValueError as e:
                 raise ConfigError(f"{key}: {m.mean_params!r}: {e}") from None
             betas = np.asarray(f["shape"], np.float64).reshape(-1)

@@ -18,6 +18,7 @@ from hmr_jax import config_checks
 from hmr_jax import joints as joints_lib
 from hmr_jax import smpl
 from hmr_jax import trainer
+from hmr_jax.models import regressor as regressor_lib
 
 th.enable_compilation_cache()
 
@@ -288,6 +289,34 @@ def test_schedules():
     assert float(sched(10 + 49)) == pytest.approx(1.0) and float(sched(10 + 50)) == pytest.approx(0.1)
 
 
+def test_mean_params_file_6d_is_read_in_spins_layout(tmp_path):
+    """A (144,) 6d pose in a mean-parameter file is SPIN's layout (R00, R01, R10, R11, R20, R21 per
+    joint), closed form: an upright body seen by the camera (global orientation diag(1, -1, -1), 180
+    deg about x) and identity joints -> axis-angle (pi, 0, 0) and zeros. The same rotations written
+    as the model's own layout (columns concatenated) have parallel columns there: an error naming
+    the key, not a silently wrong start."""
+    rot = np.tile(np.eye(3), (24, 1, 1))
+    rot[0] = np.diag([1.0, -1.0, -1.0])
+    spin = rot[:, :, :2].reshape(144)
+    assert spin[:6].tolist() == [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]
+    aa = regressor_lib.mean_pose_from_file(spin)
+    np.testing.assert_allclose(np.abs(aa[:3]), [np.pi, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(aa[3:], 0.0, atol=1e-7)
+    np.testing.assert_array_equal(regressor_lib.mean_pose_from_file(aa), aa)  # axis-angle kept
+
+    data_dir = tmp_path / "data"
+    th.make_dataset(data_dir, num=8, img_size=32)
+    config = th.tiny_config(data_dir)
+    paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
+    columns = np.concatenate([rot[:, :, 0], rot[:, :, 1]], -1).reshape(144)  # the model's layout
+    np.savez(tmp_path / "columns.npz", pose=columns, shape=np.zeros(10))
+    config.model.mean_params = str(tmp_path / "columns.npz")
+    with pytest.raises(config_checks.ConfigError, match=r"model\.mean_params.*joint\(s\) \[0, 1, 2"):
+        trainer.resolve_mean_params(config, paths)
+    with pytest.raises(ValueError, match="72.*144"):
+        regressor_lib.mean_pose_from_file(np.zeros(100))
+
+
 def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
     """model.mean_params: 'train' -> the training rows' mean (annotations.mean_smpl), written into
     the config; the untrained generator (zero last layer) then predicts exactly that; an .npz in
@@ -316,7 +345,8 @@ def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
     assert np.abs(np.asarray(resolved.model.mean_pose[3:])).max() > 1e-3
     assert trainer.resolve_mean_params(resolved, paths) is resolved  # already filled: kept
 
-    rot6d = np.concatenate([want_rot[:, :, 0], want_rot[:, :, 1]], -1).reshape(144)  # SPIN's layout
+    # SPIN's layout: per joint the 3 x 2 of R's first two columns, row-major (SPIN: x.view(-1, 3, 2))
+    rot6d = np.asarray(want_rot)[:, :, :2].reshape(144)
     np.savez(tmp_path / "mean.npz", pose=rot6d, shape=want_betas, cam=np.array([0.9, 0.0, 0.0]))
     config.model.mean_params = str(tmp_path / "mean.npz")
     from_file = trainer.resolve_mean_params(config, paths)

@@ -11,7 +11,8 @@ with MLP = Linear(1024) -> ReLU -> Dropout -> Linear(1024) -> ReLU -> Dropout ->
 
 Rotation representation of theta (`rot_repr`):
   'aa' -- 24 axis-angle vectors, 72 numbers (the report's);
-  '6d' -- 24 x 6 (Zhou et al.; first two columns of R, concatenated), 144 numbers (SPIN's).
+  '6d' -- 24 x 6 (Zhou et al.; first two columns of R, concatenated), 144 numbers (as SPIN's
+  output; SPIN orders each joint's six row by row, (R00, R01, R10, ...): `mean_pose_from_file`).
 Both are converted to rotation matrices with `hmr_jax.geometry`.
 
 The mean parameters are fixed (not trained): they are stored as static tuples of floats on the
@@ -51,7 +52,9 @@ def default_mean_params(rot_repr: str = "aa") -> tuple[np.ndarray, np.ndarray, n
 
 
 def convert_mean_pose(mean_pose: Any, rot_repr: str) -> np.ndarray:
-    """Mean pose given as axis-angle ((72,) or (24,3)) or 6d ((144,) or (24,6)) -> flat `rot_repr`."""
+    """Mean pose given as axis-angle ((72,) or (24,3)) or 6d in the model's layout ((144,) or (24,6);
+    `geometry.matrix_to_rot6d`) -> flat `rot_repr`. A file's 6d pose (SPIN's layout):
+    `mean_pose_from_file`."""
     if rot_repr not in ROT_DIMS:
         raise ValueError(f"rot_repr must be one of {sorted(ROT_DIMS)}, found {rot_repr!r}")
     pose = np.asarray(mean_pose, np.float32)
@@ -71,6 +74,34 @@ def convert_mean_pose(mean_pose: Any, rot_repr: str) -> np.ndarray:
     else:
         out = np.concatenate([rotmat[:, :, 0], rotmat[:, :, 1]], axis=-1)  # geometry.matrix_to_rot6d
     return np.asarray(out, np.float32).reshape(-1)
+
+
+def mean_pose_from_file(pose: Any) -> np.ndarray:
+    """A mean-parameter file's `pose` -> (72,) axis-angle.
+
+    (72,) / (24, 3): axis-angle, kept. (144,) / (24, 6): 6d in **SPIN's layout**, as its
+    data/smpl_mean_params.npz stores them: per joint the first two columns of R as a 3 x 2 matrix in
+    row-major order, (R00, R01, R10, R11, R20, R21) (SPIN reads them with `x.view(-1, 3, 2)`). This
+    is not the model's own 6d layout (`geometry.matrix_to_rot6d`: the columns concatenated), in which
+    such a file would read as other rotations, or as none (a 180-degree global orientation,
+    diag(1, -1, -1), would give two parallel columns). A joint whose two columns are parallel or zero
+    is an error."""
+    pose = np.asarray(pose, np.float64)
+    if pose.size == NUM_JOINTS * 3:
+        return pose.reshape(-1).astype(np.float32)
+    if pose.size != NUM_JOINTS * 6:
+        raise ValueError("pose: expected 24 axis-angle vectors ((72,) or (24,3)) or 24 6d rotations in SPIN's "
+                         f"layout ((144,) or (24,6)), found shape {pose.shape}")
+    cols = pose.reshape(NUM_JOINTS, 3, 2)  # SPIN's x.view(-1, 3, 2): column k of joint j is cols[j, :, k]
+    a1, a2 = cols[:, :, 0], cols[:, :, 1]
+    n1, n2 = np.linalg.norm(a1, axis=-1), np.linalg.norm(a2, axis=-1)
+    sin = np.linalg.norm(np.cross(a1, a2), axis=-1) / np.maximum(n1 * n2, 1e-12)
+    bad = np.flatnonzero((n1 < 1e-6) | (n2 < 1e-6) | (sin < 1e-3))
+    if bad.size:
+        raise ValueError(f"pose: the 6d rotation of joint(s) {bad.tolist()} has two parallel or zero columns in "
+                         "SPIN's layout ((R00, R01, R10, R11, R20, R21) per joint): not a rotation")
+    rotmat = _rot6d_to_matrix_np(np.concatenate([a1, a2], axis=-1))
+    return np.asarray(Rotation.from_matrix(rotmat).as_rotvec(), np.float32).reshape(-1)
 
 
 def _rot6d_to_matrix_np(x: np.ndarray) -> np.ndarray:
