@@ -200,11 +200,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         if weights[name] > 0 and not head:
             raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
                               "(model.keypoint_head.enabled=True); set it to 0 without the head")
-    for module in config.optim.gen.get("lr_scale", {}):  # any other name would scale nothing, silently
+    lr_scale = config.optim.gen.get("lr_scale", {})
+    for module in lr_scale:  # any other name would scale nothing, silently
         if module not in GEN_MODULES:
             raise ConfigError(f"config 'optim.gen.lr_scale.{module}': not a module of the generator; "
                               f"expected one of {list(GEN_MODULES)}")
-    head_scale = config.optim.gen.get("lr_scale", {}).get("keypoint_head", 1.0)
+    head_scale = lr_scale.get("keypoint_head", 1.0)
     if head_scale != 1.0 and not head:
         raise ConfigError(f"config 'optim.gen.lr_scale.keypoint_head': {head_scale} needs the keypoint head "
                           "(model.keypoint_head.enabled=True); set it to 1 without the head")

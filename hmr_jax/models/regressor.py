@@ -100,8 +100,7 @@ def mean_pose_from_file(pose: Any) -> np.ndarray:
     if bad.size:
         raise ValueError(f"pose: the 6d rotation of joint(s) {bad.tolist()} has two parallel or zero columns in "
                          "SPIN's layout ((R00, R01, R10, R11, R20, R21) per joint): not a rotation")
-    rotmat = _rot6d_to_matrix_np(np.concatenate([a1, a2], axis=-1))
-    return np.asarray(Rotation.from_matrix(rotmat).as_rotvec(), np.float32).reshape(-1)
+    return convert_mean_pose(np.concatenate([a1, a2], axis=-1), "aa")  # the model's layout -> axis-angle
 
 
 def _rot6d_to_matrix_np(x: np.ndarray) -> np.ndarray:
