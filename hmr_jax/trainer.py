@@ -749,6 +749,16 @@ def process_start_time() -> float:
         return time.time()
 
 
+def cost_once_compiled(wait_seconds: float, call_seconds: list[float]) -> float:
+    """What a pass of len(call_seconds) jitted calls costs once compiled: the waits between them
+    (input) plus every call at the mean of the calls after the first (the first one compiles
+    when the pass is the first); one call: its own time."""
+    calls = list(call_seconds)
+    if len(calls) < 2:
+        return float(wait_seconds) + float(sum(calls))
+    return float(wait_seconds) + len(calls) * float(np.mean(calls[1:]))
+
+
 def steps_within_budget(*, step: int, seconds_left: float, step_seconds: float, floor: int, cap: int,
                         eval_every: int, final_eval: bool, eval_seconds: float, image_every: int,
                         image_seconds: float) -> int:
@@ -777,15 +787,16 @@ class BudgetPlanner:
 
     The length is first planned once `WARMUP_WINDOWS` logging windows after the first have been
     timed, then re-planned at every logging step from the speed of the last `WINDOWS` windows and
-    the slowest evaluation / image grid so far (guessed until one has run): shorter as soon as the
-    budget needs it, longer only by more than `GROW` (the learning-rate schedule follows the
-    length, `TrainState.num_steps`: no jitter from noise).
+    the slowest evaluation / image grid so far, each timed as it costs once compiled (the first
+    call of a jitted function compiles; `cost_once_compiled`; guessed until one has run): shorter
+    as soon as the budget needs it, longer only by more than `GROW` (the learning-rate schedule
+    follows the length, `TrainState.num_steps`: no jitter from noise).
     """
 
     WARMUP_WINDOWS = 3  # timed windows (after the first, which holds the compilation) before planning
     WINDOWS = 4  # logging windows whose mean step time is the speed
     MARGIN = 0.98  # of the time left: noise between re-plans
-    TAIL_SECONDS = 10.0  # after the last step: checkpoint, curves, writer
+    TAIL_SECONDS = 5.0  # after the last step: checkpoint, curves, writer (~1.5 s measured)
     GROW = 0.01  # a longer plan replaces the current one only if longer by more than this fraction
     GUESS_SECONDS = 10.0  # an evaluation / image grid until one has been timed
 
@@ -910,13 +921,18 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
 
     baseline = replicate(mean_body(*labels), mesh) if val_source is not None and labels is not None else None
 
-    def evaluate(state) -> dict[str, float]:
-        sums = None
+    def evaluate(state) -> tuple[dict[str, float], float]:
+        """The validation metrics, and what the evaluation costs once compiled (seconds)."""
+        sums, wait, calls = None, 0.0, []
+        t = time.time()
         for batch in make_input(config, val_source, train=False):
-            out = jax.device_get(eval_step(state, to_global(_batch_arrays(batch), mesh), smpl_model, regressors,
-                                           baseline))
+            batch = to_global(_batch_arrays(batch), mesh)
+            t_call = time.time()
+            out = jax.device_get(eval_step(state, batch, smpl_model, regressors, baseline))
+            wait, t = wait + t_call - t, time.time()
+            calls.append(t - t_call)
             sums = out if sums is None else {k: sums[k] + out[k] for k in out}
-        return finalize_eval(sums)
+        return finalize_eval(sums), cost_once_compiled(wait + time.time() - t, calls)
 
     # Stage 5: writers, image batch, signal handler.
     writer = make_writer(workdir, is_main)
@@ -994,10 +1010,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
                 t0, s0 = time.time(), step
             best_value = None
             if val_source is not None and tc.eval_every and (step % tc.eval_every == 0 or step == num_steps):
-                t_eval = time.time()
-                result["eval"] = evaluate(state)
+                result["eval"], eval_seconds = evaluate(state)
                 if planner is not None:
-                    planner.evaluated(time.time() - t_eval)
+                    planner.evaluated(eval_seconds)
                 writer.write_scalars(step, result["eval"])
                 if is_main:
                     append_jsonl(metrics_path, step, result["eval"])
@@ -1020,6 +1035,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
             if image_batch is not None and step % tc.image_every == 0:
                 t_image = time.time()
                 vertices = _gather(predict(state, image_batch, smpl_model))
+                if planner is not None and planner.image_seconds is None:
+                    t_image = time.time()  # that call compiled: time the grid as it costs from now on
+                    vertices = _gather(predict(state, image_batch, smpl_model))
                 if is_main:
                     # Spread over the batch (neighbouring validation samples are often one video).
                     pick = np.linspace(0, len(vertices) - 1, min(tc.num_images, len(vertices))).astype(int)

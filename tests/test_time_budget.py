@@ -1,6 +1,7 @@
 """The run's length at run time: learning-rate schedules of a traced length, train.time_budget_min."""
 
 import dataclasses
+import os
 import time
 
 import jax
@@ -144,3 +145,24 @@ def test_process_start_time_is_before_this_test_module_ran():
     started = trainer.process_start_time()
     assert started <= _IMPORTED <= time.time()
     assert _IMPORTED - started < 24 * 3600.0
+
+
+def test_cost_once_compiled_replaces_the_compiling_call_by_the_others():
+    # input waits 0.5 s; the first of 4 calls compiled (9 s), the others take 1 s each
+    assert trainer.cost_once_compiled(0.5, [9.0, 1.0, 1.0, 1.0]) == pytest.approx(4.5)
+    assert trainer.cost_once_compiled(0.5, [1.0, 2.0, 3.0]) == pytest.approx(0.5 + 3 * 2.5)
+    assert trainer.cost_once_compiled(0.25, [3.0]) == pytest.approx(3.25)  # one call: as timed
+    assert trainer.cost_once_compiled(0.0, []) == 0.0
+
+
+def test_budgeted_run_with_evaluations_and_images_times_them_once_compiled(tiny, tmp_path):
+    """The budgeted loop's evaluation and image-grid paths (timed for the planner as they cost once
+    compiled): a spent budget ends the run at its first plan with its evaluations and grids."""
+    workdir = str(tmp_path / "run")
+    config = th.tiny_config(tiny, **{"train.log_every": 1, "train.eval_every": 2, "train.image_every": 2,
+                                     "train.checkpoint_every": 0, "train.time_budget_min": 1.0})
+    result = trainer.train_and_evaluate(config, workdir, start_time=time.time() - 3600.0)
+    planned = 1 + trainer.BudgetPlanner.WARMUP_WINDOWS
+    assert result["step"] == planned
+    assert sorted(os.listdir(f"{workdir}/images")) == [f"step_{s:07d}.png" for s in range(2, planned + 1, 2)]
+    assert np.isfinite(result["eval"]["val/mpjpe"])
