@@ -18,10 +18,10 @@ validation split at most half of those of predicting the mean pose and shape. Th
 set by train.time_budget_min (14 minutes from the process's start, generation included).
 Measured (2026-12-02, session 18, fresh clone and workdir, idle 2-core AVX-512 machine): 6,059
 steps fit, 13 min 48 s wall with the pip step; MPJPE 85.3 mm vs 189.8 mm for the training-set mean
-pose/shape (ratio 0.450), PA-MPJPE 63.9 vs 137.1 mm (ratio 0.466). A machine as slow as session
-11's fits ~3,000-3,300 steps: 0.486-0.491 / 0.501-0.505 at 3,000 fixed steps (two seeds), 0.477-0.488
-/ 0.491-0.500 at 3,300 (three seeds): under the goal on MPJPE, at its edge on PA-MPJPE (README,
-Quickstart results).
+pose/shape (ratio 0.450), PA-MPJPE 63.9 vs 137.1 mm (ratio 0.466). The slowest machine so far
+(session 20, AVX2, ~158 images/s) fit 3,088 steps in 13 min 59 s: 0.488 / 0.498; at fixed 3,000
+steps 0.486-0.491 / 0.501-0.505 (two seeds), at 3,300 0.477-0.488 / 0.491-0.500 (three seeds): under
+the goal on MPJPE, at its edge on PA-MPJPE on so slow a machine (README, Quickstart results).
 Tuning runs and what moved the numbers: docs/quickstart_tuning.md.
 
 Run:
@@ -101,7 +101,7 @@ def get_config(arg=None):
     c.train.vertex_loss_stride = 4  # vertex terms on every 4th vertex: ~1.2x cheaper steps
     # The run's length: as many steps as fit in 14 minutes from the start of the process (data
     # generation and compilation included; trainer.BudgetPlanner), at most num_steps. A slow 2-core
-    # machine gets ~3,000, a fast one ~5,500. --config.train.time_budget_min=0 and num_steps=N
+    # machine gets ~3,100, a fast one ~5,500-6,000. --config.train.time_budget_min=0 and num_steps=N
     # repeat a run of N steps exactly (the log and config.json of a run name its N).
     c.train.time_budget_min = 14.0
     c.train.num_steps = 10_000
