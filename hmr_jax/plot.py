@@ -18,8 +18,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+# Twenty distinct colours (tab20's order: the ten strong ones first, then their light partners):
+# the quickstart's loss panel alone draws eleven series, and a repeated colour makes two curves one.
 _COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+           (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+           (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229))
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:

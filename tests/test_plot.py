@@ -30,3 +30,13 @@ def test_plot_run_writes_three_panels(tmp_path):
         px = np.asarray(im.convert("RGB"))
     # The validation panel holds the metric's colour (palette entry 0) in solid and dashed lines.
     assert np.sum(np.all(px[400:800] == plot._COLORS[0], axis=-1)) > 100
+
+
+def test_eleven_series_get_eleven_colours():
+    """The quickstart's loss panel draws 11 terms: the 11th must not reuse the 1st's colour."""
+    steps = np.arange(0, 500, 50)
+    series = {f"loss/t{i:02d}": (steps, (i + 1) * np.exp(-steps / 300.0)) for i in range(11)}
+    assert len(set(plot._COLORS)) == len(plot._COLORS) >= 11
+    px = np.asarray(plot.draw_panel(series, "t"))
+    for colour in plot._COLORS[:11]:
+        assert np.sum(np.all(px == colour, axis=-1)) > 50, colour
