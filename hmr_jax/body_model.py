@@ -699,7 +699,7 @@ def main(argv=None):
     print(f"wrote {path}")
     if args.png:
         from hmr_jax import render
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             render.save_png(args.png, preview_image({k: z[k] for k in z.files}))
         print(f"wrote {args.png}")
 

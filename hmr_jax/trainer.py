@@ -1113,7 +1113,7 @@ def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str
                                   "older version: rebuild it); or use 'zero' or an .npz of mean parameters")
             pose, betas = np.asarray(meta[f"mean_pose_{split}"]), np.asarray(meta[f"mean_shape_{split}"])
     else:
-        with np.load(m.mean_params) as f:
+        with np.load(m.mean_params, allow_pickle=False) as f:
             if "pose" not in f or "shape" not in f:
                 raise ConfigError(f"{key}: {m.mean_params!r} must hold 'pose' ((72,) axis-angle or (144,) 6d) and "
                                   f"'shape' ((10,)), found {sorted(f.keys())}")

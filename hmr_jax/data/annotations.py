@@ -38,6 +38,7 @@ import dataclasses
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -234,15 +235,42 @@ def from_arrays(arrays: Mapping[str, Any], source: str = '<arrays>') -> Annotati
                      joint_set=joint_set, **kw)
 
 
+# 4D-Humans stores per-sample dicts (`extra_info`) as a pickled object array: never unpickled.
+_4DHUMANS_OBJECT_MEMBERS = ('extra_info',)
+
+
+def _read_npz(path: str, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+  """Every member of an npz but `skip`, read without unpickling anything.
+
+  An object (pickled) member is a ValueError naming the file and the member: a data file never
+  runs code. Skipped members are not read at all.
+  """
+  arrays = {}
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      for key in data.files:
+        if key in skip:
+          continue
+        try:
+          arrays[key] = data[key]
+        except ValueError as e:
+          if 'allow_pickle' not in str(e):
+            raise
+          raise ValueError(f'annotation file {path!r}: member {key!r} is a pickled object array; '
+                           'expected numeric or string arrays (pickles are never loaded)') from None
+  except (zipfile.BadZipFile, OSError, EOFError) as e:
+    raise ValueError(f'annotation file {path!r}: not a readable .npz (truncated or corrupt?): '
+                     f'{e!r}') from None
+  return arrays
+
+
 def load_spin(path: str | os.PathLike) -> Annotations:
   """Read a SPIN-layout npz (see module docstring). Structural problems raise; NaNs do not
   (use `find_invalid` / the pipeline, which counts and skips them)."""
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'annotation file: expected an .npz at {path!r}, found nothing')
-  with np.load(path, allow_pickle=False) as data:
-    arrays = {k: data[k] for k in data.files}
-  return from_arrays(arrays, source=path)
+  return from_arrays(_read_npz(path), source=path)
 
 
 def save_spin(path: str | os.PathLike, annotations: Annotations | Mapping[str, Any]) -> None:
@@ -377,9 +405,7 @@ def load_4dhumans(path: str | os.PathLike) -> Annotations:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'annotation file: expected an .npz at {path!r}, found nothing')
-  with np.load(path, allow_pickle=True) as data:
-    arrays = {k: data[k] for k in data.files if k != 'extra_info'}
-  return from_4dhumans_arrays(arrays, source=path)
+  return from_4dhumans_arrays(_read_npz(path, skip=_4DHUMANS_OBJECT_MEMBERS), source=path)
 
 
 def load(path: str | os.PathLike) -> Annotations:
