@@ -83,11 +83,13 @@ def main():
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated layer names (default: all)")
-    ap.add_argument("--impls", default="jax,jax_matmul,torch",
-                    help="jax (plain lax conv), jax_matmul (hmr_jax.models.resnet's weight "
-                         "gradients as matmuls), torch, torch_cl (channels_last)")
-    ap.add_argument("--no-elementwise", action="store_true",
-                    help="skip the BatchNorm + ReLU and max pool rows")
+    ap.add_argument(
+        "--impls",
+        default="jax,jax_matmul,torch",
+        help="jax (plain lax conv), jax_matmul (hmr_jax.models.resnet's weight "
+        "gradients as matmuls), torch, torch_cl (channels_last)",
+    )
+    ap.add_argument("--no-elementwise", action="store_true", help="skip the BatchNorm + ReLU and max pool rows")
     ap.add_argument("--torch-threads", type=int, default=2)
     args = ap.parse_args()
     impls = args.impls.split(",")
@@ -123,8 +125,11 @@ def main():
                     conv = lambda x_, w_, s=stride: resnet.conv3x3(x_, w_, s)  # noqa: E731
                 xj, wj, gj = map(jnp.asarray, (x, w, g))
                 for piece, f in jax_pieces(conv).items():
-                    call = (lambda f=f: f(xj, wj).block_until_ready()) if piece == "fwd" else \
-                        (lambda f=f: f(xj, wj, gj).block_until_ready())
+                    call = (
+                        (lambda f=f: f(xj, wj).block_until_ready())
+                        if piece == "fwd"
+                        else (lambda f=f: f(xj, wj, gj).block_until_ready())
+                    )
                     call()  # compile
                     fns[(impl, piece)] = call
             elif impl in ("torch", "torch_cl"):
@@ -138,8 +143,9 @@ def main():
                     with torch.no_grad():
                         return cb(gt, xt, wt, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, mask)
 
-                fns[(impl, "fwd")] = (lambda xt=xt, wt=wt, s=stride, p=p:
-                                      torch.nn.functional.conv2d(xt, wt, stride=s, padding=p))
+                fns[(impl, "fwd")] = lambda xt=xt, wt=wt, s=stride, p=p: torch.nn.functional.conv2d(
+                    xt, wt, stride=s, padding=p
+                )
                 fns[(impl, "bwd_x")] = lambda tb=tb: tb([True, False, False])
                 fns[(impl, "bwd_w")] = lambda tb=tb: tb([False, True, False])
                 for f in list(fns.values())[-3:]:
@@ -155,9 +161,11 @@ def main():
             med = statistics.median(ts)
             totals[(impl, piece)] = totals.get((impl, piece), 0.0) + count * med
         for impl in impls:
-            line = "  ".join(f"{piece} {statistics.median(times[(impl, piece)]) * 1e3:7.1f} ms "
-                             f"({flops / statistics.median(times[(impl, piece)]) / 1e9:5.0f} GF/s)"
-                             for piece in ("fwd", "bwd_x", "bwd_w"))
+            line = "  ".join(
+                f"{piece} {statistics.median(times[(impl, piece)]) * 1e3:7.1f} ms "
+                f"({flops / statistics.median(times[(impl, piece)]) / 1e9:5.0f} GF/s)"
+                for piece in ("fwd", "bwd_x", "bwd_w")
+            )
             print(f"{name:>10} x{count} {impl:>9}: {line}", flush=True)
     print(f"\nsummed over ResNet-50's k>1 convolutions (ms per step); load {os.getloadavg()[0]:.2f}")
     for impl in impls:
@@ -222,20 +230,26 @@ def elementwise_rows(args, torch):
             f()
         med = _median_ms(fns, args.rounds)
         for name in dict.fromkeys(k[0] for k in fns):
-            print(f"BatchNorm+ReLU {str(shape):>18} {name:>22}: fwd {med[(name, 'fwd')]:7.1f}  "
-                  f"fwd+bwd {med[(name, 'fwd+bwd')]:7.1f}")
+            print(
+                f"BatchNorm+ReLU {str(shape):>18} {name:>22}: fwd {med[(name, 'fwd')]:7.1f}  "
+                f"fwd+bwd {med[(name, 'fwd+bwd')]:7.1f}"
+            )
 
     shape = (b, 2 * q, 2 * q, 64)
     x = jnp.asarray(np.random.default_rng(1).standard_normal(shape), jnp.float32)
     g = jnp.asarray(np.random.default_rng(2).standard_normal((b, q, q, 64)), jnp.float32)
 
     def reduce_window(x):
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                                     ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return jax.lax.reduce_window(
+            x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+        )
 
     fns = {}
-    for name, f in (("lax.reduce_window", reduce_window), ("9-slice max (autodiff)", resnet._max_pool_slices),
-                    ("resnet.max_pool_3x3_s2", resnet.max_pool_3x3_s2)):
+    for name, f in (
+        ("lax.reduce_window", reduce_window),
+        ("9-slice max (autodiff)", resnet._max_pool_slices),
+        ("resnet.max_pool_3x3_s2", resnet.max_pool_3x3_s2),
+    ):
         fwd = jax.jit(f)
         both = jax.jit(lambda x, g_, f=f: jax.vjp(f, x)[1](g_))
         fns[(name, "fwd")] = lambda fwd=fwd: jax.block_until_ready(fwd(x))
@@ -254,8 +268,10 @@ def elementwise_rows(args, torch):
         f()
     med = _median_ms(fns, args.rounds)
     for name in dict.fromkeys(k[0] for k in fns):
-        print(f"max pool 3x3/2 {str(shape):>18} {name:>22}: fwd {med[(name, 'fwd')]:7.1f}  "
-              f"fwd+bwd {med[(name, 'fwd+bwd')]:7.1f}")
+        print(
+            f"max pool 3x3/2 {str(shape):>18} {name:>22}: fwd {med[(name, 'fwd')]:7.1f}  "
+            f"fwd+bwd {med[(name, 'fwd+bwd')]:7.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ import time
 
 import jax
 import numpy as np
-from hmr_jax import config_files, hugepages
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 from timing import round_robin
+
+from hmr_jax import config_files, hugepages
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -72,8 +73,12 @@ def torch_runner(config, smpl_arrays, images, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="h36m_hmr", help="configs/NAME.py (the model must have no keypoint "
-                        "head: the PyTorch side implements HMR's encoder + regressor only)")
+    parser.add_argument(
+        "--config",
+        default="h36m_hmr",
+        help="configs/NAME.py (the model must have no keypoint "
+        "head: the PyTorch side implements HMR's encoder + regressor only)",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--img-size", type=int, default=None, help="default: the config's (h36m_hmr: 224)")
     parser.add_argument("--steps", type=int, default=7, help="timed calls of each implementation per batch size")
@@ -95,15 +100,22 @@ def main():
         np.savez(path, **smpl_arrays)
         smpl_model = jax.device_put(smpl.load(path))
     size = config.data.img_size
-    print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); {args.config}: "
-          f"ResNet-{config.model.depth}, {config.model.n_iter} iterations, {size} px, float32; "
-          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); {args.config}: "
+        f"ResNet-{config.model.depth}, {config.model.n_iter} iterations, {size} px, float32; "
+        f"load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     if not args.no_torch:
         import torch  # pylint: disable=g-import-not-at-top
+
         print(f"torch {torch.__version__}, {args.torch_threads} threads, inference_mode", flush=True)
 
-    print(f"\n{'batch':>5} {'implementation':>15} {'first call s':>13} {'median s':>9} {'images/s':>9} "
-          f"{'vs torch':>9} {'CPU s/image':>12}", flush=True)
+    print(
+        f"\n{'batch':>5} {'implementation':>15} {'first call s':>13} {'median s':>9} {'images/s':>9} "
+        f"{'vs torch':>9} {'CPU s/image':>12}",
+        flush=True,
+    )
     for b in args.batches:
         images = np.random.default_rng(b).standard_normal((b, size, size, 3)).astype(np.float32)
         runners = {"hmr_jax": jax_runner(config, smpl_model, images)}
@@ -118,8 +130,11 @@ def main():
         for name in runners:
             med = statistics.median(times[name])
             ratio = f"{statistics.median(times['torch']) / med:8.2f}x" if "torch" in times else "        -"
-            print(f"{b:5d} {name:>15} {first[name]:13.2f} {med:9.4f} {b / med:9.1f} {ratio} "
-                  f"{statistics.median(cpu[name]) / b:12.4f}", flush=True)
+            print(
+                f"{b:5d} {name:>15} {first[name]:13.2f} {med:9.4f} {b / med:9.1f} {ratio} "
+                f"{statistics.median(cpu[name]) / b:12.4f}",
+                flush=True,
+            )
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
 
 

@@ -35,8 +35,7 @@ def uv_sphere(n_lat: int, n_lon: int, radius: float = 1.0):
 
 def bench(name, verts, faces, size, n, ssaa, **kw):
     focal = 500.0 * size / 256
-    args = dict(focal=focal, center=(size / 2 - 0.5, size / 2 - 0.5), image_size=(size, size),
-                ssaa=ssaa, **kw)
+    args = dict(focal=focal, center=(size / 2 - 0.5, size / 2 - 0.5), image_size=(size, size), ssaa=ssaa, **kw)
     res = render.render_mesh(verts, faces, **args)  # warm-up
     times = []
     c0 = time.process_time()
@@ -46,10 +45,12 @@ def bench(name, verts, faces, size, n, ssaa, **kw):
         times.append(time.perf_counter() - t0)
     cpu = (time.process_time() - c0) / n  # CPU seconds per image (robust to a busy machine)
     med, best = float(np.median(times)), min(times)
-    print(f"{name:6s} {size}x{size} ssaa={ssaa} F={len(faces)} cover={res.mask.mean():.2f}"
-          f"{' cull' if kw.get('cull_backfaces') else ''}: wall {1 / med:5.1f} img/s median "
-          f"({1e3 * med:.1f} ms), {1 / best:5.1f} best; CPU {1 / cpu:5.1f} img/s per core "
-          f"({1e3 * cpu:.1f} ms)")
+    print(
+        f"{name:6s} {size}x{size} ssaa={ssaa} F={len(faces)} cover={res.mask.mean():.2f}"
+        f"{' cull' if kw.get('cull_backfaces') else ''}: wall {1 / med:5.1f} img/s median "
+        f"({1e3 * med:.1f} ms), {1 / best:5.1f} best; CPU {1 / cpu:5.1f} img/s per core "
+        f"({1e3 * cpu:.1f} ms)"
+    )
     return res
 
 
@@ -73,8 +74,7 @@ def main():
         v = np.asarray(m["v_template"], np.float64) * np.array([1, -1, -1])  # 180 deg about x
         v = v - (v.max(0) + v.min(0)) / 2 + np.array([0, 0, 4.0])  # ~215 px tall at 256
         for size in (int(s) for s in args.sizes.split(",")):
-            bench("body", v, np.asarray(m["f"]), size, args.n, args.ssaa,
-                  cull_backfaces=args.cull)
+            bench("body", v, np.asarray(m["f"]), size, args.n, args.ssaa, cull_backfaces=args.cull)
 
 
 if __name__ == "__main__":

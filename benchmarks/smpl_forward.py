@@ -67,10 +67,14 @@ def main():
         with open(path, "wb") as f:
             pickle.dump(arrays, f, protocol=2)
         model = smpl.load(path)
-        print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
-        print(f"load average {os.getloadavg()[0]:.1f}; bodies per wall second (per CPU second: robust to load "
-              "from other processes)")
+        print(
+            f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads"
+        )
+        print(
+            f"load average {os.getloadavg()[0]:.1f}; bodies per wall second (per CPU second: robust to load "
+            "from other processes)"
+        )
         print(f"{'batch':>6} {'hmr_jax':>16} {'smplx':>16} {'ratio':>13}")
         fwd = jax.jit(smpl.forward)
         rng = np.random.default_rng(1)
@@ -87,8 +91,11 @@ def main():
                     return ref_model(betas=tb, global_orient=tp[:, :3], body_pose=tp[:, 3:]).vertices
 
             theirs = rate(ref, b, args.seconds)
-            print(f"{b:>6} {ours[0]:>7,.0f} ({ours[1]:>6,.0f}) {theirs[0]:>7,.0f} ({theirs[1]:>6,.0f}) "
-                  f"{ours[0] / theirs[0]:>5.2f}x ({ours[1] / theirs[1]:.2f}x)", flush=True)
+            print(
+                f"{b:>6} {ours[0]:>7,.0f} ({ours[1]:>6,.0f}) {theirs[0]:>7,.0f} ({theirs[1]:>6,.0f}) "
+                f"{ours[0] / theirs[0]:>5.2f}x ({ours[1] / theirs[1]:.2f}x)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class Bottleneck(nn.Module):
         y = self.bn3(self.conv3(y))
         return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -54,13 +55,19 @@ class BasicBlock(nn.Module):
         y = self.bn2(self.conv2(y))
         return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
+
 class ResNet(nn.Module):
     def __init__(self, depth, width):
         super().__init__()
-        block, sizes = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-                        50: (Bottleneck, (3, 4, 6, 3))}[depth]
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        block, sizes = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3))}[
+            depth
+        ]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
         layers, in_ch = [], width
         for s, n in enumerate(sizes):
             for i in range(n):
@@ -72,6 +79,7 @@ class ResNet(nn.Module):
     def forward(self, x):
         return torch.mean(self.layers(self.stem(x)), dim=(2, 3))
 
+
 def rodrigues(aa):  # (..., 3) -> (..., 3, 3)
     t2 = (aa * aa).sum(-1, keepdim=True)
     t = torch.sqrt(t2 + 1e-12)
@@ -82,10 +90,12 @@ def rodrigues(aa):  # (..., 3) -> (..., 3, 3)
     eye = torch.eye(3, dtype=aa.dtype)
     return eye + a[..., None] * k + b[..., None] * (k @ k)
 
+
 class Regressor(nn.Module):
     def __init__(self, in_features, n_iter, hidden=1024, dropout=0.5):
         super().__init__()
         from hmr_jax.models import regressor as reg_lib  # pylint: disable=g-import-not-at-top
+
         mean = np.concatenate([np.asarray(m, np.float32).ravel() for m in reg_lib.default_mean_params("aa")])
         self.register_buffer("mean", torch.tensor(mean))
         n_out = mean.size
@@ -108,14 +118,14 @@ class Regressor(nn.Module):
         allp = torch.stack(its)  # (n, B, 85)
         return allp[..., :72], allp[..., 72:82], allp[..., 82:]
 
+
 class Discriminator(nn.Module):
     def __init__(self):
         super().__init__()
         self.joint = nn.Sequential(nn.Linear(9, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
         self.joint_out_w = nn.Parameter(torch.randn(23, 32) / np.sqrt(32))
         self.joint_out_b = nn.Parameter(torch.zeros(23))
-        self.pose = nn.Sequential(nn.Linear(736, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
-                                  nn.Linear(1024, 1))
+        self.pose = nn.Sequential(nn.Linear(736, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1))
         self.shape = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 1))
 
     def forward(self, rotmat23, betas):
@@ -131,10 +141,14 @@ def smpl_forward_fn(smpl_arrays):
     t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
     parents = np.asarray(smpl_arrays["kintree_table"])[0].astype(np.int64)
     parents[0] = -1
-    smpl_t = dict(v_template=t(smpl_arrays["v_template"]), shapedirs=t(smpl_arrays["shapedirs"]),
-                  posedirs=t(np.asarray(smpl_arrays["posedirs"]).reshape(-1, 207).T),
-                  J_regressor=t(smpl_arrays["J_regressor"]), parents=torch.tensor(parents),
-                  lbs_weights=t(smpl_arrays["weights"]))
+    smpl_t = dict(
+        v_template=t(smpl_arrays["v_template"]),
+        shapedirs=t(smpl_arrays["shapedirs"]),
+        posedirs=t(np.asarray(smpl_arrays["posedirs"]).reshape(-1, 207).T),
+        J_regressor=t(smpl_arrays["J_regressor"]),
+        parents=torch.tensor(parents),
+        lbs_weights=t(smpl_arrays["weights"]),
+    )
 
     def smpl_forward(betas, rotmat):
         return smplx.lbs.lbs(betas, rotmat, pose2rot=False, **smpl_t)

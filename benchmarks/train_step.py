@@ -68,10 +68,11 @@ from unittest import mock
 
 import jax
 import numpy as np
-from hmr_jax import config_files, hugepages
-from hmr_jax.models import resnet
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 from timing import round_robin
+
+from hmr_jax import config_files, hugepages
+from hmr_jax.models import resnet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -98,8 +99,12 @@ def load_config(args):
     (each left None keeps the config's own; the defaults fill in for h36m_hmr)."""
     c = config_files.load(REPO / "configs" / f"{args.config}.py")
     defaults = {"batch": 8, "img_size": 224, "depth": 50, "dtype": "float32"} if args.config == "h36m_hmr" else {}
-    for arg, key in (("batch", "data.batch_size"), ("img_size", "data.img_size"), ("depth", "model.depth"),
-                     ("dtype", "model.dtype")):
+    for arg, key in (
+        ("batch", "data.batch_size"),
+        ("img_size", "data.img_size"),
+        ("depth", "model.depth"),
+        ("dtype", "model.dtype"),
+    ):
         value = getattr(args, arg) if getattr(args, arg) is not None else defaults.get(arg)
         if value is not None:
             group, name = key.split(".")
@@ -243,28 +248,45 @@ def make_torch_runner(config, smpl_arrays, batch_np, threads, channels_last):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="h36m_hmr",
-                        help="configs/NAME.py; the PyTorch step implements h36m_hmr's model only "
-                             "(other configs need --no-torch), e.g. --config quickstart --no-torch")
+    parser.add_argument(
+        "--config",
+        default="h36m_hmr",
+        help="configs/NAME.py; the PyTorch step implements h36m_hmr's model only "
+        "(other configs need --no-torch), e.g. --config quickstart --no-torch",
+    )
     parser.add_argument("--batch", type=int, default=None, help="default 8 (h36m_hmr) / the config's")
     parser.add_argument("--img-size", type=int, default=None, help="default 224 (h36m_hmr) / the config's")
     parser.add_argument("--steps", type=int, default=3, help="timed steps of each implementation")
-    parser.add_argument("--settle", type=int, default=1,
-                        help="untimed steps of an implementation before its timed one in each round "
-                             "(what it pays for following another implementation is then not timed)")
+    parser.add_argument(
+        "--settle",
+        type=int,
+        default=1,
+        help="untimed steps of an implementation before its timed one in each round "
+        "(what it pays for following another implementation is then not timed)",
+    )
     parser.add_argument("--depth", type=int, default=None, choices=(18, 34, 50))
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
-    parser.add_argument("--variants", default="default",
-                        help=f"comma-separated JAX variants (XLA options) from {sorted(VARIANTS)}; "
-                             "suffixes '+bf16': encoder in bfloat16, '+matmul' / '+xla': the "
-                             "convolutions' weight gradients as matmuls / XLA's own")
-    parser.add_argument("--body", default="smpl-sized", choices=("smpl-sized", "default"),
-                        help="random SMPL-sized arrays (6890 vertices) or hmr_jax.body_model's procedural model")
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help=f"comma-separated JAX variants (XLA options) from {sorted(VARIANTS)}; "
+        "suffixes '+bf16': encoder in bfloat16, '+matmul' / '+xla': the "
+        "convolutions' weight gradients as matmuls / XLA's own",
+    )
+    parser.add_argument(
+        "--body",
+        default="smpl-sized",
+        choices=("smpl-sized", "default"),
+        help="random SMPL-sized arrays (6890 vertices) or hmr_jax.body_model's procedural model",
+    )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--torch-channels-last", action="store_true")
-    parser.add_argument("--matmul-precision", default=None,
-                        help="jax.default_matmul_precision for the JAX step (e.g. 'bfloat16', 'float32')")
+    parser.add_argument(
+        "--matmul-precision",
+        default=None,
+        help="jax.default_matmul_precision for the JAX step (e.g. 'bfloat16', 'float32')",
+    )
     args = parser.parse_args()
     if args.config != "h36m_hmr" and not args.no_torch:
         parser.error(f"--config {args.config}: the PyTorch step implements h36m_hmr's model only; add --no-torch")
@@ -290,12 +312,15 @@ def main():
     batch = make_batch(args.batch, args.img_size, smpl_host)
     body_host = trainer.training_body(config, smpl_host, None)[0]  # train.vertex_loss_stride's subset
     body = jax.device_put(body_host)
-    print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
-          f"body {args.body} ({smpl_host.v_template.shape[0]} vertices, "
-          f"{body_host.v_template.shape[0]} in the step's vertex terms), "
-          f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
-          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; convolution weight gradients "
-          f"{'matmul' if resnet.matmul_weight_grads() else 'xla'} unless a variant says", flush=True)
+    print(
+        f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
+        f"body {args.body} ({smpl_host.v_template.shape[0]} vertices, "
+        f"{body_host.v_template.shape[0]} in the step's vertex terms), "
+        f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; convolution weight gradients "
+        f"{'matmul' if resnet.matmul_weight_grads() else 'xla'} unless a variant says",
+        flush=True,
+    )
 
     runners = []
     for spec in args.variants.split(","):
@@ -310,15 +335,17 @@ def main():
             elif suffix in ("matmul", "xla"):
                 env[resnet.WEIGHT_GRAD_ENV] = suffix
             else:
-                raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16, "
-                                 "+matmul or +xla")
+                raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16, +matmul or +xla")
         with mock.patch.dict(os.environ, env):  # read when the step is traced (in JaxRunner)
             r = JaxRunner(f"jax:{spec}", cfg, body, batch, VARIANTS[name])
-        print(f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
-              f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
-              f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "
-              f"disc {float(r.metrics.get('loss/disc', float('nan'))):.6f}; "
-              f"load {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"{r.name:>22}: trace {r.trace_s:5.1f} s, compile {r.compile_s:5.1f} s, first step "
+            f"{r.first_run_s:5.2f} s (trace + compile + first step {r.trace_s + r.compile_s + r.first_run_s:5.1f} s wall, "
+            f"trace + compile {r.compile_cpu_s:5.1f} CPU s); loss {float(r.metrics['loss/total']):.6f}, "
+            f"disc {float(r.metrics.get('loss/disc', float('nan'))):.6f}; "
+            f"load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         runners.append((r.name, r.step))
     if not args.no_torch:
         import torch  # pylint: disable=g-import-not-at-top
@@ -326,19 +353,26 @@ def main():
         tstep = make_torch_runner(config, smpl_arrays, batch, args.torch_threads, args.torch_channels_last)
         t0 = time.perf_counter()
         tstep()  # warm-up
-        print(f"{'torch ' + torch.__version__:>22}: first step {time.perf_counter() - t0:5.2f} s, "
-              f"{torch.get_num_threads()} threads", flush=True)
+        print(
+            f"{'torch ' + torch.__version__:>22}: first step {time.perf_counter() - t0:5.2f} s, "
+            f"{torch.get_num_threads()} threads",
+            flush=True,
+        )
         runners.append((f"torch{'-cl' if args.torch_channels_last else ''}", tstep))
 
     times, cpu, loads = round_robin(dict(runners), args.steps, args.settle)
     ref = next((n for n in times if n.startswith("torch")), None)
-    print(f"\n{'implementation':>22} {'median s/step':>14} {'images/s':>9} {'vs torch':>9} {'CPU s/step':>11}"
-          "   per-step wall s")
+    print(
+        f"\n{'implementation':>22} {'median s/step':>14} {'images/s':>9} {'vs torch':>9} {'CPU s/step':>11}"
+        "   per-step wall s"
+    )
     for name, ts in times.items():
         med = statistics.median(ts)
         ratio = f"{statistics.median(times[ref]) / med:8.2f}x" if ref else "        -"
-        print(f"{name:>22} {med:14.3f} {args.batch / med:9.2f} {ratio} {statistics.median(cpu[name]):11.2f}   "
-              f"{' '.join(f'{t:.2f}' for t in ts)}")
+        print(
+            f"{name:>22} {med:14.3f} {args.batch / med:9.2f} {ratio} {statistics.median(cpu[name]):11.2f}   "
+            f"{' '.join(f'{t:.2f}' for t in ts)}"
+        )
     print(f"load average during the timed steps: {min(loads):.2f}..{max(loads):.2f} (2 cores)")
 
 

@@ -46,14 +46,26 @@ def get_config(arg=None):
     c.data.cache_decoded_mb = 0.0
     c.data.strict = False  # True: a corrupt image stops training
     c.data.joint_regressor = ""  # (24, V) .npy for 'spin24' annotation files
-    c.data.augment = ml_collections.ConfigDict(dict(
-        enabled=True, rot_std_deg=30.0, rot_max_deg=60.0, rot_prob_zero=0.6, scale_std=0.25,
-        scale_min=0.75, scale_max=1.25, flip_prob=0.5, noise_min=0.6, noise_max=1.4))
+    c.data.augment = ml_collections.ConfigDict(
+        dict(
+            enabled=True,
+            rot_std_deg=30.0,
+            rot_max_deg=60.0,
+            rot_prob_zero=0.6,
+            scale_std=0.25,
+            scale_min=0.75,
+            scale_max=1.25,
+            flip_prob=0.5,
+            noise_min=0.6,
+            noise_max=1.4,
+        )
+    )
     # num > 0: generate the synthetic set if missing (hmr_jax.data.synthetic.generate's options)
     # render_size: the generated images' side in px (0 = data.img_size); larger renders give crops
     # downsampled from more detail, as crops of real photographs are.
-    c.data.synthetic = ml_collections.ConfigDict(dict(num=0, seed=0, yaw_range_deg=180.0, frames_per_sequence=8,
-                                                      render_size=0))
+    c.data.synthetic = ml_collections.ConfigDict(
+        dict(num=0, seed=0, yaw_range_deg=180.0, frames_per_sequence=8, render_size=0)
+    )
 
     c.model = ml_collections.ConfigDict()
     c.model.depth = 50
@@ -79,19 +91,31 @@ def get_config(arg=None):
     # stages 2-4 (stride 8; and stage 1 with stride 4), soft-argmax keypoints times input_scale
     # concatenated to the regressor's input, trained by loss_weights.keypoints_2d (and
     # keypoint_heatmap). num_keypoints must equal the dataset's joints (24: smpl24 / spin24).
-    c.model.keypoint_head = ml_collections.ConfigDict(dict(
-        enabled=False, channels=32, num_keypoints=24, stride=8, input_scale=8.0))
-    c.model.disc = ml_collections.ConfigDict(dict(
-        joint_hidden=(32, 32), pose_hidden=(1024, 1024), shape_hidden=(10, 5)))
+    c.model.keypoint_head = ml_collections.ConfigDict(
+        dict(enabled=False, channels=32, num_keypoints=24, stride=8, input_scale=8.0)
+    )
+    c.model.disc = ml_collections.ConfigDict(
+        dict(joint_hidden=(32, 32), pose_hidden=(1024, 1024), shape_hidden=(10, 5))
+    )
 
-    c.loss_weights = ml_collections.ConfigDict(dict(
-        vertex_l2=1.0, vertex_l1=1.0, beta=0.001, pose=1.0, joints_3d=5.0, joints_2d=5.0,
-        adversarial=0.1,
-        joints_3d_pa=0.0,  # the 3D joints after PA-MPJPE's similarity alignment (not in the report)
-        # With the keypoint head: its 2D L1 (as joints_2d), its heatmaps' KL to a Gaussian of
-        # train.heatmap_sigma_px around each joint, and the lifting pass (the 3D terms above, with
-        # their weights, on the regressor run from GT 2D keypoints + train.lift_noise_px noise).
-        keypoints_2d=0.0, keypoint_heatmap=0.0, lift=0.0))
+    c.loss_weights = ml_collections.ConfigDict(
+        dict(
+            vertex_l2=1.0,
+            vertex_l1=1.0,
+            beta=0.001,
+            pose=1.0,
+            joints_3d=5.0,
+            joints_2d=5.0,
+            adversarial=0.1,
+            joints_3d_pa=0.0,  # the 3D joints after PA-MPJPE's similarity alignment (not in the report)
+            # With the keypoint head: its 2D L1 (as joints_2d), its heatmaps' KL to a Gaussian of
+            # train.heatmap_sigma_px around each joint, and the lifting pass (the 3D terms above, with
+            # their weights, on the regressor run from GT 2D keypoints + train.lift_noise_px noise).
+            keypoints_2d=0.0,
+            keypoint_heatmap=0.0,
+            lift=0.0,
+        )
+    )
     c.adversarial = ml_collections.ConfigDict()
     c.adversarial.disc_loss_weight = 1.0  # 0 with loss_weights.adversarial 0: no discriminator
     c.adversarial.prior_file = ""  # npz with pose (N, 72), shape (N, 10); '' = the batch's GT
@@ -101,8 +125,9 @@ def get_config(arg=None):
     # Per-module learning rates, relative to learning_rate (its schedule included).
     c.optim.gen.lr_scale = ml_collections.ConfigDict(dict(encoder=1.0, keypoint_head=1.0, regressor=1.0))
     c.optim.disc = _optimizer("adam", 1e-4)
-    c.optim.plateau = ml_collections.ConfigDict(dict(
-        enabled=False, factor=0.5, patience=5, cooldown=0, rtol=1e-3, min_scale=0.01))
+    c.optim.plateau = ml_collections.ConfigDict(
+        dict(enabled=False, factor=0.5, patience=5, cooldown=0, rtol=1e-3, min_scale=0.01)
+    )
 
     c.train = ml_collections.ConfigDict()
     c.train.num_steps = 200_000
@@ -132,7 +157,20 @@ def get_config(arg=None):
 
 def _optimizer(name, learning_rate):
     # schedule: constant | warmup_cosine | warmup_linear (to end_factor * lr) | step (trainer.learning_rate)
-    return ml_collections.ConfigDict(dict(
-        name=name, learning_rate=learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-        momentum=0.9, clip_norm=0.0, schedule="constant", warmup_steps=0, end_factor=0.01,
-        decay_every=50_000, decay_factor=0.1))
+    return ml_collections.ConfigDict(
+        dict(
+            name=name,
+            learning_rate=learning_rate,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,
+            momentum=0.9,
+            clip_norm=0.0,
+            schedule="constant",
+            warmup_steps=0,
+            end_factor=0.01,
+            decay_every=50_000,
+            decay_factor=0.1,
+        )
+    )

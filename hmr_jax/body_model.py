@@ -32,17 +32,43 @@ from scipy.optimize import nnls
 GENERATOR_VERSION = "procbody-1"
 NUM_BETAS = 10
 JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
 )
 PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 # What one unit of each beta does (documentation; the signs are tested).
 BETA_MEANINGS = (
-    "height (+ taller, uniform scale)", "weight (+ heavier: girth)", "leg length (+ longer)",
-    "shoulder width (+ wider)", "hip width (+ wider)", "belly (+ bigger)",
-    "arm length (+ longer)", "muscularity (+ thicker limbs and chest)", "head size (+ bigger)",
+    "height (+ taller, uniform scale)",
+    "weight (+ heavier: girth)",
+    "leg length (+ longer)",
+    "shoulder width (+ wider)",
+    "hip width (+ wider)",
+    "belly (+ bigger)",
+    "arm length (+ longer)",
+    "muscularity (+ thicker limbs and chest)",
+    "head size (+ bigger)",
     "torso length (+ longer)",
 )
 
@@ -50,12 +76,13 @@ BETA_MEANINGS = (
 @dataclass(frozen=True)
 class BodyParams:
     """Multiplicative body proportions (1.0 = the default body); betas move these."""
+
     scale: float = 1.0
     girth: float = 1.0
     leg_length: float = 1.0
     shoulder_width: float = 1.0
     hip_width: float = 1.0
-    belly: float = 0.0          # metres added to the front of the waist
+    belly: float = 0.0  # metres added to the front of the waist
     arm_length: float = 1.0
     muscle: float = 1.0
     head_size: float = 1.0
@@ -64,9 +91,16 @@ class BodyParams:
 
 # (field, change per unit beta) in beta order.
 _BETA_STEPS = (
-    ("scale", 0.055), ("girth", 0.10), ("leg_length", 0.045), ("shoulder_width", 0.06),
-    ("hip_width", 0.06), ("belly", 0.022), ("arm_length", 0.04), ("muscle", 0.08),
-    ("head_size", 0.05), ("torso_length", 0.035),
+    ("scale", 0.055),
+    ("girth", 0.10),
+    ("leg_length", 0.045),
+    ("shoulder_width", 0.06),
+    ("hip_width", 0.06),
+    ("belly", 0.022),
+    ("arm_length", 0.04),
+    ("muscle", 0.08),
+    ("head_size", 0.05),
+    ("torso_length", 0.035),
 )
 
 
@@ -80,6 +114,7 @@ def params_from_betas(betas, base: BodyParams = BodyParams()) -> BodyParams:
 
 
 # ----------------------------------------------------------------------------- joints
+
 
 def body_joints(p: BodyParams) -> np.ndarray:
     """(24, 3) rest joints of the body with parameters p (before the global scale)."""
@@ -106,22 +141,22 @@ def body_joints(p: BodyParams) -> np.ndarray:
     J[7] = J[4] + np.array([-0.016, -0.398, -0.044]) * np.array([1.0, ll, 1.0])
     J[10] = J[7] + np.array([0.031, -0.058, 0.121])
     # Right side mirrors the left.
-    for left, right in ((1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 19), (20, 21),
-                        (22, 23)):
+    for left, right in ((1, 2), (4, 5), (7, 8), (10, 11), (13, 14), (16, 17), (18, 19), (20, 21), (22, 23)):
         J[right] = J[left] * np.array([-1.0, 1.0, 1.0])
     return J
 
 
 # ----------------------------------------------------------------------------- tubes
 
+
 @dataclass
 class _Part:
     name: str
-    vertices: np.ndarray   # (n, 3)
-    faces: np.ndarray      # (f, 3) local indices
-    t: np.ndarray          # (n,) arc-length coordinate of each vertex along the part's axis
-    ring: np.ndarray       # (n,) station index (-1 / M for the poles)
-    side: int              # +1 left, -1 right, 0 centre
+    vertices: np.ndarray  # (n, 3)
+    faces: np.ndarray  # (f, 3) local indices
+    t: np.ndarray  # (n,) arc-length coordinate of each vertex along the part's axis
+    ring: np.ndarray  # (n,) station index (-1 / M for the poles)
+    side: int  # +1 left, -1 right, 0 centre
 
 
 def _superellipse(phi, n):
@@ -136,7 +171,7 @@ def _tube(name, centre, du, dw, prof, n_around, side, pole_gap=0.004):
     ou / ow (offsets along du / dw). Returns a _Part with poles at both ends."""
     M = centre.shape[0]
     phi = 2 * np.pi * (np.arange(n_around) + 0.5) / n_around
-    X, Z = _superellipse(phi[None, :], prof["n"][:, None])           # (M, N)
+    X, Z = _superellipse(phi[None, :], prof["n"][:, None])  # (M, N)
     b = np.where(Z >= 0, prof["bf"][:, None], prof["bb"][:, None])
     U = prof["a"][:, None] * X + prof["ou"][:, None]
     W = b * Z + prof["ow"][:, None]
@@ -154,8 +189,7 @@ def _tube(name, centre, du, dw, prof, n_around, side, pole_gap=0.004):
     b_ = i * n_around + (j + 1) % n_around
     c_ = (i + 1) * n_around + j
     d_ = (i + 1) * n_around + (j + 1) % n_around
-    side_faces = np.concatenate([np.stack([a_, b_, d_], -1).reshape(-1, 3),
-                                 np.stack([a_, d_, c_], -1).reshape(-1, 3)])
+    side_faces = np.concatenate([np.stack([a_, b_, d_], -1).reshape(-1, 3), np.stack([a_, d_, c_], -1).reshape(-1, 3)])
     jj = np.arange(n_around)
     s0, s1 = M * n_around, M * n_around + 1
     cap0 = np.stack([np.full(n_around, s0), (jj + 1) % n_around, jj], -1)
@@ -179,8 +213,12 @@ def _profile(keys, t, names=("a", "bf", "bb", "n", "ou", "ow")):
     offsets to 0."""
     kt = np.array([k[0] for k in keys])
     default = {"n": 2.0}
-    vals = np.array([[k[1].get(nm, k[1].get("b", 0.0) if nm in ("bf", "bb") else
-                          default.get(nm, 0.0)) for nm in names] for k in keys])
+    vals = np.array(
+        [
+            [k[1].get(nm, k[1].get("b", 0.0) if nm in ("bf", "bb") else default.get(nm, 0.0)) for nm in names]
+            for k in keys
+        ]
+    )
     out = PchipInterpolator(kt, vals, axis=0)(np.clip(t, kt[0], kt[-1]))
     return {nm: out[:, i] for i, nm in enumerate(names)}
 
@@ -210,30 +248,30 @@ def _frame(tangent, ref):
 def _torso(p: BodyParams, J: np.ndarray, n_around=44, n_stations=48) -> _Part:
     g, m = p.girth, p.muscle
     sw, hw = p.shoulder_width, p.hip_width
-    yp, ys, yn = J[0, 1], J[9, 1], J[12, 1]
+    yp, yn = J[0, 1], J[12, 1]
     hs = p.head_size
     # Keyframes in "default" y, then mapped: below pelvis fixed, pelvis..neck stretched by torso
     # length, head above the neck joint scaled by head size.
     K = [  # y, a, bf, bb, n, ow(z centre)
-        (-0.395, .040, .035, .045, 2.0, -0.005),
-        (-0.375, .085, .055, .070, 2.2, -0.005),
-        (-0.340, .140, .082, .105, 2.4, -0.008),
-        (-0.270, .168, .098, .118, 2.5, -0.008),
-        (-0.180, .160, .100, .100, 2.5, -0.002),
-        (-0.100, .146, .100, .088, 2.5, 0.002),
-        (-0.020, .140, .098, .083, 2.5, 0.004),
-        (0.060, .150, .104, .088, 2.5, 0.004),
-        (0.140, .160, .112, .095, 2.5, 0.000),
-        (0.200, .170, .098, .095, 2.5, -0.012),
-        (0.240, .158, .070, .080, 2.6, -0.022),
-        (0.272, .095, .060, .064, 2.2, -0.028),
-        (0.300, .063, .058, .060, 2.0, -0.024),
-        (0.345, .060, .060, .058, 2.0, -0.010),
-        (0.380, .067, .078, .072, 2.0, 0.010),
-        (0.430, .080, .094, .097, 2.0, 0.012),
-        (0.490, .083, .093, .101, 2.0, 0.004),
-        (0.535, .064, .072, .080, 2.0, 0.000),
-        (0.562, .026, .030, .032, 2.0, 0.000),
+        (-0.395, 0.040, 0.035, 0.045, 2.0, -0.005),
+        (-0.375, 0.085, 0.055, 0.070, 2.2, -0.005),
+        (-0.340, 0.140, 0.082, 0.105, 2.4, -0.008),
+        (-0.270, 0.168, 0.098, 0.118, 2.5, -0.008),
+        (-0.180, 0.160, 0.100, 0.100, 2.5, -0.002),
+        (-0.100, 0.146, 0.100, 0.088, 2.5, 0.002),
+        (-0.020, 0.140, 0.098, 0.083, 2.5, 0.004),
+        (0.060, 0.150, 0.104, 0.088, 2.5, 0.004),
+        (0.140, 0.160, 0.112, 0.095, 2.5, 0.000),
+        (0.200, 0.170, 0.098, 0.095, 2.5, -0.012),
+        (0.240, 0.158, 0.070, 0.080, 2.6, -0.022),
+        (0.272, 0.095, 0.060, 0.064, 2.2, -0.028),
+        (0.300, 0.063, 0.058, 0.060, 2.0, -0.024),
+        (0.345, 0.060, 0.060, 0.058, 2.0, -0.010),
+        (0.380, 0.067, 0.078, 0.072, 2.0, 0.010),
+        (0.430, 0.080, 0.094, 0.097, 2.0, 0.012),
+        (0.490, 0.083, 0.093, 0.101, 2.0, 0.004),
+        (0.535, 0.064, 0.072, 0.080, 2.0, 0.000),
+        (0.562, 0.026, 0.030, 0.032, 2.0, 0.000),
     ]
     ky = np.array([k[0] for k in K])
     y_def_pelvis, y_def_neck = -0.223, -0.223 + 0.118 + 0.135 + 0.055 + 0.212
@@ -253,7 +291,7 @@ def _torso(p: BodyParams, J: np.ndarray, n_around=44, n_stations=48) -> _Part:
     wfac = np.ones_like(ky)
     wfac = np.where(ky > 0.05, 1 + (sw - 1) * np.clip((ky - 0.05) / 0.15, 0, 1), wfac)
     wfac = np.where(ky < -0.10, 1 + (hw - 1) * np.clip((-0.10 - ky) / 0.12, 0, 1), wfac)
-    chest = np.exp(-((ky - 0.14) / 0.08) ** 2)
+    chest = np.exp(-(((ky - 0.14) / 0.08) ** 2))
     trunk = np.where(body, g, np.where(neck, 1 + 0.5 * (g - 1), 1 + 0.15 * (g - 1)))
     a = a * wfac * trunk * (1 + 0.4 * (m - 1) * chest)
     bf = bf * trunk * (1 + 0.6 * (m - 1) * chest)
@@ -261,7 +299,7 @@ def _torso(p: BodyParams, J: np.ndarray, n_around=44, n_stations=48) -> _Part:
     a[head] *= hs
     bf[head] *= hs
     bb[head] *= hs
-    belly = p.belly * np.exp(-((ky + 0.06) / 0.09) ** 2)
+    belly = p.belly * np.exp(-(((ky + 0.06) / 0.09) ** 2))
     bf = bf + belly
     keys = [(y[i], dict(a=a[i], bf=bf[i], bb=bb[i], n=K[i][4], ow=K[i][5])) for i in range(len(K))]
     # Stations: denser around the neck/head transition (uniform in y is fine otherwise).
@@ -275,14 +313,17 @@ def _torso(p: BodyParams, J: np.ndarray, n_around=44, n_stations=48) -> _Part:
     # Face details: nose, brow and ears as soft bumps on the head.
     v = part.vertices
     head_c = np.array([0.0, yn + (0.435 - y_def_neck) * hs, 0.0])
-    nose = np.exp(-(((v[:, 1] - head_c[1] + 0.005 * hs) / (0.022 * hs)) ** 2
-                    + (v[:, 0] / (0.016 * hs)) ** 2)) * (v[:, 2] > 0)
+    nose = np.exp(-(((v[:, 1] - head_c[1] + 0.005 * hs) / (0.022 * hs)) ** 2 + (v[:, 0] / (0.016 * hs)) ** 2)) * (
+        v[:, 2] > 0
+    )
     v[:, 2] += 0.022 * hs * nose
-    ears = np.exp(-(((v[:, 1] - head_c[1] - 0.005 * hs) / (0.025 * hs)) ** 2
-                    + ((v[:, 2] + 0.005) / (0.018 * hs)) ** 2)) * (np.abs(v[:, 0]) > 0.03)
+    ears = np.exp(
+        -(((v[:, 1] - head_c[1] - 0.005 * hs) / (0.025 * hs)) ** 2 + ((v[:, 2] + 0.005) / (0.018 * hs)) ** 2)
+    ) * (np.abs(v[:, 0]) > 0.03)
     v[:, 0] += np.sign(v[:, 0]) * 0.012 * hs * ears
-    chin = np.exp(-(((v[:, 1] - head_c[1] + 0.05 * hs) / (0.02 * hs)) ** 2
-                    + (v[:, 0] / (0.03 * hs)) ** 2)) * (v[:, 2] > 0)
+    chin = np.exp(-(((v[:, 1] - head_c[1] + 0.05 * hs) / (0.02 * hs)) ** 2 + (v[:, 0] / (0.03 * hs)) ** 2)) * (
+        v[:, 2] > 0
+    )
     v[:, 2] += 0.008 * hs * chin
     part.t = part.vertices[:, 1].copy()
     return part
@@ -297,22 +338,23 @@ def _leg(p: BodyParams, J: np.ndarray, n_around=24, n_stations=40) -> _Part:
     lg = 1 + 0.9 * (g - 1)
     lm = 1 + 0.9 * (m - 1)
     K = [  # (segment, fraction), a, bf, bb
-        ((0, 0.00), .040, .040, .040),
-        ((0, 0.60), .086, .084, .090),
-        ((1, 0.00), .092, .090, .096),
-        ((1, 0.30), .078, .080, .082),
-        ((1, 0.75), .060, .060, .058),
-        ((2, 0.00), .050, .050, .048),
-        ((2, 0.28), .053, .046, .066),
-        ((2, 0.75), .037, .036, .036),
-        ((3, 0.00), .032, .034, .036),
-        ((3, 0.80), .026, .026, .028),
-        ((3, 1.00), .012, .012, .012),
+        ((0, 0.00), 0.040, 0.040, 0.040),
+        ((0, 0.60), 0.086, 0.084, 0.090),
+        ((1, 0.00), 0.092, 0.090, 0.096),
+        ((1, 0.30), 0.078, 0.080, 0.082),
+        ((1, 0.75), 0.060, 0.060, 0.058),
+        ((2, 0.00), 0.050, 0.050, 0.048),
+        ((2, 0.28), 0.053, 0.046, 0.066),
+        ((2, 0.75), 0.037, 0.036, 0.036),
+        ((3, 0.00), 0.032, 0.034, 0.036),
+        ((3, 0.80), 0.026, 0.026, 0.028),
+        ((3, 1.00), 0.012, 0.012, 0.012),
     ]
     centre, tan, ts, knots, key_t = _polyline_centre(pts, [k[0] for k in K], n_stations)
     fac = [lg * (lm if 0 < i < 8 else 1.0) if i < 8 else 1 + 0.3 * (g - 1) for i in range(len(K))]
-    keys = [(key_t[i], dict(a=K[i][1] * fac[i], bf=K[i][2] * fac[i], bb=K[i][3] * fac[i], n=2.0))
-            for i in range(len(K))]
+    keys = [
+        (key_t[i], dict(a=K[i][1] * fac[i], bf=K[i][2] * fac[i], bb=K[i][3] * fac[i], n=2.0)) for i in range(len(K))
+    ]
     prof = _profile(keys, ts)
     du, dw = _frame(tan, np.array([0.0, 0.0, 1.0]))
     part = _tube("left_leg", centre, du, dw, prof, n_around, side=1)
@@ -329,20 +371,20 @@ def _arm(p: BodyParams, J: np.ndarray, n_around=22, n_stations=46) -> _Part:
     ag = 1 + 0.8 * (g - 1)
     am = 1 + 1.0 * (m - 1)
     K = [  # (segment, fraction), a (vertical), bf, bb (front/back), n, girth-scaled
-        ((0, 0.00), .030, .030, .030, 2.0, 1),
-        ((0, 0.55), .050, .052, .052, 2.0, 1),
-        ((1, 0.05), .054, .054, .054, 2.0, 1),
-        ((1, 0.35), .048, .050, .048, 2.0, 1),
-        ((1, 0.80), .040, .042, .040, 2.0, 1),
-        ((2, 0.00), .036, .038, .038, 2.0, 1),
-        ((2, 0.25), .040, .044, .042, 2.0, 1),
-        ((2, 0.75), .029, .034, .032, 2.0, 1),
-        ((3, 0.00), .021, .029, .029, 2.2, 0),
-        ((3, 0.55), .017, .043, .043, 3.0, 0),
-        ((4, 0.05), .015, .044, .044, 3.2, 0),
-        ((4, 0.55), .011, .039, .039, 3.2, 0),
-        ((4, 0.88), .009, .032, .032, 3.0, 0),
-        ((4, 1.00), .004, .014, .014, 2.4, 0),
+        ((0, 0.00), 0.030, 0.030, 0.030, 2.0, 1),
+        ((0, 0.55), 0.050, 0.052, 0.052, 2.0, 1),
+        ((1, 0.05), 0.054, 0.054, 0.054, 2.0, 1),
+        ((1, 0.35), 0.048, 0.050, 0.048, 2.0, 1),
+        ((1, 0.80), 0.040, 0.042, 0.040, 2.0, 1),
+        ((2, 0.00), 0.036, 0.038, 0.038, 2.0, 1),
+        ((2, 0.25), 0.040, 0.044, 0.042, 2.0, 1),
+        ((2, 0.75), 0.029, 0.034, 0.032, 2.0, 1),
+        ((3, 0.00), 0.021, 0.029, 0.029, 2.2, 0),
+        ((3, 0.55), 0.017, 0.043, 0.043, 3.0, 0),
+        ((4, 0.05), 0.015, 0.044, 0.044, 3.2, 0),
+        ((4, 0.55), 0.011, 0.039, 0.039, 3.2, 0),
+        ((4, 0.88), 0.009, 0.032, 0.032, 3.0, 0),
+        ((4, 1.00), 0.004, 0.014, 0.014, 2.4, 0),
     ]
     centre, tan, ts, knots, key_t = _polyline_centre(pts, [k[0] for k in K], n_stations)
     keys = []
@@ -350,7 +392,7 @@ def _arm(p: BodyParams, J: np.ndarray, n_around=22, n_stations=46) -> _Part:
         f = ag * (am if k[5] and i < 8 else 1.0) if k[5] else 1 + 0.2 * (g - 1)
         keys.append((key_t[i], dict(a=k[1] * f, bf=k[2] * f, bb=k[3] * f, n=k[4])))
     prof = _profile(keys, ts)
-    du, dw = _frame(tan, np.array([0.0, 0.0, 1.0]))   # du ~ vertical, dw ~ forward
+    du, dw = _frame(tan, np.array([0.0, 0.0, 1.0]))  # du ~ vertical, dw ~ forward
     part = _tube("left_arm", centre, du, dw, prof, n_around, side=1)
     part.knots = knots
     return part
@@ -363,10 +405,9 @@ def _thumb(p: BodyParams, J: np.ndarray, n_around=10, n_stations=10) -> _Part:
     mid = wr + 0.62 * d + np.array([0.0, -0.010, 0.060])
     tip = wr + 1.05 * d + np.array([0.0, -0.012, 0.074])
     pts = np.stack([base, mid, tip])
-    K = [((0, 0.0), .012), ((0, 0.5), .013), ((1, 0.2), .011), ((1, 0.85), .009), ((1, 1.0), .004)]
+    K = [((0, 0.0), 0.012), ((0, 0.5), 0.013), ((1, 0.2), 0.011), ((1, 0.85), 0.009), ((1, 1.0), 0.004)]
     centre, tan, ts, knots, key_t = _polyline_centre(pts, [k[0] for k in K], n_stations)
-    keys = [(key_t[i], dict(a=K[i][1], bf=K[i][1] * 1.1, bb=K[i][1] * 1.1, n=2.0))
-            for i in range(len(K))]
+    keys = [(key_t[i], dict(a=K[i][1], bf=K[i][1] * 1.1, bb=K[i][1] * 1.1, n=2.0)) for i in range(len(K))]
     prof = _profile(keys, ts)
     du, dw = _frame(tan, np.array([0.0, 1.0, 0.0]))
     part = _tube("left_thumb", centre, du, dw, prof, n_around, side=1)
@@ -379,25 +420,26 @@ def _foot(p: BodyParams, J: np.ndarray, n_around=20, n_stations=16) -> _Part:
     sole = ankle[1] - 0.078
     heel = np.array([ankle[0] - 0.004, sole, ankle[2] - 0.060])
     toe = np.array([ball[0] + 0.010, sole, ball[2] + 0.078])
-    pts = np.stack([heel, np.array([ankle[0], sole, ankle[2]]), np.array([ball[0], sole, ball[2]]),
-                    toe])
+    pts = np.stack([heel, np.array([ankle[0], sole, ankle[2]]), np.array([ball[0], sole, ball[2]]), toe])
     fg = 1 + 0.3 * (p.girth - 1)
     K = [  # (segment, fraction), half-width, height above sole
-        ((0, 0.00), .020, .030),
-        ((0, 0.30), .030, .062),
-        ((1, 0.00), .036, .105),
-        ((1, 0.40), .040, .080),
-        ((1, 0.80), .046, .058),
-        ((2, 0.00), .048, .045),
-        ((2, 0.55), .042, .032),
-        ((2, 0.90), .030, .024),
-        ((2, 1.00), .016, .014),
+        ((0, 0.00), 0.020, 0.030),
+        ((0, 0.30), 0.030, 0.062),
+        ((1, 0.00), 0.036, 0.105),
+        ((1, 0.40), 0.040, 0.080),
+        ((1, 0.80), 0.046, 0.058),
+        ((2, 0.00), 0.048, 0.045),
+        ((2, 0.55), 0.042, 0.032),
+        ((2, 0.90), 0.030, 0.024),
+        ((2, 1.00), 0.016, 0.014),
     ]
     centre, tan, ts, knots, key_t = _polyline_centre(pts, [k[0] for k in K], n_stations)
-    keys = [(key_t[i], dict(a=K[i][1] * fg, bf=K[i][2] / 2 * fg, bb=K[i][2] / 2 * fg, n=3.0,
-                            ow=K[i][2] / 2 * fg)) for i in range(len(K))]
+    keys = [
+        (key_t[i], dict(a=K[i][1] * fg, bf=K[i][2] / 2 * fg, bb=K[i][2] / 2 * fg, n=3.0, ow=K[i][2] / 2 * fg))
+        for i in range(len(K))
+    ]
     prof = _profile(keys, ts)
-    du, dw = _frame(tan, np.array([0.0, 1.0, 0.0]))    # dw up, du lateral
+    du, dw = _frame(tan, np.array([0.0, 1.0, 0.0]))  # dw up, du lateral
     part = _tube("left_foot", centre, du, dw, prof, n_around, side=1)
     part.knots = knots
     return part
@@ -405,8 +447,9 @@ def _foot(p: BodyParams, J: np.ndarray, n_around=20, n_stations=16) -> _Part:
 
 def _mirror(part: _Part) -> _Part:
     v = part.vertices * np.array([-1.0, 1.0, 1.0])
-    out = _Part(part.name.replace("left", "right"), v, part.faces[:, ::-1].copy(), part.t.copy(),
-                part.ring.copy(), -part.side)
+    out = _Part(
+        part.name.replace("left", "right"), v, part.faces[:, ::-1].copy(), part.t.copy(), part.ring.copy(), -part.side
+    )
     out.knots = getattr(part, "knots", None)
     return out
 
@@ -438,6 +481,7 @@ def _assemble(parts):
 
 # ----------------------------------------------------------------------------- skinning
 
+
 def _smoothstep(x):
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
@@ -459,8 +503,6 @@ def _chain_weights(t, joints, boundaries, half_widths, n_joints=24):
 
 
 def _skinning(parts, J, scale):
-    L = {"hip": 1, "knee": 4, "ankle": 7, "foot": 10, "collar": 13, "shoulder": 16,
-         "elbow": 18, "wrist": 20, "hand": 22}
     out = []
     for part in parts:
         side = part.side
@@ -469,14 +511,14 @@ def _skinning(parts, J, scale):
         if part.name == "torso":
             v = part.vertices
             yb = [J[j, 1] for j in (3, 6, 9, 12, 15)]
-            W = _chain_weights(v[:, 1], [0, 3, 6, 9, 12, 15], yb,
-                               np.array([.06, .045, .04, .045, .035]) * scale)
+            W = _chain_weights(v[:, 1], [0, 3, 6, 9, 12, 15], yb, np.array([0.06, 0.045, 0.04, 0.045, 0.035]) * scale)
             ax = np.abs(v[:, 0]) / scale
             y = v[:, 1]
             lr = v[:, 0] >= 0
             # Collars / shoulders over the upper lateral torso.
-            up = _smoothstep((y - J[9, 1] + 0.02 * scale) / (0.10 * scale)) \
-                * (1 - _smoothstep((y - J[12, 1] - 0.00 * scale) / (0.05 * scale)))
+            up = _smoothstep((y - J[9, 1] + 0.02 * scale) / (0.10 * scale)) * (
+                1 - _smoothstep((y - J[12, 1] - 0.00 * scale) / (0.05 * scale))
+            )
             wc = 0.85 * up * _smoothstep((ax - 0.03) / 0.09)
             wsh = 0.5 * up * _smoothstep((ax - 0.13) / 0.05)
             lower = 1 - _smoothstep((y - J[1, 1] - 0.02 * scale) / (0.12 * scale))
@@ -488,15 +530,18 @@ def _skinning(parts, J, scale):
         else:
             kn = part.knots
             if "leg" in part.name:
-                W = _chain_weights(t, [0, sid(1), sid(4), sid(7)], kn[1:4],
-                                   np.array([.06, .05, .03]) * scale)
+                W = _chain_weights(t, [0, sid(1), sid(4), sid(7)], kn[1:4], np.array([0.06, 0.05, 0.03]) * scale)
             elif "arm" in part.name:
-                W = _chain_weights(t, [sid(13), sid(16), sid(18), sid(20), sid(22)], kn[1:5],
-                                   np.array([.05, .045, .03, .025]) * scale)
+                W = _chain_weights(
+                    t,
+                    [sid(13), sid(16), sid(18), sid(20), sid(22)],
+                    kn[1:5],
+                    np.array([0.05, 0.045, 0.03, 0.025]) * scale,
+                )
             elif "thumb" in part.name:
-                W = _chain_weights(t, [sid(20), sid(22)], [kn[1]], np.array([.02]) * scale)
+                W = _chain_weights(t, [sid(20), sid(22)], [kn[1]], np.array([0.02]) * scale)
             elif "foot" in part.name:
-                W = _chain_weights(t, [sid(7), sid(10)], [kn[2]], np.array([.03]) * scale)
+                W = _chain_weights(t, [sid(7), sid(10)], [kn[2]], np.array([0.03]) * scale)
             else:
                 raise AssertionError(part.name)
         out.append(W)
@@ -516,9 +561,20 @@ def _vertex_normals(v, f):
 
 
 # (joint, gaussian sigma m, amplitude m at 90 degrees)
-_BULGES = ((1, .075, .008), (2, .075, .008), (4, .05, .007), (5, .05, .007),
-           (16, .06, .007), (17, .06, .007), (18, .04, .005), (19, .04, .005),
-           (3, .08, .004), (6, .08, .004), (9, .08, .004), (12, .04, .003))
+_BULGES = (
+    (1, 0.075, 0.008),
+    (2, 0.075, 0.008),
+    (4, 0.05, 0.007),
+    (5, 0.05, 0.007),
+    (16, 0.06, 0.007),
+    (17, 0.06, 0.007),
+    (18, 0.04, 0.005),
+    (19, 0.04, 0.005),
+    (3, 0.08, 0.004),
+    (6, 0.08, 0.004),
+    (9, 0.08, 0.004),
+    (12, 0.04, 0.003),
+)
 
 
 def _posedirs(v, f, W, J):
@@ -526,14 +582,15 @@ def _posedirs(v, f, W, J):
     P = np.zeros((len(v), 3, 207))
     for j, sigma, amp in _BULGES:
         near = W[:, j] + W[:, PARENTS[j]] > 0.02
-        g = np.exp(-np.sum((v - J[j]) ** 2, 1) / (2 * sigma ** 2)) * near
-        disp = amp * g[:, None] * n    # full bulge at 1 - cos(theta) = 1
-        for k in (0, 4, 8):            # -trace(R - I) = 2 (1 - cos theta)
+        g = np.exp(-np.sum((v - J[j]) ** 2, 1) / (2 * sigma**2)) * near
+        disp = amp * g[:, None] * n  # full bulge at 1 - cos(theta) = 1
+        for k in (0, 4, 8):  # -trace(R - I) = 2 (1 - cos theta)
             P[:, :, 9 * (j - 1) + k] = -0.5 * disp
     return P
 
 
 # ----------------------------------------------------------------------------- regressor
+
 
 def _ring_candidates(part, t_joint, n_rings=2):
     """Local vertex indices of the n_rings stations closest (in t) to t_joint."""
@@ -569,8 +626,7 @@ def _regressor(parts, J, n_verts):
             key = {4: "leg", 5: "leg", 7: "leg", 8: "leg", 10: "foot", 11: "foot"}.get(j, "arm")
             part = by[f"{side}_{key}"]
             kn = part.knots
-            idx = {4: 2, 5: 2, 7: 3, 8: 3, 10: 2, 11: 2, 16: 1, 17: 1, 18: 2, 19: 2, 20: 3, 21: 3,
-                   22: 4, 23: 4}[j]
+            idx = {4: 2, 5: 2, 7: 3, 8: 3, 10: 2, 11: 2, 16: 1, 17: 1, 18: 2, 19: 2, 20: 3, 21: 3, 22: 4, 23: 4}[j]
             t_j, sel = kn[idx], None
         cand = _ring_candidates(part, t_j, n_rings=3 if part.name == "torso" else 2)
         if sel is not None:
@@ -582,6 +638,7 @@ def _regressor(parts, J, n_verts):
 
 
 # ----------------------------------------------------------------------------- public API
+
 
 def _base_params(seed: int) -> BodyParams:
     if seed == 0:
@@ -605,8 +662,7 @@ def make_body_model(seed: int = 0) -> dict[str, np.ndarray]:
     W = _skinning(parts, J, base.scale)
     posedirs = _posedirs(v, f, W, J)
     R = _regressor(parts, J, len(v))
-    kintree = np.array([[4294967295 if q < 0 else q for q in PARENTS], list(range(24))],
-                       dtype=np.int64)
+    kintree = np.array([[4294967295 if q < 0 else q for q in PARENTS], list(range(24))], dtype=np.int64)
     return {
         "v_template": v.astype(np.float64),
         "f": f.astype(np.int32),
@@ -651,17 +707,18 @@ def default_body_model_path(seed: int = 0) -> pathlib.Path:
 
 # ----------------------------------------------------------------------------- preview
 
+
 def walking_pose() -> np.ndarray:
     """(72,) axis-angle of a walking pose (arms down, one knee bent) for previews and tests."""
     pose = np.zeros((24, 3))
-    pose[16] = [0, 0, -1.2]      # left shoulder: arm down
+    pose[16] = [0, 0, -1.2]  # left shoulder: arm down
     pose[17] = [0, 0, 1.2]
-    pose[18] = [0, -0.6, 0]      # elbows bent forward
+    pose[18] = [0, -0.6, 0]  # elbows bent forward
     pose[19] = [0, 0.6, 0]
-    pose[1] = [-0.5, 0, 0.05]    # left hip forward
-    pose[2] = [0.35, 0, -0.05]   # right hip back
+    pose[1] = [-0.5, 0, 0.05]  # left hip forward
+    pose[2] = [0.35, 0, -0.05]  # right hip back
     pose[4] = [0.25, 0, 0]
-    pose[5] = [1.2, 0, 0]        # right knee bent
+    pose[5] = [1.2, 0, 0]  # right knee bent
     pose[7] = [0.1, 0, 0]
     pose[15] = [0.15, 0.3, 0]
     return pose.reshape(72)
@@ -670,21 +727,28 @@ def walking_pose() -> np.ndarray:
 def preview_image(model: dict, size: int = 400, betas=None, pose=None) -> np.ndarray:
     """Front and side views (T-pose, then `pose`; default walking_pose) as one uint8 image."""
     from hmr_jax import render, smpl
+
     m = smpl.from_arrays(**model)
     betas = np.zeros(NUM_BETAS) if betas is None else np.asarray(betas)
     pose = walking_pose() if pose is None else np.asarray(pose)
-    verts = np.asarray(smpl.forward(m, np.stack([betas, betas]),
-                                    np.stack([np.zeros(72), pose])).vertices, np.float64)
-    flip = np.diag([1.0, -1.0, -1.0])                     # body frame -> camera frame
+    verts = np.asarray(smpl.forward(m, np.stack([betas, betas]), np.stack([np.zeros(72), pose])).vertices, np.float64)
+    flip = np.diag([1.0, -1.0, -1.0])  # body frame -> camera frame
     side = np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]])  # subject's left towards the camera
     dist, focal = 20.0, size * 20.0 / 2.1
     views = []
     for v in verts:
         for rot in (flip, flip @ side):
             cam = (v - np.array([0.0, -0.3, 0.0])) @ rot.T + np.array([0.0, 0.0, dist])
-            res = render.render_mesh(cam, model["f"], focal, (size / 2, size / 2), (size, size),
-                                     background=np.full((size, size, 3), 255, np.uint8),
-                                     color=(0.85, 0.7, 0.6), light_dir=(-0.3, 0.4, 1.0))
+            res = render.render_mesh(
+                cam,
+                model["f"],
+                focal,
+                (size / 2, size / 2),
+                (size, size),
+                background=np.full((size, size, 3), 255, np.uint8),
+                color=(0.85, 0.7, 0.6),
+                light_dir=(-0.3, 0.4, 1.0),
+            )
             views.append(res.image)
     return render.contact_sheet(views, cols=4)
 
@@ -699,6 +763,7 @@ def main(argv=None):
     print(f"wrote {path}")
     if args.png:
         from hmr_jax import render
+
         with np.load(path, allow_pickle=False) as z:
             render.save_png(args.png, preview_image({k: z[k] for k in z.files}))
         print(f"wrote {args.png}")

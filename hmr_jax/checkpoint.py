@@ -28,20 +28,20 @@ def make_manager(directory: str | os.PathLike, keep: int) -> ocp.CheckpointManag
     """A manager in `directory` keeping the latest `keep` checkpoints and the best one."""
     if keep < 1:
         raise ValueError(f"checkpoint keep: expected a positive number of checkpoints, found {keep}")
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-        ocp.checkpoint_managers.LatestN(n=keep),
-        # BestN keeps the *largest* values: negate so that the lowest metric wins.
-        ocp.checkpoint_managers.BestN(
-            get_metric_fn=lambda m: -float(m[BEST_KEY]), n=1, keep_checkpoints_without_metrics=False
-        ),
-    ])
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+        [
+            ocp.checkpoint_managers.LatestN(n=keep),
+            # BestN keeps the *largest* values: negate so that the lowest metric wins.
+            ocp.checkpoint_managers.BestN(
+                get_metric_fn=lambda m: -float(m[BEST_KEY]), n=1, keep_checkpoints_without_metrics=False
+            ),
+        ]
+    )
     options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy)
     return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)), options=options)
 
 
-def save(
-    manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, best_metric: float | None = None
-) -> None:
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict, best_metric: float | None = None) -> None:
     """Save `state` and the JSON `meta` at `step` (asynchronously; every process must call it).
 
     `best_metric` (lower is better) ranks the checkpoint for the keep-the-best policy; pass it only
@@ -58,8 +58,9 @@ def save(
     )
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any, which: str | int = "latest"
-            ) -> tuple[Any, dict] | None:
+def restore(
+    manager: ocp.CheckpointManager, abstract_state: Any, which: str | int = "latest"
+) -> tuple[Any, dict] | None:
     """Restore the latest (or best, or a given step's) checkpoint onto `abstract_state`'s shapes,
     dtypes and shardings.
 
@@ -88,8 +89,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, which: str | in
             step = int(best)
     elif isinstance(which, int):
         if which not in manager.all_steps():
-            raise ValueError(f"checkpoint step {which} is not in {manager.directory}; found steps "
-                             f"{sorted(manager.all_steps())}")
+            raise ValueError(
+                f"checkpoint step {which} is not in {manager.directory}; found steps {sorted(manager.all_steps())}"
+            )
         step = which
     # Checked first: orbax's own error for a shape mismatch names no array, and its aborted reads
     # print tracebacks at exit.
@@ -99,12 +101,11 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, which: str | in
         raise CheckpointMismatchError(
             f"checkpoint {manager.directory}/{step}: its state does not match the one this config (and "
             f"hmr_jax version) builds ({len(differences)} array(s) differ: {listed}). Resume with the config "
-            f"it was written with (config.json in the run directory), or train into a new --workdir.")
+            f"it was written with (config.json in the run directory), or train into a new --workdir."
+        )
     restored = manager.restore(
         step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-        ),
+        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),
     )
     return restored["state"], dict(restored["meta"])
 
@@ -114,8 +115,10 @@ def mismatches(state_dir: Any, abstract_state: Any) -> list[str]:
     `state_dir` (an `etils.epath.Path`, as `CheckpointManager.directory`) and `abstract_state`, one
     line each."""
     saved = {m.name: tuple(m.shape) for m in jax.tree.leaves(ocp.StandardCheckpointHandler().metadata(state_dir).tree)}
-    wanted = {".".join(ocp.tree.str_keypath(path)): tuple(x.shape)
-              for path, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    wanted = {
+        ".".join(ocp.tree.str_keypath(path)): tuple(x.shape)
+        for path, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    }
     out = []
     for name in sorted(saved.keys() | wanted.keys(), key=lambda n: ("opt_state" in n, n)):  # parameters first
         if name not in saved:
@@ -129,6 +132,4 @@ def mismatches(state_dir: Any, abstract_state: Any) -> list[str]:
 
 def abstract_like(tree: Any) -> Any:
     """`jax.ShapeDtypeStruct`s (with shardings) of a pytree of arrays or abstract arrays."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree
-    )
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)

@@ -86,8 +86,7 @@ def _one_of(config, key, names):
 
 
 def _file_or_empty(config, key):
-    return _check(config, key, lambda v: isinstance(v, str) and (not v or os.path.isfile(v)),
-                  "'' or an existing file")
+    return _check(config, key, lambda v: isinstance(v, str) and (not v or os.path.isfile(v)), "'' or an existing file")
 
 
 def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
@@ -111,12 +110,13 @@ def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
         _positive_int(config, f"{prefix}.decay_every")
         _check(config, f"{prefix}.decay_factor", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
     if _get(config, f"{prefix}.warmup_steps") > num_steps:
-        raise ConfigError(f"config '{prefix}.warmup_steps': expected <= train.num_steps ({num_steps}), "
-                          f"found {_get(config, prefix + '.warmup_steps')}")
+        raise ConfigError(
+            f"config '{prefix}.warmup_steps': expected <= train.num_steps ({num_steps}), "
+            f"found {_get(config, prefix + '.warmup_steps')}"
+        )
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None,
-                    num_processes: int = 1) -> None:
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None, num_processes: int = 1) -> None:
     """Check every config value the trainer uses; raise `ConfigError` naming the first bad key.
 
     Runs before any data is read or anything is compiled.
@@ -129,8 +129,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _check(config, "data.image_root", lambda v: isinstance(v, str), "an image directory ('' = data.dir)")
     _check(config, "data.train_split", lambda v: isinstance(v, str), "a split name ('' = whole file)")
     _check(config, "data.val_split", lambda v: isinstance(v, str), "a split name ('' for no validation)")
-    _check(config, "data.val_annotations", lambda v: isinstance(v, str),
-           "an annotation .npz read whole for validation ('' = the val_split of data.annotations)")
+    _check(
+        config,
+        "data.val_annotations",
+        lambda v: isinstance(v, str),
+        "an annotation .npz read whole for validation ('' = the val_split of data.annotations)",
+    )
     _check(config, "data.val_fraction", lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)")
     _check(config, "data.resample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
     _positive_int(config, "data.shuffle_buffer")
@@ -141,11 +145,19 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _nonneg_int(config, "data.synthetic.num")
     _nonneg_int(config, "data.synthetic.seed")
     _positive_int(config, "data.synthetic.frames_per_sequence")
-    _check(config, "data.synthetic.yaw_range_deg", lambda v: _is_num(v) and 0 <= v <= 180,
-           "a number of degrees in [0, 180]")
+    _check(
+        config,
+        "data.synthetic.yaw_range_deg",
+        lambda v: _is_num(v) and 0 <= v <= 180,
+        "a number of degrees in [0, 180]",
+    )
     _check(config, "data.img_size", lambda v: _is_int(v) and v >= 16, "an integer >= 16")
-    _check(config, "data.synthetic.render_size", lambda v: _is_int(v) and (v == 0 or v >= 16),
-           "0 (= data.img_size) or an integer >= 16")
+    _check(
+        config,
+        "data.synthetic.render_size",
+        lambda v: _is_int(v) and (v == 0 or v >= 16),
+        "0 (= data.img_size) or an integer >= 16",
+    )
     batch = _positive_int(config, "data.batch_size")
     eval_batch = _positive_int(config, "data.eval_batch_size")
     _file_or_empty(config, "data.joint_regressor")
@@ -165,13 +177,20 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _positive_int(config, "model.width")
     _one_of(config, "model.dtype", DTYPES)
     _one_of(config, "model.rot_repr", ROT_REPRS)
-    _check(config, "model.mean_params", lambda v: v in ("train", "zero") or (isinstance(v, str) and os.path.isfile(v)),
-           "'train', 'zero' or an existing .npz of mean parameters")
+    _check(
+        config,
+        "model.mean_params",
+        lambda v: v in ("train", "zero") or (isinstance(v, str) and os.path.isfile(v)),
+        "'train', 'zero' or an existing .npz of mean parameters",
+    )
     _check(config, "model.mean_cam", lambda v: len(v) == 3 and all(_is_num(x) for x in v), "3 numbers (s, tx, ty)")
-    _check(config, "model.mean_pose", lambda v: len(v) in (0, 72) and all(_is_num(x) for x in v),
-           "() or 72 axis-angle numbers")
-    _check(config, "model.mean_betas", lambda v: len(v) in (0, 10) and all(_is_num(x) for x in v),
-           "() or 10 numbers")
+    _check(
+        config,
+        "model.mean_pose",
+        lambda v: len(v) in (0, 72) and all(_is_num(x) for x in v),
+        "() or 72 axis-angle numbers",
+    )
+    _check(config, "model.mean_betas", lambda v: len(v) in (0, 10) and all(_is_num(x) for x in v), "() or 10 numbers")
     _check(config, "model.hidden", lambda v: all(_is_int(h) and h > 0 for h in v), "a tuple of positive ints")
     _check(config, "model.dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
     _positive_int(config, "model.n_iter")
@@ -182,33 +201,47 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     head = _check(config, "model.keypoint_head.enabled", lambda v: isinstance(v, bool), "True or False")
     _positive_int(config, "model.keypoint_head.channels")
     _positive_int(config, "model.keypoint_head.num_keypoints")
-    _check(config, "model.keypoint_head.stride", lambda v: v in keypoint_head.STRIDES, f"one of {keypoint_head.STRIDES}")
+    _check(
+        config, "model.keypoint_head.stride", lambda v: v in keypoint_head.STRIDES, f"one of {keypoint_head.STRIDES}"
+    )
     _check(config, "model.keypoint_head.input_scale", lambda v: _is_num(v) and v > 0, "a positive number")
     for key in ("model.disc.joint_hidden", "model.disc.pose_hidden", "model.disc.shape_hidden"):
-        _check(config, key, lambda v: len(v) > 0 and all(_is_int(h) and h > 0 for h in v),
-               "a non-empty tuple of positive ints")
+        _check(
+            config,
+            key,
+            lambda v: len(v) > 0 and all(_is_int(h) and h > 0 for h in v),
+            "a non-empty tuple of positive ints",
+        )
     # losses
     weights = _check(config, "loss_weights", lambda v: hasattr(v, "keys"), "a group of loss weights")
     missing = sorted(set(losses.LOSS_TERMS) - set(weights.keys()))
     extra = sorted(set(weights.keys()) - set(losses.LOSS_TERMS))
     if missing or extra:
-        raise ConfigError(f"config 'loss_weights': expected exactly the terms {list(losses.LOSS_TERMS)}, "
-                          f"missing {missing}, unknown {extra}")
+        raise ConfigError(
+            f"config 'loss_weights': expected exactly the terms {list(losses.LOSS_TERMS)}, "
+            f"missing {missing}, unknown {extra}"
+        )
     for name in losses.LOSS_TERMS:
         _nonneg(config, f"loss_weights.{name}")
     for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
         if weights[name] > 0 and not head:
-            raise ConfigError(f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
-                              "(model.keypoint_head.enabled=True); set it to 0 without the head")
+            raise ConfigError(
+                f"config 'loss_weights.{name}': {weights[name]} needs the keypoint head "
+                "(model.keypoint_head.enabled=True); set it to 0 without the head"
+            )
     lr_scale = config.optim.gen.get("lr_scale", {})
     for module in lr_scale:  # any other name would scale nothing, silently
         if module not in GEN_MODULES:
-            raise ConfigError(f"config 'optim.gen.lr_scale.{module}': not a module of the generator; "
-                              f"expected one of {list(GEN_MODULES)}")
+            raise ConfigError(
+                f"config 'optim.gen.lr_scale.{module}': not a module of the generator; "
+                f"expected one of {list(GEN_MODULES)}"
+            )
     head_scale = lr_scale.get("keypoint_head", 1.0)
     if head_scale != 1.0 and not head:
-        raise ConfigError(f"config 'optim.gen.lr_scale.keypoint_head': {head_scale} needs the keypoint head "
-                          "(model.keypoint_head.enabled=True); set it to 1 without the head")
+        raise ConfigError(
+            f"config 'optim.gen.lr_scale.keypoint_head': {head_scale} needs the keypoint head "
+            "(model.keypoint_head.enabled=True); set it to 1 without the head"
+        )
     _nonneg(config, "adversarial.disc_loss_weight")
     prior = _file_or_empty(config, "adversarial.prior_file")
     if prior:
@@ -235,15 +268,22 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _nonneg_int(config, "optim.plateau.cooldown")
     _nonneg(config, "optim.plateau.rtol")
     _nonneg(config, "optim.plateau.min_scale")
-    _check(config, "early_stopping.metric", lambda v: v.startswith("val/") and v[4:] in EVAL_METRICS,
-           f"one of {['val/' + m for m in EVAL_METRICS]}")
+    _check(
+        config,
+        "early_stopping.metric",
+        lambda v: v.startswith("val/") and v[4:] in EVAL_METRICS,
+        f"one of {['val/' + m for m in EVAL_METRICS]}",
+    )
     _nonneg_int(config, "early_stopping.patience")
     _nonneg(config, "early_stopping.min_delta")
     if (config.early_stopping.patience or config.optim.plateau.enabled) and not (
-            config.data.val_split and config.train.eval_every):
-        raise ConfigError("config 'train.eval_every': early stopping / reduce-on-plateau need periodic "
-                          f"validation (data.val_split and train.eval_every > 0), found "
-                          f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}")
+        config.data.val_split and config.train.eval_every
+    ):
+        raise ConfigError(
+            "config 'train.eval_every': early stopping / reduce-on-plateau need periodic "
+            f"validation (data.val_split and train.eval_every > 0), found "
+            f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}"
+        )
     _positive(config, "images.focal_length_224")
     _check(config, "eval.flip_test", lambda v: isinstance(v, bool), "True or False")
 
@@ -252,8 +292,12 @@ def check_prior_file(path: str) -> None:
     with np.load(path, allow_pickle=False) as f:
         for key, width in (("pose", 72), ("shape", 10)):
             if key not in f.files:
-                raise ConfigError(f"config 'adversarial.prior_file': {path!r} needs arrays 'pose' (N, 72) and "
-                                  f"'shape' (N, 10), found keys {sorted(f.files)}")
+                raise ConfigError(
+                    f"config 'adversarial.prior_file': {path!r} needs arrays 'pose' (N, 72) and "
+                    f"'shape' (N, 10), found keys {sorted(f.files)}"
+                )
             if f[key].ndim != 2 or f[key].shape[1] != width or f[key].shape[0] == 0:
-                raise ConfigError(f"config 'adversarial.prior_file': {path!r} array {key!r}: expected "
-                                  f"(N, {width}) with N > 0, found {f[key].shape}")
+                raise ConfigError(
+                    f"config 'adversarial.prior_file': {path!r} array {key!r}: expected "
+                    f"(N, {width}) with N > 0, found {f[key].shape}"
+                )

@@ -65,8 +65,13 @@ METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2", "pose_outside_limits")
 H36M_METRICS = ("mpjpe", "pa_mpjpe")
 UNITS = {"mpjpe": "mm", "pa_mpjpe": "mm", "pve": "mm", "v2v_l2": "m^2", "pose_outside_limits": "share of 23 joints"}
 # Which mask each metric is averaged under.
-_METRIC_MASK = {"mpjpe": "joints", "pa_mpjpe": "joints", "pve": "smpl", "v2v_l2": "smpl",
-                "pose_outside_limits": "valid"}
+_METRIC_MASK = {
+    "mpjpe": "joints",
+    "pa_mpjpe": "joints",
+    "pve": "smpl",
+    "v2v_l2": "smpl",
+    "pose_outside_limits": "valid",
+}
 H36M_EVAL_SUBJECTS = ("S9", "S11")
 H36M_P2_CAMERA = "60457274"
 H36M_FRAME_STRIDE = 5
@@ -83,8 +88,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config `hmr_jax.train` wrote into `workdir` (config.json), unlocked."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--workdir {workdir!r}: expected the run's config.json (written by "
-                                f"hmr_jax.train), found no file {path!r}")
+        raise FileNotFoundError(
+            f"--workdir {workdir!r}: expected the run's config.json (written by hmr_jax.train), found no file {path!r}"
+        )
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
@@ -156,8 +162,10 @@ def load_h36m_regressor(path: str) -> np.ndarray:
     try:
         return joints_lib.load_regressor(path, 17)
     except Exception as e:  # pylint: disable=broad-except  (EOFError, zip errors, ...)
-        raise ValueError(f"--h36m-regressor {path!r}: expected a (17, V) joint regressor .npy/.npz, "
-                         f"could not load it: {type(e).__name__}: {e}") from e
+        raise ValueError(
+            f"--h36m-regressor {path!r}: expected a (17, V) joint regressor .npy/.npz, "
+            f"could not load it: {type(e).__name__}: {e}"
+        ) from e
 
 
 # ---------------------------------------------------------------------------------- the eval step
@@ -227,23 +235,31 @@ def make_sample_eval_step(models, joint_set: str, flip_test: bool = False) -> Ca
         m_j3d = valid * batch["has_joints_3d"] * (jnp.sum(conf, axis=-1) > 0)
         safe_conf = jnp.where(m_j3d[:, None] > 0, conf, 1.0)
         h36m_reg = regressors.get(H36M_REGRESSOR_NAME) if regressors else None
-        res = {"mask/valid": valid, "mask/joints": m_j3d, "mask/smpl": m_smpl,
-               "gt/pose_outside_limits": _pose_outside_aa(batch["pose"])}
+        res = {
+            "mask/valid": valid,
+            "mask/joints": m_j3d,
+            "mask/smpl": m_smpl,
+            "gt/pose_outside_limits": _pose_outside_aa(batch["pose"]),
+        }
         if h36m_reg is not None:
-            gt14, w14, m14 = _h36m_ground_truth(joint_set, h36m_reg, gt_body.vertices, gt_joints, conf,
-                                                batch["has_joints_3d"], m_smpl, valid)
+            gt14, w14, m14 = _h36m_ground_truth(
+                joint_set, h36m_reg, gt_body.vertices, gt_joints, conf, batch["has_joints_3d"], m_smpl, valid
+            )
             res["mask/h36m"] = m14
         preds = {"model": (out["pose_rotmat"], out["betas"])}
         for name, base in baselines.items():
-            preds[name] = (jnp.broadcast_to(base["pose_rotmat"], (b, 24, 3, 3)),
-                           jnp.broadcast_to(base["betas"], (b, base["betas"].shape[-1])))
+            preds[name] = (
+                jnp.broadcast_to(base["pose_rotmat"], (b, 24, 3, 3)),
+                jnp.broadcast_to(base["betas"], (b, base["betas"].shape[-1])),
+            )
         for name, (rotmat, betas) in preds.items():
             body = smpl.forward(smpl_model, betas, rotmat)
             pred_joints = joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors)
             res[f"{name}/mpjpe"] = metrics_lib.mpjpe(pred_joints, gt_joints, root=joint_set, weights=safe_conf)
             res[f"{name}/pa_mpjpe"] = metrics_lib.pa_mpjpe(pred_joints, gt_joints, weights=safe_conf)
-            res[f"{name}/pve"] = metrics_lib.pve(body.vertices, gt_body.vertices, body.joints[:, 0],
-                                                 gt_body.joints[:, 0])
+            res[f"{name}/pve"] = metrics_lib.pve(
+                body.vertices, gt_body.vertices, body.joints[:, 0], gt_body.joints[:, 0]
+            )
             res[f"{name}/v2v_l2"] = metrics_lib.v2v_l2(body.vertices, gt_body.vertices)
             res[f"{name}/pose_outside_limits"] = metrics_lib.pose_outside_limits(rotmat)
             if h36m_reg is not None:
@@ -298,8 +314,9 @@ def sample_info(config, split: str, paths: tuple[str, str, str]) -> list[dict] |
     if config_value(config, "data.source", "folder") != "folder":
         return None
     ann = ann_lib.load(paths[1])
-    rows = (np.arange(len(ann)) if not split else
-            ann_lib.split_indices(ann, split, val_fraction=config.data.val_fraction))
+    rows = (
+        np.arange(len(ann)) if not split else ann_lib.split_indices(ann, split, val_fraction=config.data.val_fraction)
+    )
     ann = ann.select(rows)
     info = []
     for i, name in enumerate(ann.imgname):
@@ -327,8 +344,9 @@ def h36m_protocol_masks(info: Sequence[Mapping[str, Any]] | None) -> dict[str, n
         key = (r["subject"], r.get("action"), r["camera"])
         first[key] = min(first.get(key, r["frame"]), r["frame"])
     subject = np.array([r["subject"] in H36M_EVAL_SUBJECTS for r in info])
-    stride = np.array([(r["frame"] - first[(r["subject"], r.get("action"), r["camera"])]) % H36M_FRAME_STRIDE == 0
-                       for r in info])
+    stride = np.array(
+        [(r["frame"] - first[(r["subject"], r.get("action"), r["camera"])]) % H36M_FRAME_STRIDE == 0 for r in info]
+    )
     camera = np.array([str(r["camera"]) == H36M_P2_CAMERA for r in info])
     p1 = subject & stride
     return {"p1": p1, "p2": p1 & camera}
@@ -337,8 +355,9 @@ def h36m_protocol_masks(info: Sequence[Mapping[str, Any]] | None) -> dict[str, n
 # ------------------------------------------------------------------------------------- aggregation
 
 
-def summarize(values: Mapping[str, np.ndarray], select: np.ndarray | None = None,
-              prefix: str = "model") -> dict[str, Any]:
+def summarize(
+    values: Mapping[str, np.ndarray], select: np.ndarray | None = None, prefix: str = "model"
+) -> dict[str, Any]:
     """Means of the per-sample `values` (concatenated step outputs) over `select` (bool, per sample)."""
     n = len(values["mask/valid"])
     select = np.ones(n, bool) if select is None else np.asarray(select, bool)
@@ -359,8 +378,9 @@ def summarize_h36m(values: Mapping[str, np.ndarray], select: np.ndarray | None, 
     return out
 
 
-def build_report(values: Mapping[str, np.ndarray], index: np.ndarray, info: Sequence[Mapping] | None,
-                 has_h36m: bool) -> dict[str, Any]:
+def build_report(
+    values: Mapping[str, np.ndarray], index: np.ndarray, info: Sequence[Mapping] | None, has_h36m: bool
+) -> dict[str, Any]:
     """Overall / baseline / per-action / H36M-protocol summaries of the per-sample values."""
     report: dict[str, Any] = {
         "model": summarize(values, prefix="model"),
@@ -369,26 +389,34 @@ def build_report(values: Mapping[str, np.ndarray], index: np.ndarray, info: Sequ
     if "train_mean/mpjpe" in values:
         report["train_mean_baseline"] = summarize(values, prefix="train_mean")
     gt_mask = values["mask/smpl"] > 0
-    report["ground_truth_pose_outside_limits"] = (float(np.mean(values["gt/pose_outside_limits"][gt_mask]))
-                                                  if gt_mask.any() else None)
+    report["ground_truth_pose_outside_limits"] = (
+        float(np.mean(values["gt/pose_outside_limits"][gt_mask])) if gt_mask.any() else None
+    )
     rows = [info[int(i)] for i in index] if info is not None else None
     if rows is not None and any(r["h36m_name"] for r in rows):
         actions = np.array([canonical_action(r["action"]) if r["h36m_name"] else "" for r in rows])
         report["per_action"] = {
             a: {p: summarize(values, actions == a, p) for p in ("model", "baseline")}
-            for a in sorted(set(actions.tolist()) - {""})}
+            for a in sorted(set(actions.tolist()) - {""})
+        }
     if has_h36m:
         h36m: dict[str, Any] = {"joints": "14 LSP joints of the 17 regressed H36M joints, pelvis-centred"}
         masks = h36m_protocol_masks(rows)
         if masks is None:
-            h36m["note"] = ("image names carry no H36M subject/camera/frame: Protocols 1 and 2 are not "
-                            "applicable; 'all' covers the whole split")
+            h36m["note"] = (
+                "image names carry no H36M subject/camera/frame: Protocols 1 and 2 are not "
+                "applicable; 'all' covers the whole split"
+            )
             h36m["all"] = {p: summarize_h36m(values, None, p) for p in ("model", "baseline")}
         else:
-            for name, desc in (("p1", "S9, S11, every 5th frame, all cameras"),
-                               ("p2", f"S9, S11, every 5th frame, camera {H36M_P2_CAMERA}")):
-                h36m[name] = {"selection": desc, **{p: summarize_h36m(values, masks[name], p)
-                                                    for p in ("model", "baseline")}}
+            for name, desc in (
+                ("p1", "S9, S11, every 5th frame, all cameras"),
+                ("p2", f"S9, S11, every 5th frame, camera {H36M_P2_CAMERA}"),
+            ):
+                h36m[name] = {
+                    "selection": desc,
+                    **{p: summarize_h36m(values, masks[name], p) for p in ("model", "baseline")},
+                }
         report["h36m"] = h36m
     return report
 
@@ -400,6 +428,7 @@ def _to_host(x) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(jax.device_get(x))
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -407,9 +436,16 @@ def default_output_path(workdir: str, split: str, step: int) -> str:
     return os.path.join(os.path.abspath(workdir), "eval", f"{split or 'all'}_step{step}.json")
 
 
-def evaluate(workdir: str, split: str = "validation", checkpoint: str | int = "best",
-             h36m_regressor: str | None = None, batch_size: int | None = None, out_path: str | None = None,
-             progress: bool = True, flip_test: bool | None = None) -> dict[str, Any]:
+def evaluate(
+    workdir: str,
+    split: str = "validation",
+    checkpoint: str | int = "best",
+    h36m_regressor: str | None = None,
+    batch_size: int | None = None,
+    out_path: str | None = None,
+    progress: bool = True,
+    flip_test: bool | None = None,
+) -> dict[str, Any]:
     """Evaluate the run in `workdir` on `split` ('validation', 'train', or 'all' / '' = whole file).
 
     flip_test: predict with the flip test (`trainer.make_inference`); None = the run's config
@@ -431,8 +467,9 @@ def evaluate(workdir: str, split: str = "validation", checkpoint: str | int = "b
     bs = config.data.eval_batch_size
     if bs < 1 or bs % n_dev or bs % jax.process_count():
         raise ValueError(f"--batch-size: expected a positive multiple of the {n_dev} devices, found {bs}")
-    h36m_path = h36m_regressor or next((config_value(config, k) for k in H36M_REGRESSOR_KEYS
-                                        if config_value(config, k)), "")
+    h36m_path = h36m_regressor or next(
+        (config_value(config, k) for k in H36M_REGRESSOR_KEYS if config_value(config, k)), ""
+    )
 
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
@@ -483,8 +520,11 @@ def evaluate(workdir: str, split: str = "validation", checkpoint: str | int = "b
         "body_model": body_model_path(config),
         "h36m_regressor": h36m_path or None,
         "units": UNITS,
-        "mean_params": {"pose_rotmat": np.asarray(baseline["pose_rotmat"]).tolist(),
-                        "betas": np.asarray(baseline["betas"]).tolist(), "cam": np.asarray(baseline["cam"]).tolist()},
+        "mean_params": {
+            "pose_rotmat": np.asarray(baseline["pose_rotmat"]).tolist(),
+            "betas": np.asarray(baseline["betas"]).tolist(),
+            "cam": np.asarray(baseline["cam"]).tolist(),
+        },
         "skipped_samples": {int(k): v for k, v in iterator.invalid.items()},
         **build_report(values, index, info, bool(h36m_path)),
         "seconds": round(time.time() - t0, 2),
@@ -511,6 +551,7 @@ def _json_default(x):
 
 def _progress(enabled: bool, total: int | None, desc: str):
     import tqdm  # pylint: disable=g-import-not-at-top
+
     return tqdm.tqdm(total=total, disable=not enabled, unit="batch", desc=desc, dynamic_ncols=True)
 
 
@@ -529,18 +570,25 @@ def _fmt(v, kind):
 
 def format_table(report: Mapping[str, Any]) -> str:
     """The report as a plain-text table."""
-    head = (f"{'':28s} {'N':>6s} {'MPJPE':>8s} {'PA-MPJPE':>9s} {'PVE':>8s} {'v2v L2':>9s} {'outside':>8s}")
+    head = f"{'':28s} {'N':>6s} {'MPJPE':>8s} {'PA-MPJPE':>9s} {'PVE':>8s} {'v2v L2':>9s} {'outside':>8s}"
     units = f"{'':28s} {'':>6s} {'mm':>8s} {'mm':>9s} {'mm':>8s} {'m^2':>9s} {'limits':>8s}"
 
     def row(name, s):
-        return (f"{name[:28]:28s} {s['count']['valid']:>6d} {_fmt(s['mpjpe'], 'mpjpe'):>8s} "
-                f"{_fmt(s['pa_mpjpe'], 'pa_mpjpe'):>9s} {_fmt(s['pve'], 'pve'):>8s} "
-                f"{_fmt(s['v2v_l2'], 'v2v_l2'):>9s} {_fmt(s['pose_outside_limits'], 'pose_outside_limits'):>8s}")
+        return (
+            f"{name[:28]:28s} {s['count']['valid']:>6d} {_fmt(s['mpjpe'], 'mpjpe'):>8s} "
+            f"{_fmt(s['pa_mpjpe'], 'pa_mpjpe'):>9s} {_fmt(s['pve'], 'pve'):>8s} "
+            f"{_fmt(s['v2v_l2'], 'v2v_l2'):>9s} {_fmt(s['pose_outside_limits'], 'pose_outside_limits'):>8s}"
+        )
 
     ck = report["checkpoint"]
-    lines = [f"{report['workdir']}: split '{report['split']}', checkpoint step {ck['step']} ({ck['loaded']}), "
-             f"joint set {report['joint_set']}" + (", flip test" if report.get("flip_test") else ""), head, units,
-             row("model", report["model"]), row("mean-pose baseline", report["baseline"])]
+    lines = [
+        f"{report['workdir']}: split '{report['split']}', checkpoint step {ck['step']} ({ck['loaded']}), "
+        f"joint set {report['joint_set']}" + (", flip test" if report.get("flip_test") else ""),
+        head,
+        units,
+        row("model", report["model"]),
+        row("mean-pose baseline", report["baseline"]),
+    ]
     if report.get("train_mean_baseline"):
         lines.append(row("training-set mean pose/shape", report["train_mean_baseline"]))
     gt = report.get("ground_truth_pose_outside_limits")
@@ -551,16 +599,21 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines += [row(a, s["model"]) for a, s in report["per_action"].items()]
     if report.get("h36m"):
         h = report["h36m"]
-        lines += ["", f"Human3.6M ({h['joints']}; regressor {report['h36m_regressor']})",
-                  f"{'':28s} {'N':>6s} {'MPJPE':>8s} {'PA-MPJPE':>9s}   baseline MPJPE / PA-MPJPE"]
+        lines += [
+            "",
+            f"Human3.6M ({h['joints']}; regressor {report['h36m_regressor']})",
+            f"{'':28s} {'N':>6s} {'MPJPE':>8s} {'PA-MPJPE':>9s}   baseline MPJPE / PA-MPJPE",
+        ]
         if "note" in h:
             lines.append(f"note: {h['note']}")
         for key, label in (("p1", "Protocol 1"), ("p2", "Protocol 2"), ("all", "all samples")):
             if key in h:
                 m, b = h[key]["model"], h[key]["baseline"]
-                lines.append(f"{label:28s} {m['count']:>6d} {_fmt(m['mpjpe'], 'mpjpe'):>8s} "
-                             f"{_fmt(m['pa_mpjpe'], 'mpjpe'):>9s}   {_fmt(b['mpjpe'], 'mpjpe')} / "
-                             f"{_fmt(b['pa_mpjpe'], 'mpjpe')}")
+                lines.append(
+                    f"{label:28s} {m['count']:>6d} {_fmt(m['mpjpe'], 'mpjpe'):>8s} "
+                    f"{_fmt(m['pa_mpjpe'], 'mpjpe'):>9s}   {_fmt(b['mpjpe'], 'mpjpe')} / "
+                    f"{_fmt(b['pa_mpjpe'], 'mpjpe')}"
+                )
     lines.append(f"written: {report['output']}")
     return "\n".join(lines)
 
@@ -570,7 +623,8 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 def quiet_logs() -> None:
     """absl INFO logs (orbax prints several lines per restore) off unless --verbosity was given."""
-    from absl import flags, logging as absl_logging  # pylint: disable=g-import-not-at-top
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    from absl import logging as absl_logging
 
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)
@@ -584,9 +638,15 @@ def main(argv):
 
     quiet_logs()
     try:
-        report = evaluate(_WORKDIR.value, split=_SPLIT.value, checkpoint=_CHECKPOINT.value,
-                          h36m_regressor=_H36M.value, batch_size=_BATCH.value, out_path=_OUT.value,
-                          flip_test=_FLIP.value)
+        report = evaluate(
+            _WORKDIR.value,
+            split=_SPLIT.value,
+            checkpoint=_CHECKPOINT.value,
+            h36m_regressor=_H36M.value,
+            batch_size=_BATCH.value,
+            out_path=_OUT.value,
+            flip_test=_FLIP.value,
+        )
     except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -603,10 +663,18 @@ if __name__ == "__main__":
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by hmr_jax.train.", required=True)
     _SPLIT = flags.DEFINE_string("split", "validation", "'validation', 'train' or 'all' (the whole file).")
     _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
-    _H36M = flags.DEFINE_string("h36m-regressor", None, "(17, V) Human3.6M joint regressor (.npy/.npz): adds the "
-                                "H36M Protocol 1/2 metrics (default: config eval.h36m_regressor, if any).")
+    _H36M = flags.DEFINE_string(
+        "h36m-regressor",
+        None,
+        "(17, V) Human3.6M joint regressor (.npy/.npz): adds the "
+        "H36M Protocol 1/2 metrics (default: config eval.h36m_regressor, if any).",
+    )
     _BATCH = flags.DEFINE_integer("batch-size", None, "Global eval batch (default: config data.eval_batch_size).")
     _OUT = flags.DEFINE_string("out", None, "JSON output path (default: DIR/eval/<split>_step<step>.json).")
-    _FLIP = flags.DEFINE_boolean("flip_test", None, "Average each prediction with the mirrored prediction for the "
-                                 "mirror image (default: config eval.flip_test; --noflip_test turns it off).")
+    _FLIP = flags.DEFINE_boolean(
+        "flip_test",
+        None,
+        "Average each prediction with the mirrored prediction for the "
+        "mirror image (default: config eval.flip_test; --noflip_test turns it off).",
+    )
     app.run(main)

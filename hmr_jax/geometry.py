@@ -10,9 +10,8 @@ coordinates ``s * (X[:2] + (tx, ty))`` in [-1, 1] across the crop; crop pixels a
 from ``t = (tx, ty, 2 f / (img_size * s))`` with focal length ``f`` pixels (5000 at 224 px).
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -148,25 +147,19 @@ def perspective_project(
     return points[..., :2] / z * focal[..., None, :] + jnp.asarray(center, points.dtype)[..., None, :]
 
 
-def weak_perspective_project(
-    points: Float[Array, "... n 3"], cam: Float[Array, "... 3"]
-) -> Float[Array, "... n 2"]:
+def weak_perspective_project(points: Float[Array, "... n 3"], cam: Float[Array, "... 3"]) -> Float[Array, "... n 2"]:
     """HMR's weak perspective: s * (X[:2] + (tx, ty)), normalised coordinates in [-1, 1]."""
     return cam[..., None, 0:1] * (points[..., :2] + cam[..., None, 1:3])
 
 
-def weak_perspective_to_translation(
-    cam: Float[Array, "... 3"], focal: float, img_size: float
-) -> Float[Array, "... 3"]:
+def weak_perspective_to_translation(cam: Float[Array, "... 3"], focal: float, img_size: float) -> Float[Array, "... 3"]:
     """SPIN's conversion: t = (tx, ty, 2 f / (img_size * s)); exact for points at depth t_z."""
     s = cam[..., 0]
     tz = 2.0 * focal / (img_size * jnp.where(jnp.abs(s) < _EPS, _EPS, s))
     return jnp.stack([cam[..., 1], cam[..., 2], tz], axis=-1)
 
 
-def translation_to_weak_perspective(
-    t: Float[Array, "... 3"], focal: float, img_size: float
-) -> Float[Array, "... 3"]:
+def translation_to_weak_perspective(t: Float[Array, "... 3"], focal: float, img_size: float) -> Float[Array, "... 3"]:
     """Inverse of `weak_perspective_to_translation` (principal point at the crop centre)."""
     s = 2.0 * focal / (img_size * t[..., 2])
     return jnp.stack([s, t[..., 0], t[..., 1]], axis=-1)
@@ -201,8 +194,6 @@ def apply_similarity(scale, rot, mx, my, x: Float[Array, "... n 3"]) -> Float[Ar
     return scale[..., None, None] * jnp.einsum("...ij,...nj->...ni", rot, x - mx) + my
 
 
-def procrustes_align(
-    x: Float[Array, "... n 3"], y: Float[Array, "... n 3"]
-) -> Float[Array, "... n 3"]:
+def procrustes_align(x: Float[Array, "... n 3"], y: Float[Array, "... n 3"]) -> Float[Array, "... n 3"]:
     """Similarity transform (scale, rotation, translation) of `x` that best matches `y` (L2)."""
     return apply_similarity(*similarity_fit(x, y), x)

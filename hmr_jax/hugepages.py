@@ -34,7 +34,7 @@ def thp_mode(path: str = THP_SETTING) -> str | None:
     except OSError:
         return None
     start, end = text.find("["), text.find("]")
-    return text[start + 1:end] if 0 <= start < end else None
+    return text[start + 1 : end] if 0 <= start < end else None
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -44,8 +44,9 @@ def _version(text: str) -> tuple[int, ...]:
         return ()
 
 
-def reexec_environment(environ: Mapping[str, str], system: str, libc: tuple[str, str],
-                       thp: str | None) -> dict[str, str] | None:
+def reexec_environment(
+    environ: Mapping[str, str], system: str, libc: tuple[str, str], thp: str | None
+) -> dict[str, str] | None:
     """The environment to re-execute with, or None to carry on as is (see the module doc).
 
     Args:

@@ -26,7 +26,7 @@ Everything here is static (tuples), except `model_joints` / `regress`, which are
 
 import dataclasses
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -108,9 +108,7 @@ def get_joint_set(name: str) -> JointSet:
     try:
         return JOINT_SETS[name]
     except KeyError:
-        raise ValueError(
-            f"joint_set: expected one of {sorted(JOINT_SETS)}, found {name!r}"
-        ) from None
+        raise ValueError(f"joint_set: expected one of {sorted(JOINT_SETS)}, found {name!r}") from None
 
 
 def root(joints: Float[Array, "... j 3"], joint_set: str) -> Float[Array, "... 3"]:
@@ -153,8 +151,7 @@ def model_joints(
     reg = regressors[joint_set]
     if reg.shape[0] != js.num_joints:
         raise ValueError(
-            f"regressor for joint set {joint_set!r}: expected {js.num_joints} rows, found shape "
-            f"{tuple(reg.shape)}"
+            f"regressor for joint set {joint_set!r}: expected {js.num_joints} rows, found shape {tuple(reg.shape)}"
         )
     v, k = vertices.shape[-2], smpl_joints.shape[-2]
     if reg.ndim != 2 or reg.shape[1] not in (v, v + k):
@@ -183,7 +180,6 @@ def load_regressor(
         v = "V" if num_vertices is None else num_vertices
         v24 = "V + 24" if num_vertices is None else num_vertices + smpl.NUM_JOINTS
         raise ValueError(
-            f"joint regressor file {os.fspath(path)!r}: expected shape ({j}, {v}) or ({j}, {v24}), "
-            f"found {arr.shape}"
+            f"joint regressor file {os.fspath(path)!r}: expected shape ({j}, {v}) or ({j}, {v24}), found {arr.shape}"
         )
     return arr

@@ -27,7 +27,8 @@ Every function is a pure function of arrays and returns a scalar. Reductions, ex
 Units: metres, normalised image coordinates ([-1, 1] across the crop) for 2D, rotation matrices.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,14 +38,25 @@ from hmr_jax import geometry
 from hmr_jax import joints as joints_lib
 
 ADVERSARIAL_NUM_DISCRIMINATORS = 25
-LOSS_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_2d", "adversarial", "keypoints_2d",
-              "keypoint_heatmap", "lift", "joints_3d_pa")
+LOSS_TERMS = (
+    "vertex_l2",
+    "vertex_l1",
+    "beta",
+    "pose",
+    "joints_3d",
+    "joints_2d",
+    "adversarial",
+    "keypoints_2d",
+    "keypoint_heatmap",
+    "lift",
+    "joints_3d_pa",
+)
 # The terms of the lifting pass (trainer: `lift` = sum of these, each with its own weight, computed on
 # the regressor's estimate from ground-truth 2D keypoints): the 3D supervision.
 LIFT_TERMS = ("vertex_l2", "vertex_l1", "beta", "pose", "joints_3d", "joints_3d_pa")
 
 
-def masked_mean(values: Float[Array, "b"], mask: Float[Array, "b"] | None) -> Float[Array, ""]:
+def masked_mean(values: Float[Array, " b"], mask: Float[Array, " b"] | None) -> Float[Array, ""]:
     """sum(mask * values) / max(sum(mask), 1); masked-out values (even NaN) contribute nothing."""
     if mask is None:
         return jnp.mean(values)
@@ -57,7 +69,9 @@ def masked_mean(values: Float[Array, "b"], mask: Float[Array, "b"] | None) -> Fl
 
 def _check_same_shape(name: str, pred, gt) -> None:
     if pred.shape != gt.shape:
-        raise ValueError(f"{name}: prediction and ground truth must have equal shapes, found {pred.shape} vs {gt.shape}")
+        raise ValueError(
+            f"{name}: prediction and ground truth must have equal shapes, found {pred.shape} vs {gt.shape}"
+        )
 
 
 def _zero_masked(x, mask):
@@ -73,7 +87,7 @@ def _zero_masked(x, mask):
 def vertex_l2_loss(
     pred_vertices: Float[Array, "b v 3"],
     gt_vertices: Float[Array, "b v 3"],
-    has_smpl: Float[Array, "b"] | None = None,
+    has_smpl: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """Eq. (1): mean over vertices of the squared Euclidean distance (m^2), masked by has_smpl."""
     _check_same_shape("vertex_l2_loss", pred_vertices, gt_vertices)
@@ -85,7 +99,7 @@ def vertex_l2_loss(
 def vertex_l1_loss(
     pred_vertices: Float[Array, "b v 3"],
     gt_vertices: Float[Array, "b v 3"],
-    has_smpl: Float[Array, "b"] | None = None,
+    has_smpl: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """Eq. (2): mean over vertices of the L1 distance |dx|+|dy|+|dz| (m), masked by has_smpl."""
     _check_same_shape("vertex_l1_loss", pred_vertices, gt_vertices)
@@ -97,7 +111,7 @@ def vertex_l1_loss(
 def beta_l2_loss(
     pred_betas: Float[Array, "b k"],
     gt_betas: Float[Array, "b k"],
-    has_smpl: Float[Array, "b"] | None = None,
+    has_smpl: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """Eq. (3): squared L2 norm of the shape-coefficient error (sum over K), masked by has_smpl."""
     _check_same_shape("beta_l2_loss", pred_betas, gt_betas)
@@ -108,7 +122,7 @@ def beta_l2_loss(
 def pose_l2_loss(
     pred_rotmat: Float[Array, "b j 3 3"],
     gt_rotmat: Float[Array, "b j 3 3"],
-    has_smpl: Float[Array, "b"] | None = None,
+    has_smpl: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """Eq. (4): mean over the joints (all 24, incl. global orientation) of ||R - R_gt||_F^2.
 
@@ -128,7 +142,7 @@ def pose_to_rotmat(pose: Float[Array, "b 72"]) -> Float[Array, "b 24 3 3"]:
 def joints_3d_l2_loss(
     pred_joints: Float[Array, "b j 3"],
     gt_joints: Float[Array, "b j 4"],
-    has_joints_3d: Float[Array, "b"] | None = None,
+    has_joints_3d: Float[Array, " b"] | None = None,
     joint_set: str = "smpl24",
 ) -> Float[Array, ""]:
     """Eq. (5): mean_j c_j ||(X_j - root(X)) - (X_gt_j - root(X_gt))||^2, masked by has_joints_3d.
@@ -161,7 +175,7 @@ def normalize_keypoints(keypoints_px: Float[Array, "... 2"], img_size: float) ->
 def joints_3d_pa_loss(
     pred_joints: Float[Array, "b j 3"],
     gt_joints: Float[Array, "b j 4"],
-    has_joints_3d: Float[Array, "b"] | None = None,
+    has_joints_3d: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """mean_j c_j ||A(X)_j - X_gt_j||^2 with A the similarity (scale, rotation, translation) that
     best aligns X to X_gt, confidence-weighted (`geometry.similarity_fit`): PA-MPJPE's alignment as
@@ -175,8 +189,7 @@ def joints_3d_pa_loss(
     gt_joints = _zero_masked(gt_joints, has_joints_3d)
     gt_xyz, conf = gt_joints[..., :3], gt_joints[..., 3]  # (B, J, 3), (B, J)
     scale, rot, mx, my = geometry.similarity_fit(pred_joints, gt_xyz, conf)
-    aligned = geometry.apply_similarity(jax.lax.stop_gradient(scale), jax.lax.stop_gradient(rot), mx, my,
-                                        pred_joints)
+    aligned = geometry.apply_similarity(jax.lax.stop_gradient(scale), jax.lax.stop_gradient(rot), mx, my, pred_joints)
     per_sample = jnp.mean(conf * jnp.sum((aligned - gt_xyz) ** 2, axis=-1), axis=-1)  # (B,)
     return masked_mean(per_sample, has_joints_3d)
 
@@ -186,7 +199,7 @@ def joints_2d_l1_loss(
     cam: Float[Array, "b 3"],
     keypoints_2d: Float[Array, "b j 3"],
     img_size: float,
-    mask: Float[Array, "b"] | None = None,
+    mask: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """Eq. (6): mean_j v_j (|dx| + |dy|) in normalised coordinates.
 
@@ -209,7 +222,7 @@ def keypoints_l1_loss(
     pred_2d: Float[Array, "b j 2"],
     keypoints_2d: Float[Array, "b j 3"],
     img_size: float,
-    mask: Float[Array, "b"] | None = None,
+    mask: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """mean_j v_j (|dx| + |dy|) between 2D points already in normalised coordinates and the
     ground truth in crop pixels (eq. 6's distance; the keypoint head's loss, `keypoints_2d`).
@@ -221,8 +234,10 @@ def keypoints_l1_loss(
       mask: optional per-sample mask.
     """
     if keypoints_2d.shape[:-1] != pred_2d.shape[:-1] or keypoints_2d.shape[-1] != 3 or pred_2d.shape[-1] != 2:
-        raise ValueError(f"keypoints_l1_loss: expected pred (B, J, 2) and keypoints_2d (B, J, 3) with equal "
-                         f"(B, J), found {pred_2d.shape} and {keypoints_2d.shape}")
+        raise ValueError(
+            f"keypoints_l1_loss: expected pred (B, J, 2) and keypoints_2d (B, J, 3) with equal "
+            f"(B, J), found {pred_2d.shape} and {keypoints_2d.shape}"
+        )
     keypoints_2d = _zero_masked(keypoints_2d, mask)
     gt_2d = normalize_keypoints(keypoints_2d[..., :2], img_size)  # (B, J, 2)
     vis = keypoints_2d[..., 2]  # (B, J)
@@ -235,7 +250,7 @@ def keypoint_heatmap_loss(
     keypoints_2d: Float[Array, "b j 3"],
     img_size: float,
     sigma_px: float,
-    mask: Float[Array, "b"] | None = None,
+    mask: Float[Array, " b"] | None = None,
 ) -> Float[Array, ""]:
     """mean_j v_j KL(t_j || softmax(logits_j)): each heatmap's distribution over its cells against
     a Gaussian t_j (std `sigma_px` crop pixels, normalised over the cells) around the true joint.
@@ -255,8 +270,10 @@ def keypoint_heatmap_loss(
     """
     b, h, w, j = logits.shape
     if keypoints_2d.shape != (b, j, 3):
-        raise ValueError(f"keypoint_heatmap_loss: expected keypoints_2d (B, J, 3) = {(b, j, 3)} for logits "
-                         f"{logits.shape}, found {keypoints_2d.shape}")
+        raise ValueError(
+            f"keypoint_heatmap_loss: expected keypoints_2d (B, J, 3) = {(b, j, 3)} for logits "
+            f"{logits.shape}, found {keypoints_2d.shape}"
+        )
     keypoints_2d = _zero_masked(keypoints_2d, mask)
     xs = (jnp.arange(w, dtype=jnp.float32) + 0.5) * (img_size / w)  # cell centres, crop px
     ys = (jnp.arange(h, dtype=jnp.float32) + 0.5) * (img_size / h)
@@ -267,7 +284,7 @@ def keypoint_heatmap_loss(
     log_t = log_t - jax.nn.logsumexp(log_t, axis=(-2, -1), keepdims=True)
     log_p = jax.nn.log_softmax(jnp.moveaxis(logits.astype(jnp.float32), -1, 1).reshape(b, j, h * w), axis=-1)
     kl = jnp.sum(jnp.exp(log_t) * (log_t - log_p.reshape(b, j, h, w)), axis=(-2, -1))  # (B, J)
-    inside = ((gx[..., 0] >= 0) & (gx[..., 0] < img_size) & (gy[..., 0] >= 0) & (gy[..., 0] < img_size))
+    inside = (gx[..., 0] >= 0) & (gx[..., 0] < img_size) & (gy[..., 0] >= 0) & (gy[..., 0] < img_size)
     weight = keypoints_2d[..., 2] * inside
     per_sample = jnp.mean(weight * kl, axis=-1)  # (B,)
     return masked_mean(per_sample, mask)
@@ -286,9 +303,7 @@ def adversarial_generator_loss(d_fake: Float[Array, "b 25"]) -> Float[Array, ""]
     return jnp.sum(jnp.mean((d_fake - 1.0) ** 2, axis=0))
 
 
-def adversarial_discriminator_loss(
-    d_real: Float[Array, "r 25"], d_fake: Float[Array, "b 25"]
-) -> Float[Array, ""]:
+def adversarial_discriminator_loss(d_real: Float[Array, "r 25"], d_fake: Float[Array, "b 25"]) -> Float[Array, ""]:
     """Eq. (8), LSGAN: sum_i [mean_r (D_i(real_r) - 1)^2 + mean_b D_i(fake_b)^2].
 
     `d_fake` should be computed on `jax.lax.stop_gradient` of the generator's output.

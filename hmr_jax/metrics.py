@@ -23,7 +23,7 @@ keep the 14 LSP joints (`h36m_protocol_joints`), then MPJPE with no further alig
 (``root=None``) and PA-MPJPE.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -59,7 +59,9 @@ def _weighted_mean(err, weights):
 
 def _check(name, pred, gt):
     if pred.shape != gt.shape or pred.shape[-1] != 3:
-        raise ValueError(f"{name}: expected prediction and ground truth of equal shape (B, N, 3), found {pred.shape} vs {gt.shape}")
+        raise ValueError(
+            f"{name}: expected prediction and ground truth of equal shape (B, N, 3), found {pred.shape} vs {gt.shape}"
+        )
 
 
 def mpjpe(
@@ -67,7 +69,7 @@ def mpjpe(
     gt: Float[Array, "b j 3"],
     root: str | Sequence[int] | int | None = (0,),
     weights: Float[Array, "b j"] | None = None,
-) -> Float[Array, "b"]:
+) -> Float[Array, " b"]:
     """Mean per-joint position error in mm after root alignment.
 
     Args:
@@ -84,7 +86,7 @@ def pa_mpjpe(
     pred: Float[Array, "b j 3"],
     gt: Float[Array, "b j 3"],
     weights: Float[Array, "b j"] | None = None,
-) -> Float[Array, "b"]:
+) -> Float[Array, " b"]:
     """MPJPE (mm) after Procrustes similarity alignment of `pred` to `gt`.
 
     Without `weights`, `geometry.procrustes_align` on all J joints. With per-joint `weights`
@@ -119,7 +121,7 @@ def pve(
     gt_vertices: Float[Array, "b v 3"],
     pred_root: Float[Array, "b 3"] | None = None,
     gt_root: Float[Array, "b 3"] | None = None,
-) -> Float[Array, "b"]:
+) -> Float[Array, " b"]:
     """Per-vertex error: mean Euclidean vertex distance in mm.
 
     With `pred_root` and `gt_root` (e.g. each mesh's pelvis joint), each mesh is translated by
@@ -134,7 +136,7 @@ def pve(
     return M_TO_MM * jnp.mean(jnp.linalg.norm(pred_vertices - gt_vertices, axis=-1), axis=-1)
 
 
-def v2v_l2(pred_vertices: Float[Array, "b v 3"], gt_vertices: Float[Array, "b v 3"]) -> Float[Array, "b"]:
+def v2v_l2(pred_vertices: Float[Array, "b v 3"], gt_vertices: Float[Array, "b v 3"]) -> Float[Array, " b"]:
     """The report's vertex-to-vertex L2 score: mean_v ||v - v_gt||^2 in m^2 (no alignment)."""
     _check("v2v_l2", pred_vertices, gt_vertices)
     return jnp.mean(jnp.sum((pred_vertices - gt_vertices) ** 2, axis=-1), axis=-1)
@@ -177,7 +179,7 @@ ANGLE_LIMITS_DEG = (
 )  # fmt: skip
 
 
-def pose_outside_limits(pose_rotmat: Float[Array, "b 24 3 3"]) -> Float[Array, "b"]:
+def pose_outside_limits(pose_rotmat: Float[Array, "b 24 3 3"]) -> Float[Array, " b"]:
     """Share of the 23 body joints (index 0, global orientation, is not checked) outside limits.
 
     Each joint's local rotation (relative to its parent, SMPL order) is written as an

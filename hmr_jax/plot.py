@@ -11,7 +11,7 @@ writes ``WORKDIR/curves.png``.
 import json
 import math
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -20,10 +20,28 @@ METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 # Twenty distinct colours (tab20's order: the ten strong ones first, then their light partners):
 # the quickstart's loss panel alone draws eleven series, and a repeated colour makes two curves one.
-_COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-           (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-           (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229))
+_COLORS = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (174, 199, 232),
+    (255, 187, 120),
+    (152, 223, 138),
+    (255, 152, 150),
+    (197, 176, 213),
+    (196, 156, 148),
+    (247, 182, 210),
+    (199, 199, 199),
+    (219, 219, 141),
+    (158, 218, 229),
+)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -59,8 +77,9 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _dashed(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color, width: int = 2,
-            dash: float = 8.0) -> None:
+def _dashed(
+    draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color, width: int = 2, dash: float = 8.0
+) -> None:
     """A polyline drawn as dashes of `dash` px (gaps of the same length)."""
     on, left = True, dash
     for (xa, ya), (xb, yb) in zip(pts[:-1], pts[1:]):
@@ -70,8 +89,11 @@ def _dashed(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color, wi
             step = min(left, seg - pos)
             if on:
                 t0, t1 = pos / seg, (pos + step) / seg
-                draw.line([xa + (xb - xa) * t0, ya + (yb - ya) * t0, xa + (xb - xa) * t1, ya + (yb - ya) * t1],
-                          fill=color, width=width)
+                draw.line(
+                    [xa + (xb - xa) * t0, ya + (yb - ya) * t0, xa + (xb - xa) * t1, ya + (yb - ya) * t1],
+                    fill=color,
+                    width=width,
+                )
             pos += step
             left -= step
             if left <= 0:
@@ -79,8 +101,12 @@ def _dashed(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color, wi
 
 
 def draw_panel(
-    series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, size: tuple[int, int] = (860, 400),
-    log_y: bool = True, dashed: Sequence[str] = (), colors: dict[str, int] | None = None,
+    series: dict[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+    size: tuple[int, int] = (860, 400),
+    log_y: bool = True,
+    dashed: Sequence[str] = (),
+    colors: dict[str, int] | None = None,
 ) -> Image.Image:
     """One plot: a line per series, x = step, y = value (log10 when all values are positive).
 
@@ -180,9 +206,11 @@ def plot_run(workdir: str | os.PathLike) -> str:
         colors = {k: i for i, m in enumerate(metrics) for k in (f"val/{m}", BASELINE + m)}
         return draw_panel(sel, title, dashed=[BASELINE + m for m in metrics], colors=colors)
 
-    panels = [draw_panel(_select(series, ("loss/",)), "training losses (unweighted terms)"),
-              val_panel(MM_METRICS, "validation errors, mm (dashed: predicting the mean pose and shape)"),
-              val_panel(("v2v_l2",), "validation vertex L2, m^2 (dashed: mean pose and shape)")]
+    panels = [
+        draw_panel(_select(series, ("loss/",)), "training losses (unweighted terms)"),
+        val_panel(MM_METRICS, "validation errors, mm (dashed: predicting the mean pose and shape)"),
+        val_panel(("v2v_l2",), "validation vertex L2, m^2 (dashed: mean pose and shape)"),
+    ]
     sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), (255, 255, 255))
     y = 0
     for p in panels:

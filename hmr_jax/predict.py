@@ -36,8 +36,7 @@ import jax
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from hmr_jax import geometry
-from hmr_jax import smpl
+from hmr_jax import geometry, smpl
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DEFAULT_MAX_MEGAPIXELS = 50.0
@@ -59,8 +58,11 @@ def list_images(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]
     images, errors = [], []
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(os.path.join(p, n) for n in os.listdir(p)
-                           if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(p, n)))
+            found = sorted(
+                os.path.join(p, n)
+                for n in os.listdir(p)
+                if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(p, n))
+            )
             if not found:
                 errors.append((p, f"folder holds no image files (expected extensions {', '.join(IMAGE_EXTENSIONS)})"))
             images += found
@@ -86,8 +88,10 @@ def load_image(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> UIn
             if w <= 0 or h <= 0:
                 raise ImageError(f"{path}: zero-size image ({w}x{h} px)")
             if w * h > limit:
-                raise ImageError(f"{path}: {w}x{h} px = {w * h / 1e6:.1f} MP, over the {max_megapixels:g} MP limit "
-                                 f"(--max-megapixels)")
+                raise ImageError(
+                    f"{path}: {w}x{h} px = {w * h / 1e6:.1f} MP, over the {max_megapixels:g} MP limit "
+                    f"(--max-megapixels)"
+                )
             im = ImageOps.exif_transpose(im)
             rgb = _to_rgb8(im)
     except ImageError:
@@ -133,8 +137,9 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return box
 
 
-def crop_box(image_hw: tuple[int, int], bbox: Sequence[float] | None = None,
-             bbox_scale: float = DEFAULT_BBOX_SCALE) -> tuple[float, float, float]:
+def crop_box(
+    image_hw: tuple[int, int], bbox: Sequence[float] | None = None, bbox_scale: float = DEFAULT_BBOX_SCALE
+) -> tuple[float, float, float]:
     """Square crop (centre x, centre y, side) in pixel-edge coordinates (the image spans [0, W] x [0, H]).
 
     With `bbox` (x, y, w, h): centred on the box, side = max(w, h) * bbox_scale. Without: the whole
@@ -147,8 +152,7 @@ def crop_box(image_hw: tuple[int, int], bbox: Sequence[float] | None = None,
     return x + bw / 2.0, y + bh / 2.0, float(max(bw, bh) * bbox_scale)
 
 
-def crop(image: UInt8[np.ndarray, "h w 3"], cx: float, cy: float, side: float, size: int
-         ) -> UInt8[np.ndarray, "s s 3"]:
+def crop(image: UInt8[np.ndarray, "h w 3"], cx: float, cy: float, side: float, size: int) -> UInt8[np.ndarray, "s s 3"]:
     """The square [cx - side/2, cx + side/2] x [cy - side/2, cy + side/2] of `image` resized to
     (size, size) (bilinear, antialiased when shrinking; outside the image = black), uint8.
 
@@ -193,8 +197,13 @@ def make_predict_fn(config, models):
         transl = geometry.weak_perspective_to_translation(out["cam"], focal, size)  # (B, 3)
         body = smpl.forward(smpl_model, out["betas"], out["pose_rotmat"], transl=transl)
         pose = geometry.matrix_to_axis_angle(out["pose_rotmat"]).reshape(b, -1)  # (B, 72)
-        pred = {"pose": pose, "betas": out["betas"], "cam": out["cam"], "translation": transl,
-                "vertices": body.vertices}
+        pred = {
+            "pose": pose,
+            "betas": out["betas"],
+            "cam": out["cam"],
+            "translation": transl,
+            "vertices": body.vertices,
+        }
         if "keypoints_2d" in out:  # the keypoint head's, [-1, 1] crop coordinates
             pred["keypoints_2d"] = out["keypoints_2d"]
         return pred
@@ -213,16 +222,18 @@ def render_front(vertices: Float[np.ndarray, "v 3"], faces: np.ndarray, focal: f
     return render.render_mesh(vertices, faces, focal, (size / 2.0, size / 2.0), (size, size), cull_backfaces=True)
 
 
-def render_panels(crop_u8: UInt8[np.ndarray, "d d 3"], vertices: Float[np.ndarray, "v 3"], faces: np.ndarray,
-                  focal: float) -> UInt8[np.ndarray, "hh ww 3"]:
+def render_panels(
+    crop_u8: UInt8[np.ndarray, "d d 3"], vertices: Float[np.ndarray, "v 3"], faces: np.ndarray, focal: float
+) -> UInt8[np.ndarray, "hh ww 3"]:
     """[crop | mesh over the crop | side view] (uint8), at the crop's resolution; `focal` in its px."""
     from hmr_jax import render  # pylint: disable=g-import-not-at-top
 
     d = crop_u8.shape[0]
     centre = (d / 2.0, d / 2.0)
     front = render_front(vertices, faces, focal, d)
-    side = render.side_view(vertices, faces, focal, centre, (d, d), background=np.full((d, d, 3), 255, np.uint8),
-                            cull_backfaces=True)
+    side = render.side_view(
+        vertices, faces, focal, centre, (d, d), background=np.full((d, d, 3), 255, np.uint8), cull_backfaces=True
+    )
     return render.contact_sheet([crop_u8, render.overlay(crop_u8, front), side.image], cols=3)
 
 
@@ -245,8 +256,18 @@ def _unique_stem(path: str, used: set[str]) -> str:
     return name
 
 
-def write_outputs(out_dir: str, stem: str, image_path: str, image_hw, box, pred: dict[str, np.ndarray],
-                  faces: np.ndarray, image: np.ndarray, config, step: int) -> dict[str, Any]:
+def write_outputs(
+    out_dir: str,
+    stem: str,
+    image_path: str,
+    image_hw,
+    box,
+    pred: dict[str, np.ndarray],
+    faces: np.ndarray,
+    image: np.ndarray,
+    config,
+    step: int,
+) -> dict[str, Any]:
     """Write <stem>.json, .obj and _overlay.png; return the JSON record."""
     from hmr_jax import render  # pylint: disable=g-import-not-at-top
 
@@ -263,24 +284,35 @@ def write_outputs(out_dir: str, stem: str, image_path: str, image_hw, box, pred:
     record = {
         "image": os.path.abspath(image_path),
         "image_size": {"width": int(image_hw[1]), "height": int(image_hw[0])},
-        "crop_box": {"x": cx - side / 2.0, "y": cy - side / 2.0, "side": side,
-                     "note": "square in image pixels (top-left x, y; edge coordinates), resized to img_size"},
+        "crop_box": {
+            "x": cx - side / 2.0,
+            "y": cy - side / 2.0,
+            "side": side,
+            "note": "square in image pixels (top-left x, y; edge coordinates), resized to img_size",
+        },
         "img_size": size,
         "pose": [float(v) for v in pred["pose"]],
         "betas": [float(v) for v in pred["betas"]],
         "cam": [float(v) for v in pred["cam"]],
         "translation": [float(v) for v in pred["translation"]],
         "focal_length_crop_px": focal,
-        "camera_image_px": {"focal_length": focal * side / size,
-                            "principal_point": crop_to_image_px(np.zeros((1, 2)), box, size)[0].tolist(),
-                            "note": "the same camera for the whole image (pixel centres at integers)"},
-        "conventions": ("pose: 24 x axis-angle (rad), SMPL joint order, global orientation in the OpenCV camera "
-                        "frame; cam (s, tx, ty): crop px = (s * (X[:2] + (tx, ty)) + 1) * img_size / 2; "
-                        "translation = (tx, ty, 2 f / (img_size s)) with f = focal_length_crop_px; mesh vertices = "
-                        "SMPL(pose, betas) + translation (camera frame, metres)"),
+        "camera_image_px": {
+            "focal_length": focal * side / size,
+            "principal_point": crop_to_image_px(np.zeros((1, 2)), box, size)[0].tolist(),
+            "note": "the same camera for the whole image (pixel centres at integers)",
+        },
+        "conventions": (
+            "pose: 24 x axis-angle (rad), SMPL joint order, global orientation in the OpenCV camera "
+            "frame; cam (s, tx, ty): crop px = (s * (X[:2] + (tx, ty)) + 1) * img_size / 2; "
+            "translation = (tx, ty, 2 f / (img_size s)) with f = focal_length_crop_px; mesh vertices = "
+            "SMPL(pose, betas) + translation (camera frame, metres)"
+        ),
         "checkpoint_step": int(step),
-        **({"keypoints_2d_image_px": crop_to_image_px(pred["keypoints_2d"], box, size).round(2).tolist()}
-           if "keypoints_2d" in pred else {}),
+        **(
+            {"keypoints_2d_image_px": crop_to_image_px(pred["keypoints_2d"], box, size).round(2).tolist()}
+            if "keypoints_2d" in pred
+            else {}
+        ),
         "obj": obj_path,
         "overlay": png_path,
     }
@@ -294,10 +326,18 @@ def write_outputs(out_dir: str, stem: str, image_path: str, image_hw, box, pred:
 # ------------------------------------------------------------------------------------------ runner
 
 
-def predict(workdir: str, images: Sequence[str], out_dir: str, bbox: Sequence[float] | None = None,
-            checkpoint: str | int = "best", batch_size: int = 8, bbox_scale: float = DEFAULT_BBOX_SCALE,
-            max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, progress: bool = True,
-            log=lambda msg: print(msg, file=sys.stderr)) -> dict[str, Any]:
+def predict(
+    workdir: str,
+    images: Sequence[str],
+    out_dir: str,
+    bbox: Sequence[float] | None = None,
+    checkpoint: str | int = "best",
+    batch_size: int = 8,
+    bbox_scale: float = DEFAULT_BBOX_SCALE,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    progress: bool = True,
+    log=lambda msg: print(msg, file=sys.stderr),
+) -> dict[str, Any]:
     """Predict every image (files or folders); returns the summary (also OUT/predictions.json):
     {'done': [records], 'failed': [{'image', 'error'}], ...}. Bad images are logged and skipped."""
     import tqdm  # pylint: disable=g-import-not-at-top
@@ -332,8 +372,9 @@ def predict(workdir: str, images: Sequence[str], out_dir: str, bbox: Sequence[fl
         state, _, step, note = eval_lib.restore_checkpoint(workdir, config, models, mesh, checkpoint)
         predict_fn = jax.jit(make_predict_fn(config, models))
         used: set[str] = set()
-        bar = tqdm.tqdm(total=len(paths), disable=not progress or len(paths) < 2, unit="img", desc="predict",
-                        dynamic_ncols=True)
+        bar = tqdm.tqdm(
+            total=len(paths), disable=not progress or len(paths) < 2, unit="img", desc="predict", dynamic_ncols=True
+        )
 
         def say(msg):
             (bar.write if not bar.disable else log)(msg)
@@ -351,8 +392,18 @@ def predict(workdir: str, images: Sequence[str], out_dir: str, bbox: Sequence[fl
             out = {k: np.asarray(jax.device_get(v))[:n] for k, v in out.items()}
             for i, (path, img, box) in enumerate(pending):
                 try:
-                    rec = write_outputs(out_dir, _unique_stem(path, used), path, img.shape[:2], box,
-                                        {k: v[i] for k, v in out.items()}, faces, img, config, step)
+                    rec = write_outputs(
+                        out_dir,
+                        _unique_stem(path, used),
+                        path,
+                        img.shape[:2],
+                        box,
+                        {k: v[i] for k, v in out.items()},
+                        faces,
+                        img,
+                        config,
+                        step,
+                    )
                     done.append(rec)
                 except OSError as e:
                     failed.append({"image": path, "error": f"could not write outputs: {e}"})
@@ -399,17 +450,28 @@ def main(argv):
         bbox = parse_bbox(_BBOX.value)
         if bbox is not None and len(images) > 1:
             print(f"note: --bbox {_BBOX.value} is used for every one of the {len(images)} inputs", file=sys.stderr)
-        summary = predict(_WORKDIR.value, images, _OUT.value, bbox=bbox, checkpoint=_CHECKPOINT.value,
-                          batch_size=_BATCH.value, bbox_scale=_BBOX_SCALE.value, max_megapixels=_MAX_MP.value)
+        summary = predict(
+            _WORKDIR.value,
+            images,
+            _OUT.value,
+            bbox=bbox,
+            checkpoint=_CHECKPOINT.value,
+            batch_size=_BATCH.value,
+            bbox_scale=_BBOX_SCALE.value,
+            max_megapixels=_MAX_MP.value,
+        )
     except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     n_ok, n_bad = len(summary["done"]), len(summary["failed"])
-    print(f"{n_ok} image(s) done, {n_bad} failed (checkpoint step {summary['checkpoint']['step']}); outputs in "
-          f"{os.path.abspath(_OUT.value)} (summary: predictions.json)")
+    print(
+        f"{n_ok} image(s) done, {n_bad} failed (checkpoint step {summary['checkpoint']['step']}); outputs in "
+        f"{os.path.abspath(_OUT.value)} (summary: predictions.json)"
+    )
     if n_bad:
-        print(f"FAILED ({n_bad}): " + "; ".join(f"{f['image']}: {f['error']}" for f in summary["failed"]),
-              file=sys.stderr)
+        print(
+            f"FAILED ({n_bad}): " + "; ".join(f"{f['image']}: {f['error']}" for f in summary["failed"]), file=sys.stderr
+        )
         sys.exit(1)
 
 

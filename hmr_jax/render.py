@@ -23,7 +23,8 @@ operation. The z-buffer is resolved for all covered samples at once (``np.maximu
 ``1/Z``) and only the winning samples are shaded. No Python loop runs over triangles.
 """
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from jaxtyping import ArrayLike, Bool, Float, Integer, UInt8
@@ -43,8 +44,39 @@ __all__ = [
 # Window sizes (pixels) used to bucket triangle bounding boxes along each axis. Finer steps at
 # the small end (where most triangles of a body mesh live) keep the wasted samples low.
 _WINDOW_SIZES = np.array(
-    [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
-     1024, 1536, 2048, 3072, 4096, 6144, 8192], dtype=np.int64)
+    [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        10,
+        12,
+        16,
+        20,
+        24,
+        32,
+        48,
+        64,
+        96,
+        128,
+        192,
+        256,
+        384,
+        512,
+        768,
+        1024,
+        1536,
+        2048,
+        3072,
+        4096,
+        6144,
+        8192,
+    ],
+    dtype=np.int64,
+)
 # Most (faces x window samples) evaluated in one array operation (bounds peak memory).
 _MAX_SAMPLES_PER_CHUNK = 1 << 20
 
@@ -73,15 +105,13 @@ def _pair(value, name: str) -> tuple[float, float]:
     return float(arr[0]), float(arr[1])
 
 
-def vertex_normals(vertices: Float[ArrayLike, "v 3"], faces: Integer[ArrayLike, "f 3"]
-                   ) -> Float[np.ndarray, "v 3"]:
+def vertex_normals(vertices: Float[ArrayLike, "v 3"], faces: Integer[ArrayLike, "f 3"]) -> Float[np.ndarray, "v 3"]:
     """Area-weighted unit vertex normals (orientation follows the faces' winding)."""
     v = np.asarray(vertices, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # (F, 3), |fn| = 2 * area
     idx = f.reshape(-1)
-    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, k], 3), minlength=len(v))
-                   for k in range(3)], axis=-1)
+    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, k], 3), minlength=len(v)) for k in range(3)], axis=-1)
     norm = np.linalg.norm(vn, axis=-1, keepdims=True)
     return vn / np.maximum(norm, 1e-12)
 
@@ -106,8 +136,7 @@ def _rasterise(xy: np.ndarray, inv_z: np.ndarray, faces: np.ndarray, height: int
     keep = (xmax >= xmin) & (ymax >= ymin) & (np.abs(denom) > 1e-12)
     keep &= np.isfinite(denom)
     fid = np.nonzero(keep)[0]
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.float32),
-             np.zeros(0, np.float32))
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
     if fid.size == 0:
         return empty
     x0, y0, x1, y1, x2, y2, denom = (a[fid] for a in (x0, y0, x1, y1, x2, y2, denom))
@@ -144,7 +173,7 @@ def _rasterise(xy: np.ndarray, inv_z: np.ndarray, faces: np.ndarray, height: int
         gyf = gy.astype(np.float32)
         step = max(1, _MAX_SAMPLES_PER_CHUNK // (kwin * hwin))
         for cs in range(s, e, step):
-            sel = order[cs:min(e, cs + step)]
+            sel = order[cs : min(e, cs + step)]
             c = coef[sel]
             b0 = c[:, 0:1] * gxf + c[:, 1:2] * gyf + c[:, 2:3]  # (n, K)
             b1 = c[:, 3:4] * gxf + c[:, 4:5] * gyf + c[:, 5:6]
@@ -232,16 +261,16 @@ def render_mesh(
         raise ValueError(f"faces: expected integer array (F, 3), found {tri.dtype} {tri.shape}")
     tri = tri.astype(np.int64)
     if tri.size and (tri.min() < 0 or tri.max() >= len(verts)):
-        raise ValueError(f"faces: indices must lie in [0, {len(verts)}), found "
-                         f"[{tri.min()}, {tri.max()}]")
+        raise ValueError(f"faces: indices must lie in [0, {len(verts)}), found [{tri.min()}, {tri.max()}]")
     ssaa = int(ssaa)
     if ssaa < 1:
         raise ValueError(f"ssaa: expected an integer >= 1, found {ssaa}")
     if background is not None:
         background = np.asarray(background)
         if background.shape != (height, width, 3) or background.dtype != np.uint8:
-            raise ValueError(f"background: expected uint8 ({height}, {width}, 3), found "
-                             f"{background.dtype} {background.shape}")
+            raise ValueError(
+                f"background: expected uint8 ({height}, {width}, 3), found {background.dtype} {background.shape}"
+            )
     if vertex_colors is not None:
         albedo = np.asarray(vertex_colors, dtype=np.float32)
         if albedo.shape != verts.shape:
@@ -284,8 +313,7 @@ def render_mesh(
     n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
     # Two-sided: flip normals to face the viewer (view ray r = ((x-cx)/fx, (y-cy)/fy, 1)).
     py, px = np.divmod(pix, ws)
-    ray = np.stack([(px - cxs) / fxs, (py - cys) / fys, np.ones_like(px, dtype=np.float64)],
-                   axis=-1).astype(np.float32)
+    ray = np.stack([(px - cxs) / fxs, (py - cys) / fys, np.ones_like(px, dtype=np.float64)], axis=-1).astype(np.float32)
     facing = np.einsum("nc,nc->n", n, ray)
     n *= np.where(facing > 0, -1.0, 1.0).astype(np.float32)[:, None]
     diffuse = np.maximum(0.0, -(n @ light.astype(np.float32)))
@@ -345,13 +373,13 @@ def side_view(
     return render_mesh((v - pivot) @ rot.T + pivot, faces, focal, center, image_size, **kwargs)
 
 
-def overlay(image: UInt8[ArrayLike, "h w 3"], result: RenderResult, alpha: float = 0.7
-            ) -> UInt8[np.ndarray, "h w 3"]:
+def overlay(image: UInt8[ArrayLike, "h w 3"], result: RenderResult, alpha: float = 0.7) -> UInt8[np.ndarray, "h w 3"]:
     """Blend a render (made with ``background=None``) over ``image`` with opacity ``alpha``."""
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.shape != result.image.shape:
-        raise ValueError(f"image: expected uint8 {result.image.shape} (the render's size), "
-                         f"found {img.dtype} {img.shape}")
+        raise ValueError(
+            f"image: expected uint8 {result.image.shape} (the render's size), found {img.dtype} {img.shape}"
+        )
     a = float(alpha) * result.alpha[..., None]
     out = img.astype(np.float32) * (1.0 - a) + float(alpha) * result.image.astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -366,15 +394,14 @@ def _as_rgb_u8(color, name: str) -> np.ndarray:
     return np.clip(np.rint(c), 0, 255).astype(np.uint8)
 
 
-def _stamp_disk(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float,
-                colors: np.ndarray) -> None:
+def _stamp_disk(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float, colors: np.ndarray) -> None:
     """Paint filled disks (in place) centred at (cx, cy) with per-disk colours (N, 3)."""
     if cx.size == 0:
         return
     h, w = img.shape[:2]
     r = int(np.ceil(radius))
-    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-    disk = (ox ** 2 + oy ** 2) <= radius ** 2 + 1e-9
+    oy, ox = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = (ox**2 + oy**2) <= radius**2 + 1e-9
     ox, oy = ox[disk], oy[disk]
     xs = np.rint(cx)[:, None].astype(np.int64) + ox
     ys = np.rint(cy)[:, None].astype(np.int64) + oy
@@ -383,8 +410,7 @@ def _stamp_disk(img: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: float,
     img[ys[ok], xs[ok]] = cols[ok]
 
 
-def _draw_lines(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, thickness: float,
-                colors: np.ndarray) -> None:
+def _draw_lines(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, thickness: float, colors: np.ndarray) -> None:
     """Paint line segments p0 -> p1 ((N, 2) each) in place."""
     if len(p0) == 0:
         return
@@ -438,8 +464,7 @@ def draw_keypoints(
         sk = np.asarray(given[0], dtype=np.int64)
         if sk.ndim == 1:
             if len(sk) != len(kp):
-                raise ValueError(f"parents: expected length {len(kp)} (one per keypoint), "
-                                 f"found {len(sk)}")
+                raise ValueError(f"parents: expected length {len(kp)} (one per keypoint), found {len(sk)}")
             child = np.nonzero(sk >= 0)[0]
             pairs = np.stack([sk[child], child], axis=-1)
         elif sk.ndim == 2 and sk.shape[1] == 2:
@@ -447,8 +472,7 @@ def draw_keypoints(
         else:
             raise ValueError(f"skeleton: expected parents (J,) or edges (E, 2), found {sk.shape}")
         if pairs.size and (pairs.min() < 0 or pairs.max() >= len(kp)):
-            raise ValueError(f"edges: joint indices must lie in [0, {len(kp)}), found "
-                             f"[{pairs.min()}, {pairs.max()}]")
+            raise ValueError(f"edges: joint indices must lie in [0, {len(kp)}), found [{pairs.min()}, {pairs.max()}]")
     if len(pairs):
         bc = np.broadcast_to(_as_rgb_u8(bone_color, "bone_color"), (len(pairs), 3))
         ok = vis[pairs[:, 0]] & vis[pairs[:, 1]]
@@ -458,8 +482,15 @@ def draw_keypoints(
     return img
 
 
-def draw_box(image: UInt8[ArrayLike, "h w 3"], x0: float, y0: float, x1: float, y1: float,
-             color=(255, 255, 0), thickness: float = 1) -> UInt8[np.ndarray, "h w 3"]:
+def draw_box(
+    image: UInt8[ArrayLike, "h w 3"],
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    color=(255, 255, 0),
+    thickness: float = 1,
+) -> UInt8[np.ndarray, "h w 3"]:
     """Draw the outline of the axis-aligned box with corners (x0, y0), (x1, y1); new image."""
     img = np.array(image, copy=True)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -470,8 +501,9 @@ def draw_box(image: UInt8[ArrayLike, "h w 3"], x0: float, y0: float, x1: float, 
     return img
 
 
-def contact_sheet(images: Sequence[UInt8[ArrayLike, "h w 3"]], cols: int, pad: int = 2,
-                  pad_value: int = 255) -> UInt8[np.ndarray, "hh ww 3"]:
+def contact_sheet(
+    images: Sequence[UInt8[ArrayLike, "h w 3"]], cols: int, pad: int = 2, pad_value: int = 255
+) -> UInt8[np.ndarray, "hh ww 3"]:
     """Tile images row-major into a grid with ``cols`` columns (cells sized to the largest)."""
     if len(images) == 0:
         raise ValueError("contact_sheet: expected at least one image, found none")
@@ -487,13 +519,12 @@ def contact_sheet(images: Sequence[UInt8[ArrayLike, "h w 3"]], cols: int, pad: i
     ch = max(a.shape[0] for a in ims)
     cw = max(a.shape[1] for a in ims)
     rows = -(-len(ims) // cols)
-    sheet = np.full((rows * ch + (rows + 1) * pad, cols * cw + (cols + 1) * pad, 3),
-                    pad_value, np.uint8)
+    sheet = np.full((rows * ch + (rows + 1) * pad, cols * cw + (cols + 1) * pad, 3), pad_value, np.uint8)
     for i, a in enumerate(ims):
         r, c = divmod(i, cols)
         y = pad + r * (ch + pad)
         x = pad + c * (cw + pad)
-        sheet[y:y + a.shape[0], x:x + a.shape[1]] = a
+        sheet[y : y + a.shape[0], x : x + a.shape[1]] = a
     return sheet
 
 
@@ -505,8 +536,7 @@ def save_png(path, image: UInt8[ArrayLike, "h w c"]) -> None:
 
     a = np.asarray(image)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))):
-        raise ValueError(f"{path}: expected a uint8 (H, W[, 1|3|4]) image, found "
-                         f"{a.dtype} {a.shape}")
+        raise ValueError(f"{path}: expected a uint8 (H, W[, 1|3|4]) image, found {a.dtype} {a.shape}")
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     p = pathlib.Path(path)

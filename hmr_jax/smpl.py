@@ -265,8 +265,16 @@ def _validate(arrays: dict, path) -> None:
 
 
 def from_arrays(
-    v_template, shapedirs, posedirs, J_regressor, weights, f, kintree_table=None, joint_names=None,
-    dtype=np.float32, **unused,
+    v_template,
+    shapedirs,
+    posedirs,
+    J_regressor,
+    weights,
+    f,
+    kintree_table=None,
+    joint_names=None,
+    dtype=np.float32,
+    **unused,
 ) -> SMPLModel:
     """Build an `SMPLModel` from arrays in SMPL's file layout (shapedirs (V, 3, K), posedirs (V, 3, 207))."""
     v_template = np.asarray(v_template, np.float64)
@@ -338,10 +346,18 @@ def take_vertices(model: SMPLModel, indices) -> SMPLModel:
     """
     idx = np.asarray(indices)
     v = model.num_vertices
-    if (idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer)
-            or idx[0] < 0 or idx[-1] >= v or np.any(np.diff(idx) <= 0)):
-        raise ValueError(f"take_vertices: indices must be a non-empty, increasing 1-D integer array within "
-                         f"[0, {v}), found shape {idx.shape} dtype {idx.dtype}")
+    if (
+        idx.ndim != 1
+        or idx.size == 0
+        or not np.issubdtype(idx.dtype, np.integer)
+        or idx[0] < 0
+        or idx[-1] >= v
+        or np.any(np.diff(idx) <= 0)
+    ):
+        raise ValueError(
+            f"take_vertices: indices must be a non-empty, increasing 1-D integer array within "
+            f"[0, {v}), found shape {idx.shape} dtype {idx.dtype}"
+        )
     new_index = np.full(v, -1, np.int64)
     new_index[idx] = np.arange(idx.size)
     faces = new_index[np.asarray(model.faces)]  # (F, 3), -1 where a corner was dropped
@@ -392,8 +408,10 @@ def forward(
 
     if n > _CHUNK:  # large batches: chunks keep the per-vertex intermediates in cache
         pad = -n % _CHUNK
-        chunks = (jnp.pad(betas, ((0, pad), (0, 0))).reshape(-1, _CHUNK, k),
-                  jnp.pad(rot, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, _CHUNK, NUM_JOINTS, 3, 3))
+        chunks = (
+            jnp.pad(betas, ((0, pad), (0, 0))).reshape(-1, _CHUNK, k),
+            jnp.pad(rot, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, _CHUNK, NUM_JOINTS, 3, 3),
+        )
         verts, posed_joints = jax.lax.map(lambda c: _forward_flat(model, *c), chunks)
         verts, posed_joints = verts.reshape(-1, v, 3)[:n], posed_joints.reshape(-1, NUM_JOINTS, 3)[:n]
     else:

@@ -21,8 +21,7 @@ from ml_collections import config_flags
 
 from hmr_jax import hugepages
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, images).", required=True)
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 
@@ -41,8 +40,12 @@ def _initialize_distributed(jax) -> None:
     if "JAX_PROCESS_ID" in env:
         kwargs["process_id"] = int(env["JAX_PROCESS_ID"])
     jax.distributed.initialize(**kwargs)
-    logging.info("jax.distributed: process %d of %d, %d devices in all", jax.process_index(),
-                 jax.process_count(), jax.device_count())
+    logging.info(
+        "jax.distributed: process %d of %d, %d devices in all",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+    )
 
 
 def _quiet_orbax_logs() -> None:
@@ -55,7 +58,8 @@ def _quiet_orbax_logs() -> None:
         return
     orbax_dir = f"{os.sep}orbax{os.sep}"
     absl_logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= logging.WARNING or orbax_dir not in record.pathname)
+        lambda record: record.levelno >= logging.WARNING or orbax_dir not in record.pathname
+    )
 
 
 def main(argv):

@@ -33,12 +33,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from hmr_jax import checkpoint as ckpt_lib
-from hmr_jax import config_checks
-from hmr_jax import geometry
+from hmr_jax import config_checks, geometry, losses, smpl
 from hmr_jax import joints as joints_lib
-from hmr_jax import losses
 from hmr_jax import metrics as metrics_lib
-from hmr_jax import smpl
 from hmr_jax.config_checks import ConfigError
 from hmr_jax.data import augment as augment_lib
 from hmr_jax.models import hmr as hmr_lib
@@ -93,8 +90,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
         factory, kwargs = optax.adamw, dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     else:
         factory, kwargs = optax.sgd, dict(momentum=cfg.momentum or None)
-    opt = optax.inject_hyperparams(factory, static_args=tuple(kwargs))(
-        learning_rate=float(cfg.learning_rate), **kwargs)
+    opt = optax.inject_hyperparams(factory, static_args=tuple(kwargs))(learning_rate=float(cfg.learning_rate), **kwargs)
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
     if cfg.name != "adamw" and cfg.weight_decay > 0:
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
@@ -126,18 +122,26 @@ def _is_injected(x) -> bool:
 
 def set_learning_rate(opt_state: PyTree, lr: jax.Array) -> PyTree:
     """`opt_state` of `make_optimizer` with its learning rate set to `lr`."""
+
     def put(s):
         if not _is_injected(s):
             return s
         return s._replace(hyperparams={**s.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
+
     return jax.tree.map(put, opt_state, is_leaf=_is_injected)
 
 
 def make_plateau(cfg: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
     """Reduce-on-plateau, fed once per evaluation with the validation metric (patience in evals)."""
     return optax.contrib.reduce_on_plateau(
-        factor=cfg.factor, patience=cfg.patience, rtol=cfg.rtol, atol=0.0, cooldown=cfg.cooldown,
-        accumulation_size=1, min_scale=cfg.min_scale)
+        factor=cfg.factor,
+        patience=cfg.patience,
+        rtol=cfg.rtol,
+        atol=0.0,
+        cooldown=cfg.cooldown,
+        accumulation_size=1,
+        min_scale=cfg.min_scale,
+    )
 
 
 # -------------------------------------------------------------------------------------------- state
@@ -178,12 +182,22 @@ def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     `regressor.default_mean_params`; its camera from model.mean_cam (the default's when absent)."""
     m = config.model
     mean_pose, mean_betas = tuple(m.get("mean_pose", ())), tuple(m.get("mean_betas", ()))
-    return dict(mean_pose=mean_pose or None, mean_betas=mean_betas or None,
-                mean_cam=tuple(m.mean_cam) if "mean_cam" in m else None,  # absent in older runs
-                depth=m.depth, width=m.width, dtype=m.dtype, rot_repr=m.rot_repr, hidden=tuple(m.hidden),
-                dropout=m.dropout, n_iter=m.n_iter, final_init_gain=m.final_init_gain,
-                bn_momentum=m.bn_momentum, zero_init_residual=m.zero_init_residual,
-                keypoint_head=keypoint_head_kwargs(config))
+    return dict(
+        mean_pose=mean_pose or None,
+        mean_betas=mean_betas or None,
+        mean_cam=tuple(m.mean_cam) if "mean_cam" in m else None,  # absent in older runs
+        depth=m.depth,
+        width=m.width,
+        dtype=m.dtype,
+        rot_repr=m.rot_repr,
+        hidden=tuple(m.hidden),
+        dropout=m.dropout,
+        n_iter=m.n_iter,
+        final_init_gain=m.final_init_gain,
+        bn_momentum=m.bn_momentum,
+        zero_init_residual=m.zero_init_residual,
+        keypoint_head=keypoint_head_kwargs(config),
+    )
 
 
 def keypoint_head_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -192,14 +206,19 @@ def keypoint_head_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any] | 
     head = config.model.get("keypoint_head")
     if head is None or not head.enabled:
         return None
-    return dict(num_keypoints=int(head.num_keypoints), channels=int(head.channels),
-                stride=int(head.get("stride", 8)), input_scale=float(head.get("input_scale", 1.0)))
+    return dict(
+        num_keypoints=int(head.num_keypoints),
+        channels=int(head.channels),
+        stride=int(head.get("stride", 8)),
+        input_scale=float(head.get("input_scale", 1.0)),
+    )
 
 
 def discriminator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     d = config.model.disc
-    return dict(joint_hidden=tuple(d.joint_hidden), pose_hidden=tuple(d.pose_hidden),
-                shape_hidden=tuple(d.shape_hidden))
+    return dict(
+        joint_hidden=tuple(d.joint_hidden), pose_hidden=tuple(d.pose_hidden), shape_hidden=tuple(d.shape_hidden)
+    )
 
 
 def make_models(config: ml_collections.ConfigDict) -> Models:
@@ -207,9 +226,15 @@ def make_models(config: ml_collections.ConfigDict) -> Models:
     key = jax.random.PRNGKey(0)
     gen_def = jax.eval_shape(functools.partial(hmr_lib.init_generator, **generator_kwargs(config)), key)[0]
     disc_def = jax.eval_shape(functools.partial(hmr_lib.init_discriminator, **discriminator_kwargs(config)), key)[0]
-    return Models(gen_def, disc_def, make_optimizer(config.optim.gen), make_optimizer(config.optim.disc),
-                  functools.partial(learning_rate, config.optim.gen), functools.partial(learning_rate, config.optim.disc),
-                  make_plateau(config.optim.plateau))
+    return Models(
+        gen_def,
+        disc_def,
+        make_optimizer(config.optim.gen),
+        make_optimizer(config.optim.disc),
+        functools.partial(learning_rate, config.optim.gen),
+        functools.partial(learning_rate, config.optim.disc),
+        make_plateau(config.optim.plateau),
+    )
 
 
 def _rbg(key: jax.Array) -> jax.Array:
@@ -251,12 +276,18 @@ def create_sharded_state(config, models: Models, mesh: jax.sharding.Mesh) -> Tra
     init = functools.partial(init_state, config, models)
     state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(config.seed))
     if config.model.pretrained_encoder:
-        params, stats = hmr_lib.load_pretrained_encoder(state.gen_params, state.gen_batch_stats,
-                                                        config.model.pretrained_encoder)
+        params, stats = hmr_lib.load_pretrained_encoder(
+            state.gen_params, state.gen_batch_stats, config.model.pretrained_encoder
+        )
         put = lambda t: jax.device_put(t, replicated)  # noqa: E731
-        state = dataclasses.replace(state, gen_params=put(params), gen_batch_stats=put(stats),
-                                    gen_opt_state=jax.jit(models.gen_tx.init, out_shardings=jax.tree.map(
-                                        lambda _: replicated, abstract.gen_opt_state))(put(params)))
+        state = dataclasses.replace(
+            state,
+            gen_params=put(params),
+            gen_batch_stats=put(stats),
+            gen_opt_state=jax.jit(
+                models.gen_tx.init, out_shardings=jax.tree.map(lambda _: replicated, abstract.gen_opt_state)
+            )(put(params)),
+        )
     return state
 
 
@@ -290,9 +321,13 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
     lift_sigma = 2.0 * float(config.train.lift_noise_px) / img_size  # px -> normalised units
     heatmap_sigma = float(config.train.heatmap_sigma_px)
 
-    def train_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
-                   prior: Mapping[str, jax.Array] | None = None,
-                   regressors: Mapping[str, jax.Array] | None = None) -> tuple[TrainState, dict]:
+    def train_step(
+        state: TrainState,
+        batch: Batch,
+        smpl_model: smpl.SMPLModel,
+        prior: Mapping[str, jax.Array] | None = None,
+        regressors: Mapping[str, jax.Array] | None = None,
+    ) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.rng, state.step)
         k_dropout, k_prior = jax.random.split(key)
         k_lift = jax.random.fold_in(key, 1)
@@ -312,14 +347,20 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
             body = smpl.forward(smpl_model, cat("betas"), cat("pose_rotmat"))  # (nB, V, 3), (nB, 24, 3)
             vertices = jnp.split(body.vertices, n)
             pred_joints = jnp.split(joints_lib.model_joints(joint_set, body.joints, body.vertices, regressors), n)
-            return [({
-                "vertex_l2": losses.vertex_l2_loss(v, gt_vertices, has_smpl),
-                "vertex_l1": losses.vertex_l1_loss(v, gt_vertices, has_smpl),
-                "beta": losses.beta_l2_loss(e["betas"], batch["shape"], has_smpl),
-                "pose": losses.pose_l2_loss(e["pose_rotmat"], gt_rotmat, has_smpl),
-                "joints_3d": losses.joints_3d_l2_loss(j, batch["joints_3d"], batch["has_joints_3d"], joint_set),
-                "joints_3d_pa": losses.joints_3d_pa_loss(j, batch["joints_3d"], batch["has_joints_3d"]),
-            }, j) for e, v, j in zip(estimates, vertices, pred_joints)]
+            return [
+                (
+                    {
+                        "vertex_l2": losses.vertex_l2_loss(v, gt_vertices, has_smpl),
+                        "vertex_l1": losses.vertex_l1_loss(v, gt_vertices, has_smpl),
+                        "beta": losses.beta_l2_loss(e["betas"], batch["shape"], has_smpl),
+                        "pose": losses.pose_l2_loss(e["pose_rotmat"], gt_rotmat, has_smpl),
+                        "joints_3d": losses.joints_3d_l2_loss(j, batch["joints_3d"], batch["has_joints_3d"], joint_set),
+                        "joints_3d_pa": losses.joints_3d_pa_loss(j, batch["joints_3d"], batch["has_joints_3d"]),
+                    },
+                    j,
+                )
+                for e, v, j in zip(estimates, vertices, pred_joints)
+            ]
 
         def gen_loss(params):
             lift_keypoints = None
@@ -327,17 +368,27 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 gt_2d = losses.normalize_keypoints(batch["keypoints_2d"][..., :2], img_size)  # (B, J, 2)
                 noisy = gt_2d + lift_sigma * jax.random.normal(k_lift, gt_2d.shape, gt_2d.dtype)
                 lift_keypoints = jnp.concatenate([noisy, batch["keypoints_2d"][..., 2:]], axis=-1)  # (B, J, 3)
-            out, new_stats = hmr_lib.apply_generator(models.gen, params, state.gen_batch_stats, batch["image"],
-                                                     k_dropout, train=True, lift_keypoints=lift_keypoints)
+            out, new_stats = hmr_lib.apply_generator(
+                models.gen,
+                params,
+                state.gen_batch_stats,
+                batch["image"],
+                k_dropout,
+                train=True,
+                lift_keypoints=lift_keypoints,
+            )
             per_estimate = terms_3d([out, out["lift"]] if lift else [out])
             terms, pred_joints = per_estimate[0]
             terms["joints_2d"] = losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size)
             zero = jnp.zeros((), jnp.float32)  # terms of parts the config leaves out
-            terms["keypoints_2d"] = (losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size)
-                                     if head else zero)
-            terms["keypoint_heatmap"] = (losses.keypoint_heatmap_loss(out["keypoint_logits"], batch["keypoints_2d"],
-                                                                      img_size, heatmap_sigma)
-                                         if head and weights["keypoint_heatmap"] > 0 else zero)
+            terms["keypoints_2d"] = (
+                losses.keypoints_l1_loss(out["keypoints_2d"], batch["keypoints_2d"], img_size) if head else zero
+            )
+            terms["keypoint_heatmap"] = (
+                losses.keypoint_heatmap_loss(out["keypoint_logits"], batch["keypoints_2d"], img_size, heatmap_sigma)
+                if head and weights["keypoint_heatmap"] > 0
+                else zero
+            )
             terms["lift"] = zero
             if lift:
                 lift_terms = per_estimate[1][0]
@@ -354,10 +405,12 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
             total, report = losses.total_generator_loss(terms, weights)
             return total, (report, new_stats, fake_rotmat, fake_betas)
 
-        (total, (report, new_stats, fake_rotmat, fake_betas)), grads = jax.value_and_grad(
-            gen_loss, has_aux=True)(state.gen_params)
-        updates, gen_opt_state = models.gen_tx.update(grads, set_learning_rate(state.gen_opt_state, gen_lr),
-                                                      state.gen_params)
+        (total, (report, new_stats, fake_rotmat, fake_betas)), grads = jax.value_and_grad(gen_loss, has_aux=True)(
+            state.gen_params
+        )
+        updates, gen_opt_state = models.gen_tx.update(
+            grads, set_learning_rate(state.gen_opt_state, gen_lr), state.gen_params
+        )
         gen_params = optax.apply_updates(state.gen_params, updates)
         metrics = {f"loss/{k}": v for k, v in report.items()}
         metrics["grad_norm/gen"] = optax.tree.norm(grads)
@@ -381,8 +434,9 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
                 return disc_weight * loss, (loss, d_real, d_fake)
 
             (_, (d_loss, d_real, d_fake)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(disc_params)
-            d_updates, disc_opt_state = models.disc_tx.update(d_grads, set_learning_rate(disc_opt_state, disc_lr),
-                                                              disc_params)
+            d_updates, disc_opt_state = models.disc_tx.update(
+                d_grads, set_learning_rate(disc_opt_state, disc_lr), disc_params
+            )
             disc_params = optax.apply_updates(disc_params, d_updates)
             metrics["loss/disc"] = d_loss
             metrics["grad_norm/disc"] = optax.tree.norm(d_grads)
@@ -391,8 +445,14 @@ def make_train_step(config: ml_collections.ConfigDict, models: Models, joint_set
             finite = finite & jnp.isfinite(d_loss) & jnp.isfinite(metrics["grad_norm/disc"])
 
         new_state = dataclasses.replace(
-            state, step=state.step + 1, gen_params=gen_params, gen_batch_stats=new_stats,
-            gen_opt_state=gen_opt_state, disc_params=disc_params, disc_opt_state=disc_opt_state)
+            state,
+            step=state.step + 1,
+            gen_params=gen_params,
+            gen_batch_stats=new_stats,
+            gen_opt_state=gen_opt_state,
+            disc_params=disc_params,
+            disc_opt_state=disc_opt_state,
+        )
         if skip_nonfinite:  # keep the old values where anything is NaN/inf; stays compiled
             kept = _tree_where(finite, new_state, state)
             new_state = dataclasses.replace(kept, step=state.step + 1)
@@ -419,9 +479,11 @@ def make_inference(models: Models, *, flip_test: bool, joint_set: str | None) ->
     if flip_test:
         perm = joints_lib.get_joint_set(joint_set).flip_perm if joint_set else None
         return lambda state, images: hmr_lib.apply_generator_flip_test(
-            models.gen, state.gen_params, state.gen_batch_stats, images, perm)
+            models.gen, state.gen_params, state.gen_batch_stats, images, perm
+        )
     return lambda state, images: hmr_lib.apply_generator(
-        models.gen, state.gen_params, state.gen_batch_stats, images, None, train=False)[0]
+        models.gen, state.gen_params, state.gen_batch_stats, images, None, train=False
+    )[0]
 
 
 def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set: str) -> Callable:
@@ -445,8 +507,7 @@ def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set:
         per_sample = {
             "mpjpe": (metrics_lib.mpjpe(pred_joints, gt_joints, root=joint_set, weights=safe_conf), m_j3d),
             "pa_mpjpe": (metrics_lib.pa_mpjpe(pred_joints, gt_joints, weights=safe_conf), m_j3d),
-            "pve": (metrics_lib.pve(body.vertices, gt_body.vertices, body.joints[:, 0], gt_body.joints[:, 0]),
-                    m_smpl),
+            "pve": (metrics_lib.pve(body.vertices, gt_body.vertices, body.joints[:, 0], gt_body.joints[:, 0]), m_smpl),
             "v2v_l2": (metrics_lib.v2v_l2(body.vertices, gt_body.vertices), m_smpl),
         }
         sums = {k: jnp.sum(jnp.where(m > 0, v, 0.0)) for k, (v, m) in per_sample.items()}
@@ -454,17 +515,26 @@ def make_eval_step(config: ml_collections.ConfigDict, models: Models, joint_set:
         sums["count/smpl"] = jnp.sum(m_smpl)
         return sums
 
-    def eval_step(state: TrainState, batch: Batch, smpl_model: smpl.SMPLModel,
-                  regressors: Mapping[str, jax.Array] | None = None,
-                  baseline: Mapping[str, jax.Array] | None = None) -> dict[str, jax.Array]:
+    def eval_step(
+        state: TrainState,
+        batch: Batch,
+        smpl_model: smpl.SMPLModel,
+        regressors: Mapping[str, jax.Array] | None = None,
+        baseline: Mapping[str, jax.Array] | None = None,
+    ) -> dict[str, jax.Array]:
         out = infer(state, batch["image"])
         gt_body = smpl.forward(smpl_model, batch["shape"], batch["pose"])
         sums = metrics_of(out["pose_rotmat"], out["betas"], batch, gt_body, smpl_model, regressors)
         if baseline is not None:  # the same metrics for one constant prediction (mean pose / shape)
             b = batch["shape"].shape[0]
-            base = metrics_of(jnp.broadcast_to(baseline["pose_rotmat"], (b, 24, 3, 3)),
-                              jnp.broadcast_to(baseline["betas"], (b, baseline["betas"].shape[-1])),
-                              batch, gt_body, smpl_model, regressors)
+            base = metrics_of(
+                jnp.broadcast_to(baseline["pose_rotmat"], (b, 24, 3, 3)),
+                jnp.broadcast_to(baseline["betas"], (b, baseline["betas"].shape[-1])),
+                batch,
+                gt_body,
+                smpl_model,
+                regressors,
+            )
             sums.update({f"mean_baseline/{k}": v for k, v in base.items()})
         return sums
 
@@ -475,6 +545,7 @@ def mean_body(pose: np.ndarray, shape: np.ndarray) -> dict[str, np.ndarray]:
     """The 'mean pose and shape' predictor (`annotations.mean_smpl`): pose (N, 72) axis-angle,
     shape (N, K) -> {'pose_rotmat' (24, 3, 3), 'betas' (K,)}."""
     from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
+
     rot, betas = ann_lib.mean_smpl(pose, shape)
     return {"pose_rotmat": rot, "betas": betas}
 
@@ -543,8 +614,10 @@ def check_keypoint_head(config, joint_set: str) -> None:
     head = keypoint_head_kwargs(config)
     n = joints_lib.get_joint_set(joint_set).num_joints
     if head is not None and head["num_keypoints"] != n:
-        raise ConfigError(f"config 'model.keypoint_head.num_keypoints': the dataset's joint set {joint_set!r} has "
-                          f"{n} joints, found {head['num_keypoints']}")
+        raise ConfigError(
+            f"config 'model.keypoint_head.num_keypoints': the dataset's joint set {joint_set!r} has "
+            f"{n} joints, found {head['num_keypoints']}"
+        )
 
 
 def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
@@ -552,14 +625,20 @@ def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
     if joint_set == "smpl24":
         return None
     if not config.data.joint_regressor:
-        raise ConfigError(f"config 'data.joint_regressor': the dataset's joint set {joint_set!r} needs a "
-                          f"({joints_lib.get_joint_set(joint_set).num_joints}, V) regressor file, found ''")
-    return {joint_set: joints_lib.load_regressor(config.data.joint_regressor,
-                                                 joints_lib.get_joint_set(joint_set).num_joints)}
+        raise ConfigError(
+            f"config 'data.joint_regressor': the dataset's joint set {joint_set!r} needs a "
+            f"({joints_lib.get_joint_set(joint_set).num_joints}, V) regressor file, found ''"
+        )
+    return {
+        joint_set: joints_lib.load_regressor(
+            config.data.joint_regressor, joints_lib.get_joint_set(joint_set).num_joints
+        )
+    }
 
 
-def training_body(config, smpl_model: smpl.SMPLModel, regressors: Mapping[str, np.ndarray] | None
-                  ) -> tuple[smpl.SMPLModel, dict[str, np.ndarray] | None]:
+def training_body(
+    config, smpl_model: smpl.SMPLModel, regressors: Mapping[str, np.ndarray] | None
+) -> tuple[smpl.SMPLModel, dict[str, np.ndarray] | None]:
     """The body (and joint regressors) the training step's losses use.
 
     `train.vertex_loss_stride` s > 1 keeps every s-th vertex, plus every vertex a joint regressor
@@ -577,8 +656,11 @@ def training_body(config, smpl_model: smpl.SMPLModel, regressors: Mapping[str, n
     for reg in (regressors or {}).values():
         keep |= np.any(np.asarray(reg)[:, :v] != 0, axis=0)
     idx = np.flatnonzero(keep)
-    restricted = None if regressors is None else {
-        k: np.concatenate([np.asarray(r)[:, idx], np.asarray(r)[:, v:]], axis=1) for k, r in regressors.items()}
+    restricted = (
+        None
+        if regressors is None
+        else {k: np.concatenate([np.asarray(r)[:, idx], np.asarray(r)[:, v:]], axis=1) for k, r in regressors.items()}
+    )
     return smpl.take_vertices(smpl_model, idx), restricted
 
 
@@ -594,7 +676,8 @@ def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
     suffix += "" if syn.frames_per_sequence == 8 else f"_fps{syn.frames_per_sequence}"
     data_dir = config.data.dir or os.path.join(
         os.path.dirname(os.path.abspath(workdir)),
-        f"synthetic_{synthetic_render_size(config)}px_{config.data.synthetic.num}{suffix}")
+        f"synthetic_{synthetic_render_size(config)}px_{config.data.synthetic.num}{suffix}",
+    )
     ann = config.data.annotations
     ann = ann if os.path.isabs(ann) else os.path.join(data_dir, ann)
     root = config.data.image_root
@@ -609,12 +692,18 @@ def prepare_data(config, workdir: str, body_model_path: str) -> tuple[str, str, 
     if config.data.source == "folder" and config.data.synthetic.num > 0 and not os.path.exists(ann):
         if jax.process_index() == 0:
             from hmr_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
             logging.info("Generating %d synthetic samples into %s", config.data.synthetic.num, data_dir)
-            synthetic.generate(data_dir, config.data.synthetic.num, config.data.synthetic.seed,
-                               synthetic_render_size(config), body_model_path=body_model_path,
-                               val_fraction=config.data.val_fraction,
-                               yaw_range_deg=config.data.synthetic.yaw_range_deg,
-                               frames_per_sequence=config.data.synthetic.frames_per_sequence)
+            synthetic.generate(
+                data_dir,
+                config.data.synthetic.num,
+                config.data.synthetic.seed,
+                synthetic_render_size(config),
+                body_model_path=body_model_path,
+                val_fraction=config.data.val_fraction,
+                yaw_range_deg=config.data.synthetic.yaw_range_deg,
+                frames_per_sequence=config.data.synthetic.frames_per_sequence,
+            )
         _barrier("synthetic_data")
     if config.data.source == "folder":
         if not os.path.isfile(ann):
@@ -629,6 +718,7 @@ def prepare_data(config, workdir: str, body_model_path: str) -> tuple[str, str, 
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
         multihost_utils.sync_global_devices(name)
 
 
@@ -637,6 +727,7 @@ def make_source(config, split: str, paths: tuple[str, str, str]):
     the validation split (split == data.val_split) reads data.val_annotations whole when set
     (SPIN's Human3.6M files: h36m_train.npz holds the training subjects only)."""
     from hmr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
     data_dir, ann, root = paths
     if config.data.source == "tfds":
         return pipeline.TfdsSource(data_dir=data_dir, split=split)
@@ -644,26 +735,36 @@ def make_source(config, split: str, paths: tuple[str, str, str]):
     if split and split == config.data.val_split and val_ann:
         val_ann = val_ann if os.path.isabs(val_ann) else os.path.join(data_dir, val_ann)
         if not os.path.isfile(val_ann):
-            raise ConfigError(f"config 'data.val_annotations': expected an annotation file, {val_ann!r} does "
-                              "not exist")
+            raise ConfigError(f"config 'data.val_annotations': expected an annotation file, {val_ann!r} does not exist")
         return pipeline.FolderSource(annotations=val_ann, image_root=root, split=None)
-    return pipeline.FolderSource(annotations=ann, image_root=root, split=split or None,
-                                 val_fraction=config.data.val_fraction)
+    return pipeline.FolderSource(
+        annotations=ann, image_root=root, split=split or None, val_fraction=config.data.val_fraction
+    )
 
 
 def make_input(config, source, *, train: bool, start_step: int = 0):
     """This host's batch iterator (per-host batch = global batch / process count); training
     iterators hold the decoded images in memory when data.cache_decoded_mb allows."""
     from hmr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
     n = jax.process_count()
     batch = (config.data.batch_size if train else config.data.eval_batch_size) // n
     augment = augment_lib.AugmentConfig.from_mapping({**config.data.augment, "img_size": config.data.img_size})
     return pipeline.make_iterator(
-        source, batch_size=batch, train=train, augment=augment, seed=config.seed, start_step=start_step,
-        process_index=jax.process_index(), process_count=n,
-        resample_ratio=config.data.resample_ratio if train else 1.0, strict=config.data.strict,
-        shuffle_buffer=config.data.shuffle_buffer, threads=config.data.threads or None,
-        cache_mb=config.data.get("cache_decoded_mb", 0.0) if train else 0.0)
+        source,
+        batch_size=batch,
+        train=train,
+        augment=augment,
+        seed=config.seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=n,
+        resample_ratio=config.data.resample_ratio if train else 1.0,
+        strict=config.data.strict,
+        shuffle_buffer=config.data.shuffle_buffer,
+        threads=config.data.threads or None,
+        cache_mb=config.data.get("cache_decoded_mb", 0.0) if train else 0.0,
+    )
 
 
 # ------------------------------------------------------------------------------------ host helpers
@@ -684,6 +785,7 @@ def _any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
@@ -698,10 +800,12 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(workdir, "config.py"), "w") as f:
-        f.write('"""Resolved config of this run (written by hmr_jax.train); usable as --config."""\n\n'
-                "import json\n\nimport ml_collections\n\n_CONFIG = r'''\n" + text + "\n'''\n\n\n"
-                "def get_config(arg=None):\n    del arg\n"
-                "    return ml_collections.ConfigDict(json.loads(_CONFIG))\n")
+        f.write(
+            '"""Resolved config of this run (written by hmr_jax.train); usable as --config."""\n\n'
+            "import json\n\nimport ml_collections\n\n_CONFIG = r'''\n" + text + "\n'''\n\n\n"
+            "def get_config(arg=None):\n    del arg\n"
+            "    return ml_collections.ConfigDict(json.loads(_CONFIG))\n"
+        )
 
 
 def make_writer(workdir: str, is_main: bool):
@@ -717,10 +821,12 @@ def append_jsonl(path: str, step: int, values: Mapping[str, float]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def draw_predictions(images: np.ndarray, vertices: np.ndarray, faces: np.ndarray, focal: float,
-                     cols: int, min_size: int = 128) -> np.ndarray:
+def draw_predictions(
+    images: np.ndarray, vertices: np.ndarray, faces: np.ndarray, focal: float, cols: int, min_size: int = 128
+) -> np.ndarray:
     """Contact sheet: each input crop beside the predicted mesh drawn over it (uint8)."""
     from hmr_jax import render  # pylint: disable=g-import-not-at-top
+
     mean, std = np.asarray(augment_lib.IMAGENET_MEAN), np.asarray(augment_lib.IMAGENET_STD)
     tiles = []
     for img, verts in zip(images, vertices):
@@ -759,12 +865,23 @@ def cost_once_compiled(wait_seconds: float, call_seconds: list[float]) -> float:
     return float(wait_seconds) + len(calls) * float(np.mean(calls[1:]))
 
 
-def steps_within_budget(*, step: int, seconds_left: float, step_seconds: float, floor: int, cap: int,
-                        eval_every: int, final_eval: bool, eval_seconds: float, image_every: int,
-                        image_seconds: float) -> int:
+def steps_within_budget(
+    *,
+    step: int,
+    seconds_left: float,
+    step_seconds: float,
+    floor: int,
+    cap: int,
+    eval_every: int,
+    final_eval: bool,
+    eval_seconds: float,
+    image_every: int,
+    image_seconds: float,
+) -> int:
     """The largest run length N in [floor, cap] whose remaining steps (step + 1 .. N), evaluations
     (every eval_every-th step and, if final_eval, at N) and image grids (every image_every-th
     step) take at most `seconds_left`; `floor` when even that does not fit."""
+
     def seconds(n: int) -> float:
         evals = (n // eval_every - step // eval_every) if eval_every else 0
         if final_eval and (not eval_every or n % eval_every):
@@ -824,22 +941,31 @@ class BudgetPlanner:
         timed = self.windows[1:]  # the first window holds the compilation
         if len(timed) < self.WARMUP_WINDOWS:
             return None
-        step_seconds = float(np.mean(timed[-self.WINDOWS:]))
+        step_seconds = float(np.mean(timed[-self.WINDOWS :]))
         eval_seconds = self.GUESS_SECONDS if self.eval_seconds is None else self.eval_seconds
         image_seconds = self.GUESS_SECONDS if self.image_seconds is None else self.image_seconds
         left = self.MARGIN * (self.deadline - now) - self.TAIL_SECONDS
-        n = steps_within_budget(step=step, seconds_left=left, step_seconds=step_seconds, floor=step,
-                                cap=self.cap, eval_every=self.eval_every, final_eval=self.final_eval,
-                                eval_seconds=eval_seconds, image_every=self.image_every,
-                                image_seconds=image_seconds)
+        n = steps_within_budget(
+            step=step,
+            seconds_left=left,
+            step_seconds=step_seconds,
+            floor=step,
+            cap=self.cap,
+            eval_every=self.eval_every,
+            final_eval=self.final_eval,
+            eval_seconds=eval_seconds,
+            image_every=self.image_every,
+            image_seconds=image_seconds,
+        )
         return n if n < num_steps or n > (1.0 + self.GROW) * num_steps else None
 
 
 # --------------------------------------------------------------------------------------------- loop
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None
-                       ) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, start_time: float | None = None
+) -> dict[str, Any]:
     """Train (resuming from workdir/checkpoints if any), evaluate, checkpoint, log.
 
     `start_time` (seconds since the epoch; default now) starts train.time_budget_min's clock.
@@ -912,12 +1038,14 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     # Stage 4: compiled steps (state donated; batch sharded over 'data'; the rest replicated).
     replicated = NamedSharding(mesh, P())
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
-    train_step = jax.jit(make_train_step(config, models, joint_set), donate_argnums=(0,),
-                         out_shardings=(state_sharding, replicated))
+    train_step = jax.jit(
+        make_train_step(config, models, joint_set), donate_argnums=(0,), out_shardings=(state_sharding, replicated)
+    )
     eval_step = jax.jit(make_eval_step(config, models, joint_set), out_shardings=replicated)
     predict = jax.jit(make_predict(config, models))
-    plateau_step = jax.jit(functools.partial(update_plateau, models.plateau_tx), donate_argnums=(0,),
-                           out_shardings=state_sharding)
+    plateau_step = jax.jit(
+        functools.partial(update_plateau, models.plateau_tx), donate_argnums=(0,), out_shardings=state_sharding
+    )
 
     baseline = replicate(mean_body(*labels), mesh) if val_source is not None and labels is not None else None
 
@@ -948,8 +1076,11 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     num_steps = int(jax.device_get(state.num_steps))
     tc = config.train
     # A resumed run keeps the length its first run planned (checkpointed in the state).
-    planner = (BudgetPlanner(config, start_time, final_eval=val_source is not None and bool(tc.eval_every))
-               if budget and not meta.get("budget_planned") else None)
+    planner = (
+        BudgetPlanner(config, start_time, final_eval=val_source is not None and bool(tc.eval_every))
+        if budget and not meta.get("budget_planned")
+        else None
+    )
     result = {"train": {}, "eval": {}, "stopped_early": bool(meta["stopped_early"]), "interrupted": False}
     last_saved = manager.latest_step()
 
@@ -964,8 +1095,13 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
         planned = _broadcast_int(planner.plan(step, num_steps, time.time()))
         if planned is None or planned == num_steps:
             return state
-        logging.info("train.time_budget_min=%g: %d steps fit (%.3f s per step now)%s", tc.time_budget_min,
-                     planned, planner.windows[-1], " (re-planned)" if meta.get("budget_planned") else "")
+        logging.info(
+            "train.time_budget_min=%g: %d steps fit (%.3f s per step now)%s",
+            tc.time_budget_min,
+            planned,
+            planner.windows[-1],
+            " (re-planned)" if meta.get("budget_planned") else "",
+        )
         meta["budget_planned"] = True
         num_steps = planned
         bar.total = num_steps
@@ -993,7 +1129,8 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
                         f"non-finite training values at step {step}: "
                         + ", ".join(f"{k}={float(values[k])}" for k in bad)
                         + f" (metrics are checked every train.log_every={tc.log_every} steps; "
-                        f"train.nan_policy='skip' skips such updates instead)")
+                        f"train.nan_policy='skip' skips such updates instead)"
+                    )
                 elapsed = time.time() - t0
                 rate = (step - s0) * config.data.batch_size / max(elapsed, 1e-9)
                 values = {k: float(v) for k, v in values.items()}
@@ -1025,9 +1162,14 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
                     meta["bad_evals"] += 1
                     patience = config.early_stopping.patience
                     if patience and meta["bad_evals"] >= patience:
-                        logging.info("Early stopping at step %d: %s did not improve for %d evaluations "
-                                     "(best %.6g at step %s)", step, config.early_stopping.metric,
-                                     meta["bad_evals"], meta["best_metric"], meta["best_step"])
+                        logging.info(
+                            "Early stopping at step %d: %s did not improve for %d evaluations (best %.6g at step %s)",
+                            step,
+                            config.early_stopping.metric,
+                            meta["bad_evals"],
+                            meta["best_metric"],
+                            meta["best_step"],
+                        )
                         meta["stopped_early"] = True
                 if config.optim.plateau.enabled:
                     state = plateau_step(state, jnp.asarray(value, jnp.float32))
@@ -1041,10 +1183,16 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
                 if is_main:
                     # Spread over the batch (neighbouring validation samples are often one video).
                     pick = np.linspace(0, len(vertices) - 1, min(tc.num_images, len(vertices))).astype(int)
-                    sheet = draw_predictions(_gather(image_batch)[pick], vertices[pick], np.asarray(smpl_host.faces),
-                                             focal, cols=min(4, len(pick)))
+                    sheet = draw_predictions(
+                        _gather(image_batch)[pick],
+                        vertices[pick],
+                        np.asarray(smpl_host.faces),
+                        focal,
+                        cols=min(4, len(pick)),
+                    )
                     os.makedirs(image_dir, exist_ok=True)
                     from hmr_jax import render  # pylint: disable=g-import-not-at-top
+
                     render.save_png(os.path.join(image_dir, f"step_{step:07d}.png"), sheet)
                     writer.write_images(step, {"predictions": sheet[None]})
                 if planner is not None:
@@ -1057,7 +1205,8 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
                 logging.info("Stopped by signal at step %d; checkpoint saved.", step)
                 break
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0 and last_saved != step) or (
-                    meta["stopped_early"] and last_saved != step):
+                meta["stopped_early"] and last_saved != step
+            ):
                 save(state, step, best_value)
         bar.close()
         if last_saved != step:
@@ -1070,6 +1219,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
         writer.flush()
     if is_main and os.path.exists(metrics_path):
         from hmr_jax import plot  # pylint: disable=g-import-not-at-top
+
         plot.plot_run(workdir)
     writer.close()
     result.update(state=state, step=step, best_metric=meta["best_metric"], best_step=meta["best_step"])
@@ -1079,8 +1229,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
 _UNREAD = object()
 
 
-def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str, str],
-                        labels: Any = _UNREAD) -> ml_collections.ConfigDict:
+def resolve_mean_params(
+    config: ml_collections.ConfigDict, paths: tuple[str, str, str], labels: Any = _UNREAD
+) -> ml_collections.ConfigDict:
     """A copy of `config` with model.mean_pose (72 axis-angle numbers) and model.mean_betas (10)
     filled from model.mean_params: 'train' -> the mean of the training split's SMPL labels (as
     `mean_body`; folder sources, or tfds records built with their means), a path -> its `pose`
@@ -1100,23 +1251,30 @@ def resolve_mean_params(config: ml_collections.ConfigDict, paths: tuple[str, str
             if labels is _UNREAD:
                 labels = _training_labels(config, paths)
             if labels is None:
-                raise ConfigError(f"{key}: 'train' needs SMPL labels in the training split, found none in "
-                                  f"{paths[1]!r}; use 'zero' or an .npz of mean parameters")
+                raise ConfigError(
+                    f"{key}: 'train' needs SMPL labels in the training split, found none in "
+                    f"{paths[1]!r}; use 'zero' or an .npz of mean parameters"
+                )
             pose, betas = ann_lib.mean_smpl_axis_angle(*labels)
         else:
             from hmr_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
+
             split = config.data.train_split or "train"
             meta = tfds_builder.load_builder(paths[0]).info.metadata
             if f"mean_pose_{split}" not in meta:
-                raise ConfigError(f"{key}: 'train' needs the split's mean SMPL parameters in the records' "
-                                  f"metadata (mean_pose_{split}), missing in {paths[0]!r} (built by an "
-                                  "older version: rebuild it); or use 'zero' or an .npz of mean parameters")
+                raise ConfigError(
+                    f"{key}: 'train' needs the split's mean SMPL parameters in the records' "
+                    f"metadata (mean_pose_{split}), missing in {paths[0]!r} (built by an "
+                    "older version: rebuild it); or use 'zero' or an .npz of mean parameters"
+                )
             pose, betas = np.asarray(meta[f"mean_pose_{split}"]), np.asarray(meta[f"mean_shape_{split}"])
     else:
         with np.load(m.mean_params, allow_pickle=False) as f:
             if "pose" not in f or "shape" not in f:
-                raise ConfigError(f"{key}: {m.mean_params!r} must hold 'pose' ((72,) axis-angle or (144,) 6d) and "
-                                  f"'shape' ((10,)), found {sorted(f.keys())}")
+                raise ConfigError(
+                    f"{key}: {m.mean_params!r} must hold 'pose' ((72,) axis-angle or (144,) 6d) and "
+                    f"'shape' ((10,)), found {sorted(f.keys())}"
+                )
             try:
                 pose = regressor_lib.mean_pose_from_file(f["pose"])
             except ValueError as e:
@@ -1136,9 +1294,13 @@ def _training_labels(config, paths) -> tuple[np.ndarray, np.ndarray] | None:
     if config.data.source != "folder":
         return None
     from hmr_jax.data import annotations as ann_lib  # pylint: disable=g-import-not-at-top
+
     ann = ann_lib.load(paths[1])
-    rows = (ann_lib.split_indices(ann, config.data.train_split, val_fraction=config.data.val_fraction)
-            if config.data.train_split else np.arange(len(ann.pose)))
+    rows = (
+        ann_lib.split_indices(ann, config.data.train_split, val_fraction=config.data.val_fraction)
+        if config.data.train_split
+        else np.arange(len(ann.pose))
+    )
     rows = rows[np.asarray(ann.has_smpl)[rows] > 0]
     if len(rows) == 0:
         return None
@@ -1161,6 +1323,7 @@ def _gather(x: jax.Array) -> np.ndarray:
     if jax.process_count() == 1:
         return np.asarray(jax.device_get(x))
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -1169,27 +1332,31 @@ def _broadcast_int(value: int | None) -> int | None:
     if jax.process_count() == 1:
         return value
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     out = int(multihost_utils.broadcast_one_to_all(np.int32(-1 if value is None else value)))
     return None if out < 0 else out
 
 
 def _in_main_thread() -> bool:
     import threading  # pylint: disable=g-import-not-at-top
+
     return threading.current_thread() is threading.main_thread()
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):
     import tqdm  # pylint: disable=g-import-not-at-top
-    return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                     smoothing=0.1)
+
+    return tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, smoothing=0.1)
 
 
 def _bar_clearing_filter(bar) -> Callable[[logging.LogRecord], bool]:
     """A log-handler filter that clears `bar`'s line before each record is written, so that log
     lines start on a line of their own instead of running on from the bar's (which is redrawn
     below them at its next update). Lets every record through."""
+
     def clear(record: logging.LogRecord) -> bool:
         del record
         bar.clear()
         return True
+
     return clear

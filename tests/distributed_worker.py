@@ -23,13 +23,14 @@ def main(argv):
         pid, nproc, port = int(argv[3]), int(argv[4]), int(argv[5])
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
     import trainer_helpers as th  # pylint: disable=g-import-not-at-top
+
     from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
 
     config = th.tiny_config(data_dir)
     batch = th.fixed_batch(data_dir, n=config.data.batch_size)
     n, i = jax.process_count(), jax.process_index()
     per_host = config.data.batch_size // n
-    local = {k: v[i * per_host:(i + 1) * per_host] for k, v in batch.items()}  # this host's slice
+    local = {k: v[i * per_host : (i + 1) * per_host] for k, v in batch.items()}  # this host's slice
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
         models = trainer.make_models(config)

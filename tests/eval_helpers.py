@@ -7,13 +7,14 @@ import os
 import pathlib
 
 import numpy as np
-
 import trainer_helpers as th
 
 # (image name, split) of the tiny dataset: 4 training samples (S1) and 10 validation ones (S9, S11).
 H36M_NAMES = (
-    "S1_Walking.55011271_000001.jpg", "S1_Walking.55011271_000006.jpg",
-    "S1_Walking.55011271_000011.jpg", "S1_Walking.55011271_000016.jpg",
+    "S1_Walking.55011271_000001.jpg",
+    "S1_Walking.55011271_000006.jpg",
+    "S1_Walking.55011271_000011.jpg",
+    "S1_Walking.55011271_000016.jpg",
     "S9_Directions_1.60457274_000001.jpg",  # P1, P2
     "S9_Directions_1.60457274_000006.jpg",  # P1, P2
     "S9_Directions_1.60457274_000003.jpg",  # not every 5th frame
@@ -50,8 +51,9 @@ def make_h36m_dataset(out_dir) -> str:
 
 
 def tiny_run_config(data_dir):
-    return th.tiny_config(data_dir, **{"data.batch_size": BATCH, "data.eval_batch_size": BATCH,
-                                       "data.img_size": IMG_SIZE})
+    return th.tiny_config(
+        data_dir, **{"data.batch_size": BATCH, "data.eval_batch_size": BATCH, "data.img_size": IMG_SIZE}
+    )
 
 
 def make_run(workdir, data_dir, step: int = 3):
@@ -72,8 +74,9 @@ def make_run(workdir, data_dir, step: int = 3):
         state = trainer.create_sharded_state(config, models, mesh)
         params = jax.tree.map(lambda x: x, state.gen_params)
         params["regressor"]["out"]["kernel"] = params["regressor"]["out"]["kernel"] * 30.0
-        state = dataclasses.replace(state, gen_params=params,
-                                    step=jax.device_put(jnp.asarray(step, jnp.int32), state.step.sharding))
+        state = dataclasses.replace(
+            state, gen_params=params, step=jax.device_put(jnp.asarray(step, jnp.int32), state.step.sharding)
+        )
         manager = ckpt_lib.make_manager(os.path.join(workdir, "checkpoints"), 3)
         meta = {"best_metric": 0.1, "best_step": step, "bad_evals": 0, "stopped_early": False}
         ckpt_lib.save(manager, step, state, meta, 0.1)

@@ -42,13 +42,13 @@ def test_body_frame_and_size(model):
     J = model["J_regressor"] @ v
     height = v[:, 1].max() - v[:, 1].min()
     assert 1.6 < height < 1.85
-    assert -1.22 < v[:, 1].min() < -1.1                        # soles, as in SMPL
-    assert abs(J[0, 1]) < 0.3 and abs(J[0, 0]) < 1e-6        # pelvis near the origin
-    assert J[1, 0] > 0 and J[16, 0] > 0 and J[20, 0] > 0.6   # subject's left at +x, T-pose
-    assert abs(J[20, 1] - J[16, 1]) < 0.03                   # arms horizontal
+    assert -1.22 < v[:, 1].min() < -1.1  # soles, as in SMPL
+    assert abs(J[0, 1]) < 0.3 and abs(J[0, 0]) < 1e-6  # pelvis near the origin
+    assert J[1, 0] > 0 and J[16, 0] > 0 and J[20, 0] > 0.6  # subject's left at +x, T-pose
+    assert abs(J[20, 1] - J[16, 1]) < 0.03  # arms horizontal
     nose_z = v[v[:, 1] > J[15, 1], 2].max()
     back_z = v[v[:, 1] > J[15, 1], 2].min()
-    assert nose_z > -back_z                                  # the face looks to +z
+    assert nose_z > -back_z  # the face looks to +z
     np.testing.assert_allclose(v[:, 0].max(), -v[:, 0].min(), atol=1e-9)  # symmetric
 
 
@@ -67,12 +67,12 @@ def test_skinning_weights(model):
     assert w.min() >= 0
     np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-9)
     assert (w > 0).sum(1).max() <= 4
-    assert np.all(w.max(0) > 0.5)       # every joint drives some vertices
+    assert np.all(w.max(0) > 0.5)  # every joint drives some vertices
     # Smooth: no weight changes faster than from 0 to 1 over ~3 cm of surface.
     f, v = model["f"], model["v_template"]
     edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     length = np.linalg.norm(v[edges[:, 0]] - v[edges[:, 1]], axis=1)
-    slope = np.abs(w[edges[:, 0]] - w[edges[:, 1]]).max(1) / length   # per metre
+    slope = np.abs(w[edges[:, 0]] - w[edges[:, 1]]).max(1) / length  # per metre
     assert np.quantile(slope, 0.99) < 30 and slope.max() < 50
 
 
@@ -96,7 +96,7 @@ def test_mesh_closed_and_outward(model):
     assert _mesh_edges_ok(f)
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
     vol = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
-    assert 0.05 < vol < 0.12                 # m^3 (a ~70 kg body plus overlaps)
+    assert 0.05 < vol < 0.12  # m^3 (a ~70 kg body plus overlaps)
     area = np.linalg.norm(np.cross(b - a, c - a), axis=1) / 2
     assert area.min() > 0
 
@@ -116,7 +116,7 @@ def test_shape_directions(model):
         sel &= np.abs(x[:, 0]) < 0.25
         return np.ptp(x[sel, 0]) * np.ptp(x[sel, 2])
 
-    assert height(shaped(0, 2)) > height(shaped(0, -2)) + 0.3      # ~ +-11 cm
+    assert height(shaped(0, 2)) > height(shaped(0, -2)) + 0.3  # ~ +-11 cm
     assert waist_girth(shaped(1, 2)) > 1.5 * waist_girth(shaped(1, -2))
     R = model["J_regressor"]
     leg = lambda x: (R @ x)[1, 1] - (R @ x)[7, 1]
@@ -126,7 +126,7 @@ def test_shape_directions(model):
     assert (R @ shaped(4, 2))[1, 0] > (R @ shaped(4, -2))[1, 0] + 0.01
     assert arm(shaped(6, 2)) > arm(shaped(6, -2)) + 0.05
     # Every direction moves the body, the first the most; +-2 stays a plausible size.
-    rms = np.sqrt((sd ** 2).sum(1).mean(0))
+    rms = np.sqrt((sd**2).sum(1).mean(0))
     assert np.all(rms > 0.002) and rms[0] == rms.max()
     for k in range(10):
         for s in (-2, 2):
@@ -152,7 +152,7 @@ def test_smpl_load_and_forward(npz_path, model):
     pose = (0.4 * rng.standard_normal((5, 72))).astype(np.float32)
     pose[0] = 0.0
     pose[1] = body_model.walking_pose()
-    out = smpl.forward(m, betas, pose)   # one call: compiling each new shape is slow on CPU
+    out = smpl.forward(m, betas, pose)  # one call: compiling each new shape is slow on CPU
     verts, joints = np.asarray(out.vertices), np.asarray(out.joints)
     assert verts.shape == (5, m.num_vertices, 3)
     assert np.all(np.isfinite(verts)) and np.all(np.isfinite(joints))
@@ -169,7 +169,7 @@ def test_default_path_cached(tmp_path, monkeypatch):
     assert p.exists() and p.parent == tmp_path and body_model.GENERATOR_VERSION in p.name
     mtime = p.stat().st_mtime_ns
     assert body_model.default_body_model_path() == p and p.stat().st_mtime_ns == mtime
-    assert [q.name for q in tmp_path.iterdir()] == [p.name]   # no temp files left
+    assert [q.name for q in tmp_path.iterdir()] == [p.name]  # no temp files left
 
 
 def test_cli(tmp_path):

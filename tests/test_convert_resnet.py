@@ -142,8 +142,7 @@ def _convert_and_compare(tmp_path, block, layers, width, depth):
 def test_resnet50_conversion_matches_torch(tmp_path):
     dst = _convert_and_compare(tmp_path, TorchBottleneck, (3, 4, 6, 3), width=64, depth=50)
     # The converted file also loads into a full generator's state.
-    graphdef, params, stats = jax.eval_shape(
-        lambda k: hmr.init_generator(k, depth=50, width=64), jax.random.key(0))
+    graphdef, params, stats = jax.eval_shape(lambda k: hmr.init_generator(k, depth=50, width=64), jax.random.key(0))
     new_params, new_stats = hmr.load_pretrained_encoder(params, stats, str(dst))
     assert jax.tree_util.tree_structure(new_params) == jax.tree_util.tree_structure(params)
     assert jax.tree_util.tree_structure(new_stats) == jax.tree_util.tree_structure(stats)

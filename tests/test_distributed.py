@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import trainer_helpers as th
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
@@ -28,8 +27,13 @@ def _env(devices):
 
 
 def _start(data_dir, out, devices, *extra):
-    return subprocess.Popen([sys.executable, WORKER, str(data_dir), str(out), *map(str, extra)], env=_env(devices),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER, str(data_dir), str(out), *map(str, extra)],
+        env=_env(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc, out, timeout=300):

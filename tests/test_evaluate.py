@@ -9,11 +9,11 @@ import trainer_helpers as th
 
 os.environ.setdefault("XLA_FLAGS", th.FAST_COMPILE_FLAGS)  # cheap XLA CPU compiles (if jax not loaded yet)
 
+import eval_helpers as eh  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import eval_helpers as eh  # noqa: E402
 from hmr_jax import body_model, smpl, trainer  # noqa: E402
 from hmr_jax import evaluate as ev  # noqa: E402
 
@@ -44,14 +44,26 @@ def test_report_written_with_expected_keys(run):
     assert report["output"] == path and os.path.isfile(path)
     with open(path) as f:
         saved = json.load(f)
-    for key in ("model", "baseline", "train_mean_baseline", "per_action", "h36m", "checkpoint", "units",
-                "mean_params", "joint_set"):
+    for key in (
+        "model",
+        "baseline",
+        "train_mean_baseline",
+        "per_action",
+        "h36m",
+        "checkpoint",
+        "units",
+        "mean_params",
+        "joint_set",
+    ):
         assert key in saved, key
     assert saved["checkpoint"] == {"requested": "best", "step": 3, "loaded": "best"}
     _finite_summary(saved["model"])
     _finite_summary(saved["baseline"])
-    assert saved["model"]["count"] == {"valid": eh.EXPECTED["validation"], "joints": eh.EXPECTED["validation"],
-                                       "smpl": eh.EXPECTED["validation"]}
+    assert saved["model"]["count"] == {
+        "valid": eh.EXPECTED["validation"],
+        "joints": eh.EXPECTED["validation"],
+        "smpl": eh.EXPECTED["validation"],
+    }
     assert saved["model"]["v2v_l2"] != saved["baseline"]["v2v_l2"]  # the model is not the mean
     text = ev.format_table(report)
     assert "mean-pose baseline" in text and "Protocol 1" in text and "Directions" in text
@@ -80,8 +92,9 @@ def _trainer_validation(config, workdir):
 def _assert_matches(report, expected):
     for m in ("mpjpe", "pa_mpjpe", "pve", "v2v_l2"):
         np.testing.assert_allclose(report["model"][m], expected[f"val/{m}"], rtol=1e-4, err_msg=m)
-        np.testing.assert_allclose(report["train_mean_baseline"][m], expected[f"val/mean_baseline/{m}"],
-                                   rtol=1e-4, err_msg=m)
+        np.testing.assert_allclose(
+            report["train_mean_baseline"][m], expected[f"val/mean_baseline/{m}"], rtol=1e-4, err_msg=m
+        )
 
 
 def test_model_metrics_match_trainer_validation(run):
@@ -93,8 +106,14 @@ def test_model_metrics_match_trainer_validation(run):
 def test_flip_test_in_evaluate_matches_trainer_validation(run, tmp_path):
     """--flip_test: evaluate's numbers == the trainer's validation with config eval.flip_test, and
     they differ from the plain prediction's (the mirrored prediction is averaged in)."""
-    report = ev.evaluate(run["workdir"], split="validation", checkpoint="latest", progress=False,
-                         out_path=str(tmp_path / "flip.json"), flip_test=True)
+    report = ev.evaluate(
+        run["workdir"],
+        split="validation",
+        checkpoint="latest",
+        progress=False,
+        out_path=str(tmp_path / "flip.json"),
+        flip_test=True,
+    )
     assert report["flip_test"] is True and "flip test" in ev.format_table(report)
     config = run["config"].copy_and_resolve_references()
     config.eval.flip_test = True
@@ -131,8 +150,10 @@ def test_per_action_and_h36m_protocols(run):
 
 def test_protocol_masks_and_actions():
     rows = [dict(subject="S9", action="Directions_1", camera="60457274", frame=f) for f in (1, 3, 6)]
-    rows += [dict(subject="S11", action="Eating", camera="54138969", frame=10),
-             dict(subject="S1", action="Eating", camera="60457274", frame=1)]
+    rows += [
+        dict(subject="S11", action="Eating", camera="54138969", frame=10),
+        dict(subject="S1", action="Eating", camera="60457274", frame=1),
+    ]
     masks = ev.h36m_protocol_masks(rows)
     np.testing.assert_array_equal(masks["p1"], [True, False, True, True, False])
     np.testing.assert_array_equal(masks["p2"], [True, False, True, False, False])

@@ -22,14 +22,14 @@ def test_keeps_other_tunables():
 
 def test_no_reexec_when_it_cannot_help_or_is_decided():
     cases = [
-        ({}, "Darwin", ("", ""), "madvise"),                     # not Linux
-        ({}, "Linux", ("musl", "1.2"), "madvise"),                # not glibc
-        ({}, "Linux", ("glibc", "2.31"), "madvise"),              # tunable not in this glibc
-        ({}, "Linux", ("glibc", "2.36"), "never"),                # no transparent huge pages
-        ({}, "Linux", ("glibc", "2.36"), None),                   # unknown
-        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, *LINUX),   # the user decided
-        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, *LINUX),   # already re-executed: no loop
-        ({"HMR_JAX_HUGEPAGES": "0"}, *LINUX),                     # opted out
+        ({}, "Darwin", ("", ""), "madvise"),  # not Linux
+        ({}, "Linux", ("musl", "1.2"), "madvise"),  # not glibc
+        ({}, "Linux", ("glibc", "2.31"), "madvise"),  # tunable not in this glibc
+        ({}, "Linux", ("glibc", "2.36"), "never"),  # no transparent huge pages
+        ({}, "Linux", ("glibc", "2.36"), None),  # unknown
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, *LINUX),  # the user decided
+        ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, *LINUX),  # already re-executed: no loop
+        ({"HMR_JAX_HUGEPAGES": "0"}, *LINUX),  # opted out
     ]
     for environ, system, libc, thp in cases:
         assert hugepages.reexec_environment(environ, system, libc, thp) is None, (environ, system, libc, thp)
@@ -44,10 +44,13 @@ def test_thp_mode_reads_the_bracketed_choice(tmp_path):
 
 def test_ensure_reexecutes_the_same_command_with_the_tunable():
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "HMR_JAX_HUGEPAGES")}
-    code = ("import os, sys; from hmr_jax import hugepages; print('start', os.getpid(), flush=True); "
-            "hugepages.ensure(); print('args', sys.argv[1:], os.getpid(), os.environ.get('GLIBC_TUNABLES'))")
-    out = subprocess.run([sys.executable, "-c", code, "a", "--b=1"], env=env, capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    code = (
+        "import os, sys; from hmr_jax import hugepages; print('start', os.getpid(), flush=True); "
+        "hugepages.ensure(); print('args', sys.argv[1:], os.getpid(), os.environ.get('GLIBC_TUNABLES'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "a", "--b=1"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     expect = hugepages.reexec_environment(env, platform.system(), platform.libc_ver(), hugepages.thp_mode())
     starts = [line for line in out if line.startswith("start")]
     (args,) = [line for line in out if line.startswith("args")]

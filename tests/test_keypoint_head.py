@@ -4,14 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import trainer_helpers as th
 from flax import nnx
 
-import trainer_helpers as th
-from hmr_jax import body_model
-from hmr_jax import config_checks
-from hmr_jax import losses
-from hmr_jax import smpl
-from hmr_jax import trainer
+from hmr_jax import body_model, config_checks, losses, smpl, trainer
 from hmr_jax.models import hmr, keypoint_head, resnet
 
 th.enable_compilation_cache()
@@ -23,6 +19,7 @@ _apply = jax.jit(hmr.apply_generator, static_argnames="train")
 
 
 # ------------------------------------------------------------------------------------ soft-argmax
+
 
 @pytest.mark.parametrize("h,w,r,c", [(4, 4, 0, 3), (6, 3, 5, 1), (7, 5, 3, 2)])
 def test_soft_argmax_of_a_peak_is_its_cell_centre(h, w, r, c):
@@ -55,11 +52,14 @@ def test_soft_argmax_gradient_matches_finite_differences():
     for idx in [(0, 0, 0, 0), (0, 1, 2, 1), (0, 2, 3, 0), (0, 2, 1, 1)]:
         d = np.zeros_like(logits)
         d[idx] = eps
-        fd = (float(f(jnp.asarray(logits + d, jnp.float32))) - float(f(jnp.asarray(logits - d, jnp.float32)))) / (2 * eps)
+        fd = (float(f(jnp.asarray(logits + d, jnp.float32))) - float(f(jnp.asarray(logits - d, jnp.float32)))) / (
+            2 * eps
+        )
         np.testing.assert_allclose(grad[idx], fd, rtol=2e-2, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------- the head
+
 
 @pytest.mark.parametrize("cls,k", [(resnet.PointwiseConv, 1), (resnet.Conv3x3, 3)])
 def test_fast_convs_with_bias_match_nnx_conv(cls, k):
@@ -169,8 +169,9 @@ def test_keypoint_input_scale_is_a_factor_on_the_keypoint_inputs(with_head):
     keypoints are s times larger (the keypoints enter the regressor linearly)."""
     graphdef, params, stats = with_head  # input_scale 1
     s = 4.0
-    graphdef_s, params_s, _ = hmr.init_generator(KEY, depth=18, width=8, n_iter=2, hidden=(32,), dropout=0.0,
-                                                 keypoint_head=dict(HEAD, input_scale=s))
+    graphdef_s, params_s, _ = hmr.init_generator(
+        KEY, depth=18, width=8, n_iter=2, hidden=(32,), dropout=0.0, keypoint_head=dict(HEAD, input_scale=s)
+    )
     assert jax.tree.map(np.shape, params_s) == jax.tree.map(np.shape, params)
     images = jax.random.normal(jax.random.key(6), (B, IMG, IMG, 3))
     out_s, _ = _apply(graphdef_s, params, stats, images, None, train=False)
@@ -188,11 +189,13 @@ def test_keypoint_input_scale_is_a_factor_on_the_keypoint_inputs(with_head):
 def test_lift_keypoints_without_head_is_an_error():
     graphdef, params, stats = hmr.init_generator(KEY, depth=18, width=4, n_iter=1, hidden=(8,))
     with pytest.raises(ValueError, match="keypoint head"):
-        hmr.apply_generator(graphdef, params, stats, jnp.zeros((1, IMG, IMG, 3)), None, train=True,
-                            lift_keypoints=jnp.zeros((1, J, 3)))
+        hmr.apply_generator(
+            graphdef, params, stats, jnp.zeros((1, IMG, IMG, 3)), None, train=True, lift_keypoints=jnp.zeros((1, J, 3))
+        )
 
 
 # ------------------------------------------------------------------------------------------ loss
+
 
 def test_keypoints_l1_loss_zero_on_ground_truth_and_hand_computed():
     gt_px = np.array([[[16.0, 8.0, 1.0], [0.0, 32.0, 1.0], [5.0, 5.0, 0.0]]], np.float32)  # (1, 3, 3)
@@ -224,35 +227,47 @@ def test_keypoint_heatmap_loss_zero_at_the_target_and_hand_computed():
     # (joint 2 is outside the 32 px crop, joint 3 invisible); the mean runs over all 4 joints
     kl = [np.log(h * w) + np.sum(t * np.log(t)) for t in targets[:2]]
     uniform = np.zeros_like(logits)
-    np.testing.assert_allclose(float(losses.keypoint_heatmap_loss(uniform, gt_px, img, sigma)), sum(kl) / 4,
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(losses.keypoint_heatmap_loss(uniform, gt_px, img, sigma)), sum(kl) / 4, rtol=1e-5)
     # a peak away from the joint costs more than one at it
     at = np.full_like(logits, -5.0)
     away = at.copy()
     at[0, 3, 2, 0] = 5.0  # cell centre (10, 18): next to joint 0 at (10, 20)
     away[0, 0, 7, 0] = 5.0  # cell centre (30, 2)
-    assert float(losses.keypoint_heatmap_loss(away, gt_px, img, sigma)) > float(
-        losses.keypoint_heatmap_loss(at, gt_px, img, sigma)) > 0
+    assert (
+        float(losses.keypoint_heatmap_loss(away, gt_px, img, sigma))
+        > float(losses.keypoint_heatmap_loss(at, gt_px, img, sigma))
+        > 0
+    )
     with pytest.raises(ValueError, match="keypoint_heatmap_loss"):
         losses.keypoint_heatmap_loss(logits, gt_px[:, :3], img, sigma)
 
 
 # -------------------------------------------------------------------------------- config + step
 
+
 def test_head_losses_need_the_head(tmp_path):
     for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
-        config = th.tiny_config(tmp_path, **{"model.keypoint_head.enabled": False, "loss_weights.keypoints_2d": 0.0,
-                                              "loss_weights.keypoint_heatmap": 0.0, "loss_weights.lift": 0.0,
-                                              f"loss_weights.{name}": 1.0})
+        config = th.tiny_config(
+            tmp_path,
+            **{
+                "model.keypoint_head.enabled": False,
+                "loss_weights.keypoints_2d": 0.0,
+                "loss_weights.keypoint_heatmap": 0.0,
+                "loss_weights.lift": 0.0,
+                f"loss_weights.{name}": 1.0,
+            },
+        )
         with pytest.raises(config_checks.ConfigError, match=rf"loss_weights\.{name}.*keypoint_head\.enabled"):
             config_checks.validate_config(config)
     config = th.tiny_config(tmp_path, **{"model.keypoint_head.num_keypoints": 17})
     with pytest.raises(config_checks.ConfigError, match=r"keypoint_head\.num_keypoints.*24 joints, found 17"):
         trainer.check_keypoint_head(config, "smpl24")
     trainer.check_keypoint_head(th.tiny_config(tmp_path), "spin24")  # 24 joints: fine
-    for key, value, expected in (("model.keypoint_head.stride", 16, r"stride.*one of \(4, 8\)"),
-                                 ("model.keypoint_head.input_scale", 0.0, "input_scale.*positive"),
-                                 ("train.heatmap_sigma_px", 0.0, "heatmap_sigma_px.*positive")):
+    for key, value, expected in (
+        ("model.keypoint_head.stride", 16, r"stride.*one of \(4, 8\)"),
+        ("model.keypoint_head.input_scale", 0.0, "input_scale.*positive"),
+        ("train.heatmap_sigma_px", 0.0, "heatmap_sigma_px.*positive"),
+    ):
         with pytest.raises(config_checks.ConfigError, match=expected):
             config_checks.validate_config(th.tiny_config(tmp_path, **{key: value}))
 

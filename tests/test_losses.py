@@ -6,9 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hmr_jax import geometry
+from hmr_jax import geometry, losses
 from hmr_jax import joints as joints_lib
-from hmr_jax import losses
 
 B, V, J = 3, 50, 24
 
@@ -72,9 +71,7 @@ def test_joints_3d_loss_zero_translation_invariant(joint_set):
     pred = gt[..., :3] + jnp.array([0.3, -1.0, 2.0])  # translated copy: zero after root alignment
     np.testing.assert_allclose(losses.joints_3d_l2_loss(pred, gt, ONES, joint_set), 0.0, atol=1e-10)
     pred2 = pred.at[:, 7].add(0.1)  # joint 7 is not a root joint in either set
-    np.testing.assert_allclose(
-        losses.joints_3d_l2_loss(pred2, gt, ONES, joint_set), 3 * 0.01 / J, rtol=1e-4
-    )
+    np.testing.assert_allclose(losses.joints_3d_l2_loss(pred2, gt, ONES, joint_set), 3 * 0.01 / J, rtol=1e-4)
     # Confidence 0 on the offset joint removes its error.
     gt0 = gt.at[:, 7, 3].set(0.0)
     np.testing.assert_allclose(losses.joints_3d_l2_loss(pred2, gt0, ONES, joint_set), 0.0, atol=1e-10)
@@ -95,8 +92,9 @@ def test_joints_3d_pa_loss_ignores_similarity_and_matches_procrustes():
     gt0 = gt.at[:, 5, :3].set(1e3).at[:, 5, 3].set(0.0)
     pred0 = pred.at[:, 5].set(gt[:, 5, :3])
     keep = np.arange(J) != 5
-    ref0 = jnp.mean(jnp.sum((geometry.procrustes_align(pred[:, keep], gt[:, keep, :3]) - gt[:, keep, :3]) ** 2, -1),
-                    axis=-1)
+    ref0 = jnp.mean(
+        jnp.sum((geometry.procrustes_align(pred[:, keep], gt[:, keep, :3]) - gt[:, keep, :3]) ** 2, -1), axis=-1
+    )
     np.testing.assert_allclose(losses.joints_3d_pa_loss(pred0, gt0, ONES), jnp.mean(ref0 * (J - 1) / J), rtol=1e-4)
 
 

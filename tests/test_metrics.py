@@ -4,9 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hmr_jax import geometry
+from hmr_jax import geometry, metrics
 from hmr_jax import joints as joints_lib
-from hmr_jax import metrics
 
 B, J, V = 2, 14, 40
 

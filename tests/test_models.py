@@ -34,6 +34,7 @@ _apply = jax.jit(hmr.apply_generator, static_argnames="train")
 
 # ---------------------------------------------------------------------------------------- encoder
 
+
 @pytest.mark.parametrize("depth,width,channels", [(18, 8, 64), (34, 4, 32), (50, 8, 256)])
 def test_resnet_output_shapes(depth, width, channels):
     """Shapes by abstract evaluation (numerics: test_convert_resnet.py and the generator tests)."""
@@ -41,8 +42,12 @@ def test_resnet_output_shapes(depth, width, channels):
     assert model.num_features == channels == 8 * width * (4 if depth == 50 else 1)
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     for train in (False, True):
-        out = jax.eval_shape(lambda p, s, x: nnx.merge(graphdef, p, s)(x, train=train), params, stats,
-                             jax.ShapeDtypeStruct((B, 64, 64, 3), jnp.float32))
+        out = jax.eval_shape(
+            lambda p, s, x: nnx.merge(graphdef, p, s)(x, train=train),
+            params,
+            stats,
+            jax.ShapeDtypeStruct((B, 64, 64, 3), jnp.float32),
+        )
         assert out.shape == (B, channels) and out.dtype == jnp.float32
 
 
@@ -71,12 +76,22 @@ def test_resnet_rejects_unknown_depth():
 
 # -------------------------------------------------------------------------------------- regressor
 
+
 @pytest.mark.parametrize("rot_repr,n_pose", [("aa", 72), ("6d", 144)])
 def test_regressor_zero_init_returns_mean_at_every_iteration(rot_repr, n_pose):
     mean_pose, mean_betas, mean_cam = regressor.default_mean_params("aa")
     mean_betas = np.linspace(-1, 1, 10).astype(np.float32)
-    reg = regressor.Regressor(16, mean_pose, mean_betas, mean_cam, rot_repr=rot_repr, hidden=(8, 8),
-                              n_iter=3, final_init_gain=0.0, rngs=nnx.Rngs(KEY))
+    reg = regressor.Regressor(
+        16,
+        mean_pose,
+        mean_betas,
+        mean_cam,
+        rot_repr=rot_repr,
+        hidden=(8, 8),
+        n_iter=3,
+        final_init_gain=0.0,
+        rngs=nnx.Rngs(KEY),
+    )
     out = reg(jax.random.normal(jax.random.key(2), (B, 16)), train=False)
     assert out["theta"].shape == (3, B, n_pose)
     assert out["betas"].shape == (3, B, 10) and out["cam"].shape == (3, B, 3)
@@ -93,8 +108,9 @@ def test_regressor_zero_init_returns_mean_at_every_iteration(rot_repr, n_pose):
 
 def test_regressor_iterations_refine_from_mean():
     mean_pose, mean_betas, mean_cam = regressor.default_mean_params("aa")
-    reg = regressor.Regressor(16, mean_pose, mean_betas, mean_cam, hidden=(8, 8), n_iter=4,
-                              final_init_gain=1.0, rngs=nnx.Rngs(KEY))
+    reg = regressor.Regressor(
+        16, mean_pose, mean_betas, mean_cam, hidden=(8, 8), n_iter=4, final_init_gain=1.0, rngs=nnx.Rngs(KEY)
+    )
     feats = jax.random.normal(jax.random.key(2), (B, 16))
     out = reg(feats, train=False)
     # Iteration 0 = mean + one residual computed from (features, mean).
@@ -118,8 +134,17 @@ def test_regressor_mean_pose_input_formats_agree():
 @pytest.mark.parametrize("rot_repr", ["aa", "6d"])
 def test_regressor_outputs_valid_rotations(rot_repr):
     mean_pose, mean_betas, mean_cam = regressor.default_mean_params(rot_repr)
-    reg = regressor.Regressor(16, mean_pose, mean_betas, mean_cam, rot_repr=rot_repr, hidden=(8,),
-                              n_iter=2, final_init_gain=3.0, rngs=nnx.Rngs(KEY))
+    reg = regressor.Regressor(
+        16,
+        mean_pose,
+        mean_betas,
+        mean_cam,
+        rot_repr=rot_repr,
+        hidden=(8,),
+        n_iter=2,
+        final_init_gain=3.0,
+        rngs=nnx.Rngs(KEY),
+    )
     out = reg(3.0 * jax.random.normal(jax.random.key(2), (B, 16)), train=False)
     rot = np.asarray(out["pose_rotmat"], np.float64)
     assert np.abs(out["theta"] - np.broadcast_to(mean_pose, out["theta"].shape)).max() > 0.1
@@ -129,8 +154,9 @@ def test_regressor_outputs_valid_rotations(rot_repr):
 
 def test_regressor_dropout_train_only():
     mean_pose, mean_betas, mean_cam = regressor.default_mean_params("aa")
-    reg = regressor.Regressor(16, mean_pose, mean_betas, mean_cam, hidden=(32, 32), n_iter=2,
-                              final_init_gain=1.0, rngs=nnx.Rngs(KEY))
+    reg = regressor.Regressor(
+        16, mean_pose, mean_betas, mean_cam, hidden=(32, 32), n_iter=2, final_init_gain=1.0, rngs=nnx.Rngs(KEY)
+    )
     feats = jax.random.normal(jax.random.key(2), (B, 16))
     eval1 = reg(feats, train=False)["theta"]
     eval2 = reg(feats, train=False, rng=jax.random.key(5))["theta"]
@@ -156,6 +182,7 @@ def test_linear_head():
 
 # ---------------------------------------------------------------------------------- discriminator
 
+
 def test_discriminator_param_count_and_layout():
     d = nnx.eval_shape(lambda: discriminator.Discriminator(rngs=nnx.Rngs(0)))
     params = nnx.state(d, nnx.Param)
@@ -175,8 +202,9 @@ def test_discriminator_output_and_gradients(tiny):
     assert logits.shape == (B, 25) and bool(jnp.all(jnp.isfinite(logits)))
 
     # Column j < 23 depends only on joint j, column 23 on all joints, column 24 only on betas.
-    jac_rot, jac_betas = jax.jit(jax.jacrev(
-        lambda r, b: hmr.apply_discriminator(d_graphdef, d_params, r, b).sum(0), argnums=(0, 1)))(rot, betas)
+    jac_rot, jac_betas = jax.jit(
+        jax.jacrev(lambda r, b: hmr.apply_discriminator(d_graphdef, d_params, r, b).sum(0), argnums=(0, 1))
+    )(rot, betas)
     jac_rot = np.abs(np.asarray(jac_rot)).sum(axis=(1, 3, 4))  # (25, 23): column x joint
     jac_betas = np.abs(np.asarray(jac_betas)).sum(axis=(1, 2))  # (25,)
     assert np.all(np.isfinite(jac_rot)) and np.all(np.isfinite(jac_betas))
@@ -184,7 +212,9 @@ def test_discriminator_output_and_gradients(tiny):
     assert np.all(jac_rot[discriminator.POSE_INDEX] > 0) and np.all(jac_rot[discriminator.SHAPE_INDEX] == 0)
     assert np.all(jac_betas[:24] == 0) and jac_betas[discriminator.SHAPE_INDEX] > 0
     # Parameter gradients of the LSGAN loss are finite and reach every parameter.
-    grads = jax.jit(jax.grad(lambda p: jnp.mean((hmr.apply_discriminator(d_graphdef, p, rot, betas) - 1) ** 2)))(d_params)
+    grads = jax.jit(jax.grad(lambda p: jnp.mean((hmr.apply_discriminator(d_graphdef, p, rot, betas) - 1) ** 2)))(
+        d_params
+    )
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0, path
 
@@ -196,6 +226,7 @@ def test_discriminator_rejects_24_joints(tiny):
 
 
 # -------------------------------------------------------------------------------------- generator
+
 
 def test_generator_outputs(tiny):
     graphdef, params, stats, *_ = tiny
@@ -217,10 +248,12 @@ def test_mirror_outputs_is_the_pipelines_flip():
 
     rng = np.random.default_rng(3)
     aa = rng.normal(0.0, 0.6, (4, 72)).astype(np.float32)
-    out = {"pose_rotmat": geometry.axis_angle_to_matrix(aa.reshape(4, 24, 3)),
-           "betas": jnp.asarray(rng.normal(size=(4, 10)), jnp.float32),
-           "cam": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-           "keypoints_2d": jnp.asarray(rng.uniform(-1, 1, (4, 24, 2)), jnp.float32)}
+    out = {
+        "pose_rotmat": geometry.axis_angle_to_matrix(aa.reshape(4, 24, 3)),
+        "betas": jnp.asarray(rng.normal(size=(4, 10)), jnp.float32),
+        "cam": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+        "keypoints_2d": jnp.asarray(rng.uniform(-1, 1, (4, 24, 2)), jnp.float32),
+    }
     perm = np.asarray(smpl.FLIP_PERM)
     m = hmr.mirror_outputs(out, smpl.FLIP_PERM)
     flipped = np.asarray(augment.flip_pose(aa)).reshape(4, 24, 3)
@@ -248,9 +281,9 @@ def test_flip_test_averages_and_is_mirror_equivariant(tiny):
     back = hmr.mirror_outputs(other)
     np.testing.assert_allclose(got["betas"], 0.5 * (plain["betas"] + back["betas"]), atol=1e-5)
     np.testing.assert_allclose(got["cam"], 0.5 * (plain["cam"] + back["cam"]), atol=1e-5)
-    np.testing.assert_allclose(got["pose_rotmat"],
-                               geometry.nearest_rotation(0.5 * (plain["pose_rotmat"] + back["pose_rotmat"])),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        got["pose_rotmat"], geometry.nearest_rotation(0.5 * (plain["pose_rotmat"] + back["pose_rotmat"])), atol=1e-5
+    )
     assert not np.allclose(got["pose_rotmat"], plain["pose_rotmat"], atol=1e-4)  # the mirror image counts
     r = np.asarray(got["pose_rotmat"])
     np.testing.assert_allclose(r @ np.swapaxes(r, -1, -2), np.broadcast_to(np.eye(3), r.shape), atol=1e-5)

@@ -21,8 +21,16 @@ def test_all_zero_series_is_left_out_and_named():
 
 def test_plot_run_writes_three_panels(tmp_path):
     rows = [{"step": s, "loss/total": 1.0 / (1 + s), "loss/adversarial": 0.0} for s in range(0, 300, 50)]
-    rows += [{"step": s, "val/mpjpe": 150.0 - s / 10, "val/mean_baseline/mpjpe": 190.0, "val/v2v_l2": 0.05,
-              "val/mean_baseline/v2v_l2": 0.07} for s in (100, 200, 300)]
+    rows += [
+        {
+            "step": s,
+            "val/mpjpe": 150.0 - s / 10,
+            "val/mean_baseline/mpjpe": 190.0,
+            "val/v2v_l2": 0.05,
+            "val/mean_baseline/v2v_l2": 0.07,
+        }
+        for s in (100, 200, 300)
+    ]
     (tmp_path / plot.METRICS_FILE).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = plot.plot_run(tmp_path)
     with Image.open(out) as im:

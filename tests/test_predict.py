@@ -9,11 +9,11 @@ import trainer_helpers as th
 
 os.environ.setdefault("XLA_FLAGS", th.FAST_COMPILE_FLAGS)  # cheap XLA CPU compiles (if jax not loaded yet)
 
+import eval_helpers as eh  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import eval_helpers as eh  # noqa: E402
 from hmr_jax import body_model, geometry, smpl  # noqa: E402
 from hmr_jax import predict as pr  # noqa: E402
 
@@ -39,9 +39,26 @@ def cli_run(tmp_path_factory):
         f.write(head)  # a truncated JPEG
     out = str(tmp_path_factory.mktemp("out"))
     env = {**os.environ, **th.cache_env()}
-    proc = subprocess.run([sys.executable, "-m", "hmr_jax.predict", f"--workdir={workdir}", "--images", a, b, bad,
-                           f"--out={out}", "--checkpoint=latest", "--batch-size=4"],
-                          capture_output=True, text=True, env=env, cwd=str(th.REPO), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hmr_jax.predict",
+            f"--workdir={workdir}",
+            "--images",
+            a,
+            b,
+            bad,
+            f"--out={out}",
+            "--checkpoint=latest",
+            "--batch-size=4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(th.REPO),
+        timeout=300,
+    )
     return dict(proc=proc, out=out, a=a, b=b, bad=bad)
 
 
@@ -166,8 +183,10 @@ def test_keypoints_map_back_to_the_image_pixels_they_came_from():
         np.testing.assert_allclose(pr.crop_to_image_px(xy_norm, box, size), [[u, v]], atol=1e-9)
     # the crop's centre is the principal point written in the JSON
     cx, cy, side = 30.5, 12.25, 37.0
-    np.testing.assert_allclose(pr.crop_to_image_px(np.zeros((1, 2)), (cx, cy, side), 96),
-                               [[cx + 0.5 * side / 96 - 0.5, cy + 0.5 * side / 96 - 0.5]])
+    np.testing.assert_allclose(
+        pr.crop_to_image_px(np.zeros((1, 2)), (cx, cy, side), 96),
+        [[cx + 0.5 * side / 96 - 0.5, cy + 0.5 * side / 96 - 0.5]],
+    )
 
 
 def test_overlay_camera_matches_the_weak_perspective_projection():
@@ -214,7 +233,8 @@ def test_predict_fn_with_flip_test_returns_the_averaged_body(tmp_path):
     avg = hmr.apply_generator_flip_test(models.gen, state.gen_params, state.gen_batch_stats, images)
     np.testing.assert_allclose(flip["betas"], avg["betas"], atol=1e-5)
     np.testing.assert_allclose(flip["cam"], avg["cam"], atol=1e-5)
-    np.testing.assert_allclose(geometry.axis_angle_to_matrix(np.asarray(flip["pose"]).reshape(2, 24, 3)),
-                               avg["pose_rotmat"], atol=1e-4)
+    np.testing.assert_allclose(
+        geometry.axis_angle_to_matrix(np.asarray(flip["pose"]).reshape(2, 24, 3)), avg["pose_rotmat"], atol=1e-4
+    )
     np.testing.assert_allclose(flip["keypoints_2d"], plain["keypoints_2d"], atol=1e-6)
     assert not np.allclose(flip["vertices"], plain["vertices"], atol=1e-5)

@@ -26,8 +26,7 @@ def _uv_sphere(n_lat=40, n_lon=40, radius=1.0):
     a = i * n_lon + j
     b = i * n_lon + (j + 1) % n_lon
     c, d = a + n_lon, b + n_lon
-    f = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3),
-                        np.stack([a, d, c], -1).reshape(-1, 3)])
+    f = np.concatenate([np.stack([a, b, d], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
     return v * radius, f  # degenerate pole triangles are harmless
 
 
@@ -98,8 +97,8 @@ def test_sphere_silhouette_area_matches_projection(ssaa):
     v, faces = _uv_sphere(60, 60, radius)
     v = v + np.array([0, 0, dist])
     res = render.render_mesh(v, faces, f, (63.5, 63.5), (128, 128), ssaa=ssaa)
-    r_img = f * radius / np.sqrt(dist ** 2 - radius ** 2)  # tangent cone silhouette
-    area = np.pi * r_img ** 2
+    r_img = f * radius / np.sqrt(dist**2 - radius**2)  # tangent cone silhouette
+    area = np.pi * r_img**2
     assert abs(res.mask.sum() - area) / area < 0.02
     assert abs(res.alpha.sum() - area) / area < 0.02
     assert np.isinf(res.depth[~res.mask]).all()
@@ -136,8 +135,7 @@ def test_faces_behind_camera_are_ignored():
     res = render.render_mesh(v, faces, 1.0, (0, 0), (16, 16))
     assert not res.mask.any()
     # A triangle straddling the near plane is culled; an ordinary one next to it is kept.
-    v = np.array([[1, 1, 1.0], [10, 1, -1.0], [1, 10, 1.0],
-                  [2, 2, 1.0], [12, 2, 1.0], [2, 12, 1.0]])
+    v = np.array([[1, 1, 1.0], [10, 1, -1.0], [1, 10, 1.0], [2, 2, 1.0], [12, 2, 1.0], [2, 12, 1.0]])
     res = render.render_mesh(v, np.array([[0, 1, 2], [3, 4, 5]]), 1.0, (0, 0), (16, 16))
     assert res.mask.sum() == (12 - 2 + 1) * (12 - 2 + 2) // 2  # only the second triangle
 
@@ -155,8 +153,7 @@ def test_overlay_blends_only_covered_pixels():
 def test_draw_keypoints_and_box():
     img = np.zeros((40, 40, 3), np.uint8)
     kp = np.array([[5, 5, 1], [30, 5, 1], [20, 30, 0]], np.float64)
-    out = render.draw_keypoints(img, kp, [-1, 0, 0], radius=1, color=(255, 0, 0),
-                                bone_color=(0, 255, 0))
+    out = render.draw_keypoints(img, kp, [-1, 0, 0], radius=1, color=(255, 0, 0), bone_color=(0, 255, 0))
     assert (img == 0).all()  # input untouched
     np.testing.assert_array_equal(out[5, 5], [255, 0, 0])
     np.testing.assert_array_equal(out[5, 30], [255, 0, 0])
@@ -176,7 +173,7 @@ def test_contact_sheet_and_save_png(tmp_path):
     ims = [np.full((10, 12, 3), i * 40, np.uint8) for i in range(5)]
     sheet = render.contact_sheet(ims, cols=3, pad=2)
     assert sheet.shape == (2 * 10 + 3 * 2, 3 * 12 + 4 * 2, 3)
-    np.testing.assert_array_equal(sheet[2 + 10 + 2:2 + 20 + 2, 2 + 12 + 2:2 + 24 + 2], ims[4])
+    np.testing.assert_array_equal(sheet[2 + 10 + 2 : 2 + 20 + 2, 2 + 12 + 2 : 2 + 24 + 2], ims[4])
     path = tmp_path / "sub" / "sheet.png"
     render.save_png(path, sheet)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), sheet)
@@ -190,8 +187,9 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="faces"):
         render.render_mesh(np.zeros((3, 3)), np.array([[0, 1, 3]]), 1.0, (0, 0), (8, 8))
     with pytest.raises(ValueError, match="background"):
-        render.render_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), 1.0, (0, 0), (8, 8),
-                           background=np.zeros((8, 9, 3), np.uint8))
+        render.render_mesh(
+            np.zeros((3, 3)), np.array([[0, 1, 2]]), 1.0, (0, 0), (8, 8), background=np.zeros((8, 9, 3), np.uint8)
+        )
 
 
 def test_cull_backfaces_keeps_visible_surface():
@@ -209,8 +207,22 @@ def test_cull_backfaces_keeps_visible_surface():
 def test_side_view_turns_about_vertical_axis():
     # A thin slab, wide in x and shallow in z: narrow from the side, same height.
     v = np.array([[x, y, 3 + z] for x in (-0.5, 0.5) for y in (-0.3, 0.3) for z in (-0.05, 0.05)])
-    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    faces = np.array(
+        [
+            [0, 1, 3],
+            [0, 3, 2],
+            [4, 6, 7],
+            [4, 7, 5],
+            [0, 4, 5],
+            [0, 5, 1],
+            [2, 3, 7],
+            [2, 7, 6],
+            [0, 2, 6],
+            [0, 6, 4],
+            [1, 5, 7],
+            [1, 7, 3],
+        ]
+    )
     args = (faces, 100.0, (31.5, 31.5), (64, 64))
     front = render.render_mesh(v, *args)
     side = render.side_view(v, *args)

@@ -46,9 +46,12 @@ def test_batch_norm_act_values_and_gradients(relu, with_residual):
         def f(x, scale, bias, res):
             y, m, v = fn(x, scale, bias, res, 1e-5, relu)
             return (y * w).sum() + (m * wm).sum() + (v * wv).sum()  # gradients through the stats too
+
         return f
 
-    for a, b in zip(_ref_bn_act(x, scale, bias, res, 1e-5, relu), resnet.batch_norm_act(x, scale, bias, res, 1e-5, relu)):
+    for a, b in zip(
+        _ref_bn_act(x, scale, bias, res, 1e-5, relu), resnet.batch_norm_act(x, scale, bias, res, 1e-5, relu)
+    ):
         assert _rel(a, b) < 1e-6
     argnums = (0, 1, 2, 3) if with_residual else (0, 1, 2)
     g_ref = jax.grad(loss(_ref_bn_act), argnums)(x, scale, bias, res)
@@ -74,6 +77,7 @@ def test_batch_norm_module_matches_flax_and_updates_running_stats():
 def _assert_matches_lax_conv(op, x, w, stride, pad, rng):
     """`op(x, w)` equals lax's convolution (stride, symmetric pad) in value (1e-6) and in both
     gradients (1e-5) for a random cotangent; returns (cotangent, lax's (dx, dw))."""
+
     def plain(x, w):
         return lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=_DN)
 
@@ -112,8 +116,9 @@ def test_stem_conv_matches_lax_conv(shape, mode, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["matmul", "xla"])
-@pytest.mark.parametrize("shape,stride", [((2, 56, 56, 4), 1), ((2, 56, 56, 4), 2), ((2, 14, 14, 6), 1),
-                                          ((2, 15, 15, 6), 2)])
+@pytest.mark.parametrize(
+    "shape,stride", [((2, 56, 56, 4), 1), ((2, 56, 56, 4), 2), ((2, 14, 14, 6), 1), ((2, 15, 15, 6), 2)]
+)
 def test_conv3x3_matches_lax_conv(shape, stride, mode, monkeypatch):
     """Both matmul weight-gradient paths (per image im2col for >= 56x56 inputs, per tap below) and
     XLA's own (HMR_JAX_CONV_WEIGHT_GRAD)."""
@@ -208,7 +213,8 @@ def test_resnet_train_mode_matches_plain_reference():
     rng = np.random.default_rng(5)
     leaves, treedef = jax.tree_util.tree_flatten(params)  # move BN scale/bias off 1/0
     params = jax.tree_util.tree_unflatten(
-        treedef, [p + 0.1 * rng.standard_normal(p.shape).astype(np.float32) for p in leaves])
+        treedef, [p + 0.1 * rng.standard_normal(p.shape).astype(np.float32) for p in leaves]
+    )
     x = jnp.asarray(rng.standard_normal((2, 64, 64, 3)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((2, model.num_features)), jnp.float32)
 
@@ -216,12 +222,13 @@ def test_resnet_train_mode_matches_plain_reference():
         def f(p, s):
             m = nnx.merge(graphdef, p, s)
             return (forward(m) * w).sum(), nnx.to_pure_dict(nnx.state(m, nnx.BatchStat))
+
         return f
 
     (l_ref, s_ref), g_ref = jax.jit(jax.value_and_grad(loss(lambda m: _reference_forward(m, x)), has_aux=True))(
-        params, stats)
-    (l_new, s_new), g_new = jax.jit(jax.value_and_grad(loss(lambda m: m(x, train=True)), has_aux=True))(
-        params, stats)
+        params, stats
+    )
+    (l_new, s_new), g_new = jax.jit(jax.value_and_grad(loss(lambda m: m(x, train=True)), has_aux=True))(params, stats)
     np.testing.assert_allclose(l_new, l_ref, rtol=1e-4)
     for a, b in zip(jax.tree_util.tree_leaves(s_ref), jax.tree_util.tree_leaves(s_new)):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -277,7 +277,13 @@ def test_take_vertices_gives_those_vertices_and_the_same_joints(model_files):
     np.testing.assert_array_equal(idx[np.asarray(sub_model.faces)], kept)
     everything = smpl.take_vertices(model, np.arange(V))
     np.testing.assert_array_equal(everything.faces, model.faces)
-    for bad in (np.array([3, 3]), np.array([4, 2]), np.array([V]), np.array([-1, 2]), np.array([], int),
-                np.array([0.0, 1.0])):
+    for bad in (
+        np.array([3, 3]),
+        np.array([4, 2]),
+        np.array([V]),
+        np.array([-1, 2]),
+        np.array([], int),
+        np.array([0.0, 1.0]),
+    ):
         with pytest.raises(ValueError, match="take_vertices: indices"):
             smpl.take_vertices(model, bad)

@@ -57,15 +57,17 @@ def test_tool_regressor_is_exact(tmp_path, model_path, model, size_flag, capsys)
     np.save(tmp_path / "J_regressor_extra.npy", extra)
     out = tmp_path / "J_spin24.npy"
     size_value = str(model_path) if size_flag == "--smpl-model" else str(v)
-    tool.main(["--j-regressor-extra", str(tmp_path / "J_regressor_extra.npy"), size_flag, size_value,
-               "--out", str(out)])
+    tool.main(
+        ["--j-regressor-extra", str(tmp_path / "J_regressor_extra.npy"), size_flag, size_value, "--out", str(out)]
+    )
     assert str(out) in capsys.readouterr().out
 
     reg = joints_lib.load_regressor(out, 24, v)  # what trainer.load_regressors does (plus V)
     assert reg.shape == (24, v + 24) and reg.dtype == np.float32
     body = _random_body(model)
     got = jax.jit(lambda j, vert: joints_lib.model_joints("spin24", j, vert, {"spin24": jnp.asarray(reg)}))(
-        body.joints, body.vertices)
+        body.joints, body.vertices
+    )
     assert got.shape == (3, 24, 3)
     names = joints_lib.SPIN24_NAMES
     for name, k in tool.SMPL_JOINTS.items():

@@ -97,9 +97,20 @@ def test_smpl_forward_matches_S(dataset):
 def test_upright_global_orientation_convention():
     """A body with no tilt, yaw 0 and elevation 0 has global orientation [pi, 0, 0]."""
     seq = synthetic._Sequence(
-        pose_a=np.zeros((24, 3)), pose_b=np.zeros((24, 3)), yaw=0.0, yaw_drift=0.0,
-        tilt=np.zeros(3), elevation=0.0, focal=100.0, distance=3.0, root_xy=np.zeros(2),
-        light_dir=np.array([0.0, 0.0, 1.0]), ambient=0.3, jpeg_quality=90, noise_sigma=0.0)
+        pose_a=np.zeros((24, 3)),
+        pose_b=np.zeros((24, 3)),
+        yaw=0.0,
+        yaw_drift=0.0,
+        tilt=np.zeros(3),
+        elevation=0.0,
+        focal=100.0,
+        distance=3.0,
+        root_xy=np.zeros(2),
+        light_dir=np.array([0.0, 0.0, 1.0]),
+        ambient=0.3,
+        jpeg_quality=90,
+        noise_sigma=0.0,
+    )
     pose = synthetic._camera_pose(seq, np.zeros((24, 3)), 0.0)
     np.testing.assert_allclose(np.abs(pose[:3]), [np.pi, 0, 0], atol=1e-6)
 
@@ -172,8 +183,8 @@ def test_pose_library_within_limits():
     # One jitted call for library + samples (eager jax dispatch of the metric takes seconds).
     outside_limits = jax.jit(lambda aa: metrics.pose_outside_limits(geometry.axis_angle_to_matrix(aa)))
     outside = np.asarray(outside_limits(np.concatenate([lib, poses]).astype(np.float32)))
-    np.testing.assert_array_equal(outside[:len(lib)], 0.0)
-    outside = outside[len(lib):]
+    np.testing.assert_array_equal(outside[: len(lib)], 0.0)
+    outside = outside[len(lib) :]
     assert outside.mean() < 0.005 and (outside > 0).mean() < 0.05
     assert np.mean([synthetic.self_intersects(rest, p) for p in poses]) < 0.05
     # Varied: the samples are not all one key pose.
@@ -194,4 +205,5 @@ def test_bad_arguments(tmp_path):
 
 def _default_body():
     from hmr_jax import body_model
+
     return body_model.default_body_model_path()

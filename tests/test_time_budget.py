@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 import trainer_helpers as th
+
 from hmr_jax import checkpoint as ckpt_lib
 from hmr_jax import trainer
 
@@ -22,8 +22,9 @@ def _optax_reference(opt, num_steps):
     """The schedules as optax builds them (the reference for `trainer.learning_rate`)."""
     lr, warmup = opt.learning_rate, opt.warmup_steps
     if opt.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1),
-                                                  end_value=lr * opt.end_factor)
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup, max(num_steps, warmup + 1), end_value=lr * opt.end_factor
+        )
     if opt.schedule == "warmup_linear":
         main = optax.linear_schedule(lr, lr * opt.end_factor, max(num_steps - warmup, 1))
     elif opt.schedule == "constant":
@@ -37,14 +38,14 @@ def _optax_reference(opt, num_steps):
 @pytest.mark.parametrize("warmup", [0, 25])
 def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule, warmup):
     opt = th.load_config("quickstart").optim.gen
-    opt.update(schedule=schedule, warmup_steps=warmup, learning_rate=3e-3, end_factor=0.05, decay_every=40,
-               decay_factor=0.3)
+    opt.update(
+        schedule=schedule, warmup_steps=warmup, learning_rate=3e-3, end_factor=0.05, decay_every=40, decay_factor=0.3
+    )
     counts = np.arange(0, 260)
     traced = jax.jit(jax.vmap(lambda c, n: trainer.learning_rate(opt, c, n), in_axes=(0, None)))
     for num_steps in (200, 120):
         ref = np.array([float(_optax_reference(opt, num_steps)(c)) for c in counts])
-        np.testing.assert_allclose(np.asarray(trainer.learning_rate(opt, counts, num_steps)), ref,
-                                   rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(trainer.learning_rate(opt, counts, num_steps)), ref, rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(np.asarray(traced(counts, jnp.int32(num_steps))), ref, rtol=1e-5, atol=1e-9)
 
 
@@ -58,27 +59,46 @@ def tiny(tmp_path_factory):
 def test_train_step_follows_the_run_length_in_the_state(tiny):
     """The step's learning rate is the schedule of `state.num_steps`: at the end of a cosine to 0 the
     update is exactly zero (AdamW's decay included); a longer run at the same step still moves."""
-    config = th.tiny_config(tiny, **{"optim.gen.schedule": "warmup_cosine", "optim.gen.warmup_steps": 2,
-                                     "optim.gen.end_factor": 0.0, "loss_weights.adversarial": 0.0,
-                                     "adversarial.disc_loss_weight": 0.0})
+    config = th.tiny_config(
+        tiny,
+        **{
+            "optim.gen.schedule": "warmup_cosine",
+            "optim.gen.warmup_steps": 2,
+            "optim.gen.end_factor": 0.0,
+            "loss_weights.adversarial": 0.0,
+            "adversarial.disc_loss_weight": 0.0,
+        },
+    )
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
         _, state, body, step = th.train_parts(config, mesh)
         batch = trainer.to_global(th.fixed_batch(tiny), mesh)
         for n, moves in ((7, False), (50, True)):
-            s = dataclasses.replace(state, step=trainer.replicate(np.int32(7), mesh),
-                                    num_steps=trainer.replicate(np.int32(n), mesh))
+            s = dataclasses.replace(
+                state, step=trainer.replicate(np.int32(7), mesh), num_steps=trainer.replicate(np.int32(n), mesh)
+            )
             new, metrics = step(s, batch, body, None, None)
             expected = float(trainer.learning_rate(config.optim.gen, 7, n))
             assert float(metrics["lr/gen"]) == pytest.approx(expected, rel=1e-6)
-            change = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                         zip(jax.tree.leaves(new.gen_params), jax.tree.leaves(state.gen_params)))
+            change = max(
+                float(jnp.max(jnp.abs(a - b)))
+                for a, b in zip(jax.tree.leaves(new.gen_params), jax.tree.leaves(state.gen_params))
+            )
             assert (change > 0) == moves, (n, change)
 
 
 def test_steps_within_budget_counts_steps_evaluations_and_images():
-    kw = dict(step=100, step_seconds=0.5, floor=100, cap=10_000, eval_every=100, final_eval=True,
-              eval_seconds=4.0, image_every=0, image_seconds=0.0)
+    kw = dict(
+        step=100,
+        step_seconds=0.5,
+        floor=100,
+        cap=10_000,
+        eval_every=100,
+        final_eval=True,
+        eval_seconds=4.0,
+        image_every=0,
+        image_seconds=0.0,
+    )
     # 100 more steps (50 s) + the evaluation at 200 (4 s) = 54 s; 101 steps would add one more eval too
     assert trainer.steps_within_budget(seconds_left=54.0, **kw) == 200
     assert trainer.steps_within_budget(seconds_left=53.9, **kw) == 199  # 99 steps + the final eval: 53.5 s
@@ -92,8 +112,10 @@ def test_steps_within_budget_counts_steps_evaluations_and_images():
 
 
 def test_budget_planner_waits_for_timings_then_follows_the_speed():
-    config = th.tiny_config("/unused", **{"train.time_budget_min": 1.0, "train.num_steps": 10_000,
-                                          "train.eval_every": 0, "train.image_every": 0})
+    config = th.tiny_config(
+        "/unused",
+        **{"train.time_budget_min": 1.0, "train.num_steps": 10_000, "train.eval_every": 0, "train.image_every": 0},
+    )
     now = 1000.0
     planner = trainer.BudgetPlanner(config, start_time=now, final_eval=False)
     for seconds in (30.0, 0.1, 0.1):  # the first window holds the compilation
@@ -135,8 +157,16 @@ def test_run_length_from_the_budget_is_kept_on_resume(tiny, tmp_path):
 
 
 def test_ample_budget_runs_every_step(tiny, tmp_path):
-    config = th.tiny_config(tiny, **{"train.log_every": 1, "train.time_budget_min": 60.0, "train.num_steps": 8,
-                                     "train.eval_every": 0, "train.checkpoint_every": 0})
+    config = th.tiny_config(
+        tiny,
+        **{
+            "train.log_every": 1,
+            "train.time_budget_min": 60.0,
+            "train.num_steps": 8,
+            "train.eval_every": 0,
+            "train.checkpoint_every": 0,
+        },
+    )
     result = trainer.train_and_evaluate(config, str(tmp_path / "run"))
     assert result["step"] == 8 and int(result["state"].num_steps) == 8
 
@@ -159,8 +189,16 @@ def test_budgeted_run_with_evaluations_and_images_times_them_once_compiled(tiny,
     """The budgeted loop's evaluation and image-grid paths (timed for the planner as they cost once
     compiled): a spent budget ends the run at its first plan with its evaluations and grids."""
     workdir = str(tmp_path / "run")
-    config = th.tiny_config(tiny, **{"train.log_every": 1, "train.eval_every": 2, "train.image_every": 2,
-                                     "train.checkpoint_every": 0, "train.time_budget_min": 1.0})
+    config = th.tiny_config(
+        tiny,
+        **{
+            "train.log_every": 1,
+            "train.eval_every": 2,
+            "train.image_every": 2,
+            "train.checkpoint_every": 0,
+            "train.time_budget_min": 1.0,
+        },
+    )
     result = trainer.train_and_evaluate(config, workdir, start_time=time.time() - 3600.0)
     planned = 1 + trainer.BudgetPlanner.WARMUP_WINDOWS
     assert result["step"] == planned

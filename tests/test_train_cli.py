@@ -11,7 +11,6 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 import trainer_helpers as th
 
 STEPS = 20  # the tiny config's train.num_steps
@@ -32,8 +31,7 @@ def _env():
 
 def _start(data_dir, workdir, **overrides):
     cmd = [sys.executable, "-m", "hmr_jax.train", *th.cli_args(data_dir, workdir, **overrides)]
-    return subprocess.Popen(cmd, cwd=th.REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(cmd, cwd=th.REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _run(data_dir, workdir, timeout=300, **overrides):
@@ -86,14 +84,32 @@ def test_cli_end_to_end_outputs(full_run):
     val_rows = [r for r in rows if "val/mpjpe" in r]
     assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
     assert [r["step"] for r in val_rows] == [10, 20]
-    for key in ("grad_norm/gen", "grad_norm/disc", "param_norm/gen", "disc/real_mean", "disc/fake_mean",
-                "lr/gen", "lr/disc", "loss/adversarial", "loss/disc", "perf/images_per_sec"):
+    for key in (
+        "grad_norm/gen",
+        "grad_norm/disc",
+        "param_norm/gen",
+        "disc/real_mean",
+        "disc/fake_mean",
+        "lr/gen",
+        "lr/disc",
+        "loss/adversarial",
+        "loss/disc",
+        "perf/images_per_sec",
+    ):
         assert key in train_rows[-1], key
     assert (wd / "curves.png").stat().st_size > 0
     assert sorted(os.listdir(wd / "images")) == ["step_0000010.png", "step_0000020.png"]
     # The resolved config file is itself a config file.
-    code = subprocess.run([sys.executable, "-c", "import runpy; c = runpy.run_path('config.py')['get_config']();"
-                           "assert c.data.img_size == 32"], cwd=wd, env=_env(), capture_output=True)
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy; c = runpy.run_path('config.py')['get_config']();assert c.data.img_size == 32",
+        ],
+        cwd=wd,
+        env=_env(),
+        capture_output=True,
+    )
     assert code.returncode == 0, code.stderr
 
 
@@ -134,8 +150,11 @@ def _leaves(tree, prefix=""):
 
 def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
     workdir = tmp_path / "term"
-    proc = _start(data_dir, workdir, **{"train.num_steps": 100000, "train.eval_every": 0,
-                                        "train.checkpoint_every": 0, "early_stopping.patience": 0})
+    proc = _start(
+        data_dir,
+        workdir,
+        **{"train.num_steps": 100000, "train.eval_every": 0, "train.checkpoint_every": 0, "early_stopping.patience": 0},
+    )
     metrics = workdir / "metrics.jsonl"
     assert _wait_for(metrics.exists, proc, timeout=240), proc.communicate()[0][-3000:]
     proc.send_signal(signal.SIGTERM)
@@ -146,9 +165,17 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
 
 
 def test_nan_stop_names_step_and_term(data_dir, tmp_path):
-    code, out = _run(data_dir, tmp_path / "nan", **{
-        "optim.gen.name": "sgd", "optim.gen.learning_rate": 1e30, "train.log_every": 1,
-        "train.eval_every": 0, "early_stopping.patience": 0})
+    code, out = _run(
+        data_dir,
+        tmp_path / "nan",
+        **{
+            "optim.gen.name": "sgd",
+            "optim.gen.learning_rate": 1e30,
+            "train.log_every": 1,
+            "train.eval_every": 0,
+            "early_stopping.patience": 0,
+        },
+    )
     assert code == 1, out[-3000:]
     # lr 1e30: the parameters overflow in the first update, the losses follow a step later.
     assert re.search(r"non-finite training values at step 1: param_norm/gen=inf", out), out[-3000:]

@@ -10,14 +10,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-
 import trainer_helpers as th
-from hmr_jax import body_model
+
+from hmr_jax import body_model, config_checks, smpl, trainer
 from hmr_jax import checkpoint as ckpt_lib
-from hmr_jax import config_checks
 from hmr_jax import joints as joints_lib
-from hmr_jax import smpl
-from hmr_jax import trainer
 from hmr_jax.models import regressor as regressor_lib
 
 th.enable_compilation_cache()
@@ -28,13 +25,21 @@ def setup(tmp_path_factory):
     """Tiny config (nan_policy 'skip': one compiled step serves both tests), state, fixed batch."""
     data_dir = tmp_path_factory.mktemp("data")
     th.make_dataset(data_dir, num=8, img_size=32)
-    config = th.tiny_config(data_dir, **{"train.nan_policy": "skip", "loss_weights.adversarial": 0.0,
-                                         "adversarial.disc_loss_weight": 0.0})
+    config = th.tiny_config(
+        data_dir, **{"train.nan_policy": "skip", "loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0}
+    )
     mesh = trainer.make_mesh()
     with jax.set_mesh(mesh):
         models, state, smpl_model, step = th.train_parts(config, mesh)
-        yield dict(config=config, mesh=mesh, models=models, state=state, smpl=smpl_model, step=step,
-                   batch=th.fixed_batch(data_dir))
+        yield dict(
+            config=config,
+            mesh=mesh,
+            models=models,
+            state=state,
+            smpl=smpl_model,
+            step=step,
+            batch=th.fixed_batch(data_dir),
+        )
 
 
 def test_train_step_overfits_fixed_samples(setup):
@@ -83,7 +88,9 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
     np.testing.assert_allclose(sub.vertices, np.asarray(full.vertices)[:, idx], atol=1e-6)
     np.testing.assert_allclose(
         joints_lib.model_joints("h36m17", sub.joints, sub.vertices, regs),
-        joints_lib.model_joints("h36m17", full.joints, full.vertices, {"h36m17": reg}), atol=1e-6)
+        joints_lib.model_joints("h36m17", full.joints, full.vertices, {"h36m17": reg}),
+        atol=1e-6,
+    )
     # The step on the subset: the same non-vertex terms, vertex terms as means over a quarter.
     batch = trainer.to_global(setup["batch"], setup["mesh"])
     _, m_full = setup["step"](setup["state"], batch, setup["smpl"], None, None)
@@ -114,8 +121,13 @@ def test_weight_decay_as_torch_optimisers(name):
 
     tp = torch.nn.Parameter(torch.tensor(p0))
     kw = dict(lr=0.05, weight_decay=0.2)
-    topt = (torch.optim.SGD([tp], momentum=cfg.momentum, **kw) if name == "sgd" else
-            {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]([tp], betas=(cfg.b1, cfg.b2), eps=cfg.eps, **kw))
+    topt = (
+        torch.optim.SGD([tp], momentum=cfg.momentum, **kw)
+        if name == "sgd"
+        else {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](
+            [tp], betas=(cfg.b1, cfg.b2), eps=cfg.eps, **kw
+        )
+    )
     for g in grads:
         tp.grad = torch.tensor(g)
         topt.step()
@@ -152,22 +164,25 @@ def test_lr_scale_scales_one_modules_updates(name):
         assert np.abs(u0["regressor"]["w"]).max() > 1e-3
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("data.batch_size", 0, "data.batch_size"),
-    ("optim.gen.name", "adamax", "optim.gen.name"),
-    ("optim.disc.schedule", "linear", "optim.disc.schedule"),
-    ("train.nan_policy", "ignore", "train.nan_policy"),
-    ("model.depth", 19, "model.depth"),
-    ("adversarial.prior_file", "/nonexistent/prior.npz", "adversarial.prior_file"),
-    ("early_stopping.metric", "val/accuracy", "early_stopping.metric"),
-    ("loss_weights.pose", -1.0, "loss_weights.pose"),
-    ("data.augment.flip_prob", 2.0, "data.augment"),
-    ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
-    ("optim.disc.weight_decay", -0.1, "optim.disc.weight_decay"),
-    ("data.synthetic.render_size", 8, "data.synthetic.render_size"),
-    ("data.cache_decoded_mb", -1.0, "data.cache_decoded_mb"),
-    ("optim.gen.lr_scale.regressor", 0.0, "optim.gen.lr_scale.regressor"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("data.batch_size", 0, "data.batch_size"),
+        ("optim.gen.name", "adamax", "optim.gen.name"),
+        ("optim.disc.schedule", "linear", "optim.disc.schedule"),
+        ("train.nan_policy", "ignore", "train.nan_policy"),
+        ("model.depth", 19, "model.depth"),
+        ("adversarial.prior_file", "/nonexistent/prior.npz", "adversarial.prior_file"),
+        ("early_stopping.metric", "val/accuracy", "early_stopping.metric"),
+        ("loss_weights.pose", -1.0, "loss_weights.pose"),
+        ("data.augment.flip_prob", 2.0, "data.augment"),
+        ("train.vertex_loss_stride", 0, "train.vertex_loss_stride"),
+        ("optim.disc.weight_decay", -0.1, "optim.disc.weight_decay"),
+        ("data.synthetic.render_size", 8, "data.synthetic.render_size"),
+        ("data.cache_decoded_mb", -1.0, "data.cache_decoded_mb"),
+        ("optim.gen.lr_scale.regressor", 0.0, "optim.gen.lr_scale.regressor"),
+    ],
+)
 def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     config = th.tiny_config(tmp_path / "no_data", **{key: value})
     start = time.time()
@@ -182,7 +197,9 @@ def test_lr_scale_of_an_absent_keypoint_head_is_an_error(tmp_path):
     config.model.keypoint_head.enabled = False
     for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
         config.loss_weights[name] = 0.0
-    with pytest.raises(config_checks.ConfigError, match=r"optim\.gen\.lr_scale\.keypoint_head.*needs the keypoint head"):
+    with pytest.raises(
+        config_checks.ConfigError, match=r"optim\.gen\.lr_scale\.keypoint_head.*needs the keypoint head"
+    ):
         config_checks.validate_config(config)
 
 
@@ -251,12 +268,16 @@ def test_checkpoint_of_another_config_names_the_arrays(setup, tmp_path):
         ckpt_lib.restore(manager, abstract, which=5)
 
     kernel = abstract.gen_params["regressor"]["out"]["kernel"]
-    wider = dict(abstract.gen_params["regressor"]["out"], kernel=jax.ShapeDtypeStruct(
-        (kernel.shape[0], kernel.shape[1] + 1), kernel.dtype, sharding=kernel.sharding))
+    wider = dict(
+        abstract.gen_params["regressor"]["out"],
+        kernel=jax.ShapeDtypeStruct((kernel.shape[0], kernel.shape[1] + 1), kernel.dtype, sharding=kernel.sharding),
+    )
     params = {**abstract.gen_params, "regressor": {**abstract.gen_params["regressor"], "out": wider}}
     other = dataclasses.replace(abstract, gen_params=params)
-    expected = (fr"gen_params\.regressor\.out\.kernel: \({kernel.shape[0]}, {kernel.shape[1]}\) in the "
-                fr"checkpoint, \({kernel.shape[0]}, {kernel.shape[1] + 1}\) from the config")
+    expected = (
+        rf"gen_params\.regressor\.out\.kernel: \({kernel.shape[0]}, {kernel.shape[1]}\) in the "
+        rf"checkpoint, \({kernel.shape[0]}, {kernel.shape[1] + 1}\) from the config"
+    )
     with pytest.raises(ckpt_lib.CheckpointMismatchError, match=expected):
         ckpt_lib.restore(manager, other)
     missing = dataclasses.replace(abstract, gen_params={**abstract.gen_params, "extra": kernel})
@@ -370,6 +391,7 @@ def test_mean_smpl_of_equal_poses_is_that_pose():
     pose[:3] = [np.pi - 0.1, 0.05, 0.0]  # near pi: the global orientation of upright bodies
     rot, betas = ann_lib.mean_smpl(np.tile(pose, (5, 1)), np.tile(np.arange(10.0), (5, 1)))
     from scipy.spatial.transform import Rotation
+
     np.testing.assert_allclose(rot, Rotation.from_rotvec(pose.reshape(24, 3)).as_matrix(), atol=1e-6)
     np.testing.assert_allclose(betas, np.arange(10.0))
     aa, _ = ann_lib.mean_smpl_axis_angle(np.tile(pose, (5, 1)), np.zeros((5, 10)))

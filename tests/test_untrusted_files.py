@@ -5,12 +5,12 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+from tool_loader import load_tool
 
 from hmr_jax import smpl, trainer
 from hmr_jax.config_checks import ConfigError, check_prior_file
 from hmr_jax.data import annotations as ann_lib
 from hmr_jax.models import resnet
-from tool_loader import load_tool
 
 
 class _Payload:
@@ -37,14 +37,22 @@ def marker(tmp_path):
 
 
 def _spin_arrays(n=2):
-    return {"imgname": np.array([f"im{i}.jpg" for i in range(n)]), "center": np.full((n, 2), 50.0),
-            "scale": np.ones(n), "part": np.zeros((n, 24, 3))}
+    return {
+        "imgname": np.array([f"im{i}.jpg" for i in range(n)]),
+        "center": np.full((n, 2), 50.0),
+        "scale": np.ones(n),
+        "part": np.zeros((n, 24, 3)),
+    }
 
 
 def _4dhumans_arrays(n=2):
-    return {"imgname": np.array([f"im{i}.jpg" for i in range(n)]), "center": np.full((n, 2), 50.0),
-            "scale": np.ones(n), "body_keypoints_2d": np.zeros((n, 25, 3)),
-            "extra_keypoints_2d": np.zeros((n, 19, 3))}
+    return {
+        "imgname": np.array([f"im{i}.jpg" for i in range(n)]),
+        "center": np.full((n, 2), 50.0),
+        "scale": np.ones(n),
+        "body_keypoints_2d": np.zeros((n, 25, 3)),
+        "extra_keypoints_2d": np.zeros((n, 19, 3)),
+    }
 
 
 @pytest.mark.parametrize("layout", ["spin", "4dhumans"])
@@ -102,8 +110,7 @@ def test_prior_and_mean_parameter_files_holding_a_pickle_are_refused(tmp_path, m
         check_prior_file(str(path))
     with pytest.raises((ValueError, ConfigError)):
         trainer.load_prior(str(path))
-    config = ml_collections.ConfigDict({"model": {"mean_pose": [], "mean_betas": [],
-                                                  "mean_params": str(path)}})
+    config = ml_collections.ConfigDict({"model": {"mean_pose": [], "mean_betas": [], "mean_params": str(path)}})
     with pytest.raises((ValueError, ConfigError)):
         trainer.resolve_mean_params(config, ("", "", ""))
 

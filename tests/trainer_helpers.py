@@ -41,10 +41,16 @@ def make_dataset(out_dir, num: int = 16, img_size: int = 32, seed: int = 0) -> s
         Image.fromarray(rng.integers(0, 256, (img_size, img_size, 3), np.uint8)).save(out_dir / name)
         names.append(name)
     ann = dict(
-        imgname=np.array(names), center=np.full((num, 2), (img_size - 1) / 2.0, np.float32),
-        scale=np.full((num,), img_size / 200.0, np.float32), part=part.astype(np.float32),
+        imgname=np.array(names),
+        center=np.full((num, 2), (img_size - 1) / 2.0, np.float32),
+        scale=np.full((num,), img_size / 200.0, np.float32),
+        part=part.astype(np.float32),
         S=np.concatenate([joints, np.ones((num, 24, 1), np.float32)], -1).astype(np.float32),
-        pose=pose, shape=shape, has_smpl=np.ones((num,), np.float32), joint_set=np.array("smpl24"))
+        pose=pose,
+        shape=shape,
+        has_smpl=np.ones((num,), np.float32),
+        joint_set=np.array("smpl24"),
+    )
     path = out_dir / "annotations.npz"
     annotations.save_spin(path, ann)
     return str(path)
@@ -52,16 +58,33 @@ def make_dataset(out_dir, num: int = 16, img_size: int = 32, seed: int = 0) -> s
 
 TINY = {
     # quickstart shrunk to seconds: ResNet-18 width 8, 32 px, batch 8, 2 iterations
-    "data.annotations": "annotations.npz", "data.image_root": "", "data.synthetic.num": 0,
-    "data.img_size": 32, "data.batch_size": 8, "data.eval_batch_size": 8, "data.val_fraction": 0.25,
-    "data.augment.enabled": False, "model.width": 8, "model.hidden": (32,), "model.n_iter": 2,
-    "model.dropout": 0.0, "model.disc.joint_hidden": (8,), "model.disc.pose_hidden": (16,),
-    "optim.gen.schedule": "constant", "optim.gen.warmup_steps": 0, "train.num_steps": 20,
+    "data.annotations": "annotations.npz",
+    "data.image_root": "",
+    "data.synthetic.num": 0,
+    "data.img_size": 32,
+    "data.batch_size": 8,
+    "data.eval_batch_size": 8,
+    "data.val_fraction": 0.25,
+    "data.augment.enabled": False,
+    "model.width": 8,
+    "model.hidden": (32,),
+    "model.n_iter": 2,
+    "model.dropout": 0.0,
+    "model.disc.joint_hidden": (8,),
+    "model.disc.pose_hidden": (16,),
+    "optim.gen.schedule": "constant",
+    "optim.gen.warmup_steps": 0,
+    "train.num_steps": 20,
     "train.time_budget_min": 0.0,  # a fixed length (tests/test_time_budget.py: the budget)
-    "train.log_every": 5, "train.eval_every": 10, "train.checkpoint_every": 10, "train.image_every": 0,
-    "train.num_images": 4, "train.progress_bar": False,
+    "train.log_every": 5,
+    "train.eval_every": 10,
+    "train.checkpoint_every": 10,
+    "train.image_every": 0,
+    "train.num_images": 4,
+    "train.progress_bar": False,
     # the full method, discriminators included (the quickstart itself turns them off)
-    "loss_weights.adversarial": 0.01, "adversarial.disc_loss_weight": 1.0,
+    "loss_weights.adversarial": 0.01,
+    "adversarial.disc_loss_weight": 1.0,
 }
 
 
@@ -96,12 +119,17 @@ def cache_env(devices: int | None = None) -> dict[str, str]:
     same tiny programs are compiled by many runs; XLA CPU compiles are the slow part here),
     cheaper XLA CPU optimisation, and optionally `devices` simulated CPU devices."""
     flags = FAST_COMPILE_FLAGS + (f" --xla_force_host_platform_device_count={devices}" if devices else "")
-    return {"JAX_COMPILATION_CACHE_DIR": CACHE_DIR, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", "XLA_FLAGS": flags}
+    return {
+        "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "XLA_FLAGS": flags,
+    }
 
 
 def enable_compilation_cache() -> None:
     import jax  # pylint: disable=g-import-not-at-top
+
     jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -111,6 +139,7 @@ def train_parts(config, mesh):
     """(models, fresh state, replicated default body model, jitted train step) of `config`; call
     inside `jax.set_mesh(mesh)`."""
     import jax  # pylint: disable=g-import-not-at-top
+
     from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
 
     models = trainer.make_models(config)
@@ -125,10 +154,16 @@ def fixed_batch(data_dir, n: int = 8) -> dict:
     from hmr_jax.data import annotations, augment  # pylint: disable=g-import-not-at-top
 
     ann = annotations.load(os.path.join(data_dir, "annotations.npz"))
-    images = np.stack([np.asarray(Image.open(os.path.join(data_dir, name)), np.float32) / 255.0
-                       for name in ann.imgname[:n]])
+    images = np.stack(
+        [np.asarray(Image.open(os.path.join(data_dir, name)), np.float32) / 255.0 for name in ann.imgname[:n]]
+    )
     images = (images - np.asarray(augment.IMAGENET_MEAN)) / np.asarray(augment.IMAGENET_STD)
-    return dict(image=images.astype(np.float32), keypoints_2d=ann.part[:n].astype(np.float32),
-                joints_3d=ann.S[:n].astype(np.float32), pose=ann.pose[:n].astype(np.float32),
-                shape=ann.shape[:n].astype(np.float32), has_smpl=ann.has_smpl[:n].astype(np.float32),
-                has_joints_3d=ann.has_joints_3d[:n].astype(np.float32))
+    return dict(
+        image=images.astype(np.float32),
+        keypoints_2d=ann.part[:n].astype(np.float32),
+        joints_3d=ann.S[:n].astype(np.float32),
+        pose=ann.pose[:n].astype(np.float32),
+        shape=ann.shape[:n].astype(np.float32),
+        has_smpl=ann.has_smpl[:n].astype(np.float32),
+        has_joints_3d=ann.has_joints_3d[:n].astype(np.float32),
+    )

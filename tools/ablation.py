@@ -58,9 +58,13 @@ ROWS = (
     Row("resnet18", "ResNet-18 encoder, linear head (SGD)", "table1_resnet18"),
 )
 DEFAULT_ROWS = ("linear_default", "resnet", "iterative", "adversarial", "resample")
-COLUMNS = (("v2v_l2", "val v2v L2 (m^2)", "{:.5f}"), ("mpjpe", "MPJPE (mm)", "{:.1f}"),
-           ("pa_mpjpe", "PA-MPJPE (mm)", "{:.1f}"), ("pve", "PVE (mm)", "{:.1f}"),
-           ("pose_outside_limits", "outside limits", "{:.1%}"))
+COLUMNS = (
+    ("v2v_l2", "val v2v L2 (m^2)", "{:.5f}"),
+    ("mpjpe", "MPJPE (mm)", "{:.1f}"),
+    ("pa_mpjpe", "PA-MPJPE (mm)", "{:.1f}"),
+    ("pve", "PVE (mm)", "{:.1f}"),
+    ("pose_outside_limits", "outside limits", "{:.1%}"),
+)
 
 
 def common_overrides(args) -> list[tuple[str, str]]:
@@ -68,15 +72,27 @@ def common_overrides(args) -> list[tuple[str, str]]:
     data_dir = os.path.join(os.path.abspath(args.root), f"synthetic_{args.img_size}px_{args.num_synthetic}")
     steps = args.steps
     return [
-        ("data.source", "folder"), ("data.dir", data_dir), ("data.annotations", "annotations.npz"),
-        ("data.image_root", data_dir), ("data.train_split", "train"), ("data.val_split", "validation"),
-        ("data.joint_regressor", ""), ("data.synthetic.num", str(args.num_synthetic)),
-        ("data.synthetic.seed", str(args.seed)), ("data.img_size", str(args.img_size)),
-        ("data.batch_size", str(args.batch_size)), ("data.eval_batch_size", str(args.batch_size)),
-        ("seed", str(args.seed)), ("train.num_steps", str(steps)), ("train.eval_every", str(steps)),
-        ("train.checkpoint_every", "0"), ("train.image_every", "0"),
-        ("train.log_every", str(max(1, min(100, steps // 20)))), ("train.progress_bar", "False"),
-        ("early_stopping.patience", "0"), ("optim.plateau.enabled", "False"),
+        ("data.source", "folder"),
+        ("data.dir", data_dir),
+        ("data.annotations", "annotations.npz"),
+        ("data.image_root", data_dir),
+        ("data.train_split", "train"),
+        ("data.val_split", "validation"),
+        ("data.joint_regressor", ""),
+        ("data.synthetic.num", str(args.num_synthetic)),
+        ("data.synthetic.seed", str(args.seed)),
+        ("data.img_size", str(args.img_size)),
+        ("data.batch_size", str(args.batch_size)),
+        ("data.eval_batch_size", str(args.batch_size)),
+        ("seed", str(args.seed)),
+        ("train.num_steps", str(steps)),
+        ("train.eval_every", str(steps)),
+        ("train.checkpoint_every", "0"),
+        ("train.image_every", "0"),
+        ("train.log_every", str(max(1, min(100, steps // 20)))),
+        ("train.progress_bar", "False"),
+        ("early_stopping.patience", "0"),
+        ("optim.plateau.enabled", "False"),
     ]
 
 
@@ -95,14 +111,26 @@ def row_overrides(row: Row, args) -> list[tuple[str, str]]:
 
 
 def train_command(row: Row, workdir: str, args) -> list[str]:
-    cmd = [sys.executable, "-m", "hmr_jax.train", f"--config={os.path.join(REPO, 'configs', row.config + '.py')}",
-           f"--workdir={workdir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hmr_jax.train",
+        f"--config={os.path.join(REPO, 'configs', row.config + '.py')}",
+        f"--workdir={workdir}",
+    ]
     return cmd + [f"--config.{k}={v}" for k, v in row_overrides(row, args)]
 
 
 def eval_command(workdir: str, out: str) -> list[str]:
-    return [sys.executable, "-m", "hmr_jax.evaluate", f"--workdir={workdir}", "--split=validation",
-            "--checkpoint=latest", f"--out={out}"]
+    return [
+        sys.executable,
+        "-m",
+        "hmr_jax.evaluate",
+        f"--workdir={workdir}",
+        "--split=validation",
+        "--checkpoint=latest",
+        f"--out={out}",
+    ]
 
 
 def _run(cmd: list[str], log_path: str) -> tuple[int, float]:
@@ -123,8 +151,13 @@ def run_row(row: Row, args) -> dict:
     workdir = os.path.join(os.path.abspath(args.root), row.name)
     os.makedirs(workdir, exist_ok=True)
     out = os.path.join(workdir, "eval", "ablation_validation.json")
-    result = {"row": row.name, "label": row.label, "config": f"configs/{row.config}.py",
-              "overrides": dict(row_overrides(row, args)), "workdir": workdir}
+    result = {
+        "row": row.name,
+        "label": row.label,
+        "config": f"configs/{row.config}.py",
+        "overrides": dict(row_overrides(row, args)),
+        "workdir": workdir,
+    }
     cmd = train_command(row, workdir, args)
     print(f"[{row.name}] training: {' '.join(cmd[:4])} ... (log: {workdir}/train.log)", flush=True)
     rc, secs = _run(cmd, os.path.join(workdir, "train.log"))
@@ -144,8 +177,13 @@ def run_row(row: Row, args) -> dict:
         return result
     with open(out) as f:
         report = json.load(f)
-    result.update(step=report["checkpoint"]["step"], model=report["model"], baseline=report["baseline"],
-                  train_mean_baseline=report.get("train_mean_baseline"), eval_json=out)
+    result.update(
+        step=report["checkpoint"]["step"],
+        model=report["model"],
+        baseline=report["baseline"],
+        train_mean_baseline=report.get("train_mean_baseline"),
+        eval_json=out,
+    )
     return result
 
 
@@ -155,44 +193,71 @@ def _cell(value, fmt: str) -> str:
 
 def markdown_table(results: list[dict], args) -> str:
     head = "| Row | Config | " + " | ".join(c[1] for c in COLUMNS) + " | train s |"
-    lines = [f"Ablation (Table 1 rows) on the synthetic set: {args.steps} steps, batch {args.batch_size}, "
-             f"{args.img_size} px crops, {args.num_synthetic} samples; validation split, latest checkpoint.", "",
-             head, "|" + "---|" * (len(COLUMNS) + 3)]
+    lines = [
+        f"Ablation (Table 1 rows) on the synthetic set: {args.steps} steps, batch {args.batch_size}, "
+        f"{args.img_size} px crops, {args.num_synthetic} samples; validation split, latest checkpoint.",
+        "",
+        head,
+        "|" + "---|" * (len(COLUMNS) + 3),
+    ]
     baseline = train_mean = None
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['label']} | {r['config']} | " + " | ".join("failed" for _ in COLUMNS)
-                         + f" | {r.get('train_seconds', '-')} |")
+            lines.append(
+                f"| {r['label']} | {r['config']} | "
+                + " | ".join("failed" for _ in COLUMNS)
+                + f" | {r.get('train_seconds', '-')} |"
+            )
             continue
         baseline = baseline or r["baseline"]
         train_mean = train_mean or r.get("train_mean_baseline")
-        lines.append(f"| {r['label']} | {r['config']} | "
-                     + " | ".join(_cell(r["model"][k], fmt) for k, _, fmt in COLUMNS) + f" | {r['train_seconds']} |")
+        lines.append(
+            f"| {r['label']} | {r['config']} | "
+            + " | ".join(_cell(r["model"][k], fmt) for k, _, fmt in COLUMNS)
+            + f" | {r['train_seconds']} |"
+        )
     if baseline is not None:
-        lines.append("| Mean pose and shape (no training) | - | "
-                     + " | ".join(_cell(baseline[k], fmt) for k, _, fmt in COLUMNS) + " | - |")
+        lines.append(
+            "| Mean pose and shape (no training) | - | "
+            + " | ".join(_cell(baseline[k], fmt) for k, _, fmt in COLUMNS)
+            + " | - |"
+        )
     if train_mean is not None:
-        lines.append("| Training-set mean pose and shape | - | "
-                     + " | ".join(_cell(train_mean[k], fmt) for k, _, fmt in COLUMNS) + " | - |")
+        lines.append(
+            "| Training-set mean pose and shape | - | "
+            + " | ".join(_cell(train_mean[k], fmt) for k, _, fmt in COLUMNS)
+            + " | - |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--root", required=True, help="Folder of the runs (one workdir per row) and the tables.")
     p.add_argument("--steps", type=int, default=3000, help="Training steps of every row (the shared budget).")
     p.add_argument("--img-size", type=int, default=64, help="Crop size (px).")
     p.add_argument("--batch-size", type=int, default=32, help="Global batch (training and evaluation).")
     p.add_argument("--num-synthetic", type=int, default=3000, help="Synthetic samples (generated once).")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
-                   help=f"Comma-separated rows among {[r.name for r in ROWS]}.")
-    p.add_argument("--resnet-width", type=int, default=16,
-                   help="Encoder width of the ResNet rows (0 = the configs' own, 64); the default row keeps 16.")
+    p.add_argument(
+        "--rows", default=",".join(DEFAULT_ROWS), help=f"Comma-separated rows among {[r.name for r in ROWS]}."
+    )
+    p.add_argument(
+        "--resnet-width",
+        type=int,
+        default=16,
+        help="Encoder width of the ResNet rows (0 = the configs' own, 64); the default row keeps 16.",
+    )
     p.add_argument("--resnet-depth", type=int, default=0, help="Encoder depth of the ResNet rows (0 = the configs').")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="Extra config override for every row (repeatable), e.g. --set=model.hidden='(256,256)'.")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra config override for every row (repeatable), e.g. --set=model.hidden='(256,256)'.",
+    )
     p.add_argument("--dry-run", action="store_true", help="Print the commands only.")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.rows.split(",") if n.strip()]
@@ -221,10 +286,20 @@ def main(argv=None) -> int:
     table = markdown_table(results, args)
     with open(os.path.join(root, "ablation.md"), "w") as f:
         f.write(table)
-    summary = {"budget": {"steps": args.steps, "batch_size": args.batch_size, "img_size": args.img_size,
-                          "num_synthetic": args.num_synthetic, "seed": args.seed,
-                          "resnet_width": args.resnet_width, "resnet_depth": args.resnet_depth, "set": args.set},
-               "rows": results, "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "budget": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "img_size": args.img_size,
+            "num_synthetic": args.num_synthetic,
+            "seed": args.seed,
+            "resnet_width": args.resnet_width,
+            "resnet_depth": args.resnet_depth,
+            "set": args.set,
+        },
+        "rows": results,
+        "seconds": round(time.time() - t0, 1),
+    }
     with open(os.path.join(root, "ablation.json"), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")

@@ -33,8 +33,12 @@ import numpy as np
 
 _BLOCK_KEY = re.compile(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$")
 _STEM_KEY = re.compile(r"^(conv1|bn1)\.(\w+)$")
-_BN_PARAMS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+_BN_PARAMS = {
+    "weight": ("params", "scale"),
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+}
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
@@ -47,8 +51,10 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         try:
             from safetensors.numpy import load_file
         except ImportError as e:
-            raise ImportError(f"{path}: reading .safetensors needs the `safetensors` package, which is "
-                              "not installed; install it or convert the file to .pth") from e
+            raise ImportError(
+                f"{path}: reading .safetensors needs the `safetensors` package, which is "
+                "not installed; install it or convert the file to .pth"
+            ) from e
         raw: Mapping[str, Any] = load_file(str(path))
     elif suffix in (".pth", ".pt", ".bin"):
         import torch
@@ -84,8 +90,10 @@ def _module_leaf(kind: str, torch_param: str, value: np.ndarray, name: str) -> t
         return None
     if kind == "conv":
         if torch_param != "weight" or value.ndim != 4:
-            raise ValueError(f"{name}: expected a 4-D conv weight (bias-free convolutions), found "
-                             f"{torch_param} with shape {value.shape}")
+            raise ValueError(
+                f"{name}: expected a 4-D conv weight (bias-free convolutions), found "
+                f"{torch_param} with shape {value.shape}"
+            )
         return "params", "kernel", np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
     if torch_param not in _BN_PARAMS:
         raise ValueError(f"{name}: unexpected BatchNorm entry {torch_param!r}")
@@ -121,8 +129,9 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> tuple[dict[str, 
             group, leaf_name, arr = leaf
             _set(groups[group], path + (leaf_name,), arr)
     if unknown:
-        raise ValueError(f"state_dict has {len(unknown)} entries that are not torchvision/timm ResNet "
-                         f"parameters, e.g. {unknown[:5]}")
+        raise ValueError(
+            f"state_dict has {len(unknown)} entries that are not torchvision/timm ResNet parameters, e.g. {unknown[:5]}"
+        )
     if "conv1" not in params:
         raise ValueError("state_dict has no stem convolution 'conv1.weight': not a ResNet checkpoint")
     return params, stats
@@ -135,8 +144,10 @@ def infer_architecture(params: Mapping[str, Any]) -> tuple[int, int]:
     bottleneck = "conv3" in params.get("layer1", {}).get("block0", {})
     table = {((2, 2, 2, 2), False): 18, ((3, 4, 6, 3), False): 34, ((3, 4, 6, 3), True): 50}
     if (sizes, bottleneck) not in table:
-        raise ValueError(f"unsupported ResNet: blocks per stage {sizes}, "
-                         f"{'bottleneck' if bottleneck else 'basic'} blocks; expected ResNet-18/34/50")
+        raise ValueError(
+            f"unsupported ResNet: blocks per stage {sizes}, "
+            f"{'bottleneck' if bottleneck else 'basic'} blocks; expected ResNet-18/34/50"
+        )
     return table[(sizes, bottleneck)], width
 
 
@@ -154,9 +165,11 @@ def check_against_model(params: Mapping[str, Any], stats: Mapping[str, Any]) -> 
         ref_flat = dict(_flat(ref))
         got_flat = dict(_flat(got))
         if set(ref_flat) != set(got_flat):
-            raise ValueError(f"{group}: layout differs from ResNet-{depth} (width {width}); missing "
-                             f"{sorted(set(ref_flat) - set(got_flat))[:5]}, unexpected "
-                             f"{sorted(set(got_flat) - set(ref_flat))[:5]}")
+            raise ValueError(
+                f"{group}: layout differs from ResNet-{depth} (width {width}); missing "
+                f"{sorted(set(ref_flat) - set(got_flat))[:5]}, unexpected "
+                f"{sorted(set(got_flat) - set(ref_flat))[:5]}"
+            )
         for k, v in ref_flat.items():
             if tuple(v.shape) != got_flat[k].shape:
                 raise ValueError(f"{group}/{k}: expected shape {tuple(v.shape)}, found {got_flat[k].shape}")

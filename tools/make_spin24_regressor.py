@@ -43,8 +43,10 @@ def load_extra(path: str | Path, num_vertices: int) -> np.ndarray:
 
     arr = smpl.load_regressor(path)
     if arr.shape != (len(EXTRA_ROWS), num_vertices):
-        raise ValueError(f"J_regressor_extra file {path}: expected shape ({len(EXTRA_ROWS)}, {num_vertices}) "
-                         f"(rows {', '.join(EXTRA_ROWS)}), found {arr.shape}")
+        raise ValueError(
+            f"J_regressor_extra file {path}: expected shape ({len(EXTRA_ROWS)}, {num_vertices}) "
+            f"(rows {', '.join(EXTRA_ROWS)}), found {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"J_regressor_extra file {path}: holds non-finite values")
     return arr
@@ -58,8 +60,10 @@ def build_regressor(extra: np.ndarray, num_vertices: int) -> np.ndarray:
         raise ValueError(f"J_regressor_extra: expected shape ({len(EXTRA_ROWS)}, {num_vertices}), found {extra.shape}")
     bad = {name: i for name, i in VERTEX_IDS.items() if not 0 <= i < num_vertices}
     if bad:
-        raise ValueError(f"face vertex ids {bad} are out of range for a mesh of {num_vertices} vertices "
-                         f"(SPIN's ids are for the 6890-vertex SMPL mesh)")
+        raise ValueError(
+            f"face vertex ids {bad} are out of range for a mesh of {num_vertices} vertices "
+            f"(SPIN's ids are for the 6890-vertex SMPL mesh)"
+        )
     reg = np.zeros((len(joints.SPIN24_NAMES), num_vertices + smpl.NUM_JOINTS), np.float32)
     for row, name in enumerate(joints.SPIN24_NAMES):
         if name in SMPL_JOINTS:
@@ -88,9 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.out, "wb") as f:  # exactly args.out (np.save on a name would append .npy)
         np.save(f, reg)
     faces = ", ".join(f"{name}={i}" for name, i in VERTEX_IDS.items())
-    print(f"wrote {reg.shape} {reg.dtype} SPIN 24-joint regressor to {args.out}: 10 SMPL kinematic joints "
-          f"(columns {num_vertices}..{num_vertices + smpl.NUM_JOINTS - 1}), 9 J_regressor_extra rows, "
-          f"5 vertices ({faces})")
+    print(
+        f"wrote {reg.shape} {reg.dtype} SPIN 24-joint regressor to {args.out}: 10 SMPL kinematic joints "
+        f"(columns {num_vertices}..{num_vertices + smpl.NUM_JOINTS - 1}), 9 J_regressor_extra rows, "
+        f"5 vertices ({faces})"
+    )
 
 
 if __name__ == "__main__":

@@ -95,58 +95,191 @@ FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 1
 KEY_POSES = {
     "t_pose": {16: (0, 0, -0.1), 17: (0, 0, 0.1)},
     "a_pose": {16: (0, 0, -0.75), 17: (0, 0, 0.75), 18: (0, -0.1, 0), 19: (0, 0.1, 0)},
-    "standing": {16: (0, -0.1, -1.25), 17: (0, 0.1, 1.25), 18: (0, -0.25, 0), 19: (0, 0.25, 0),
-                 1: (0, 0, 0.06), 2: (0, 0, -0.06), 15: (0.1, 0, 0)},
-    "walking": {16: (0, 0.35, -1.2), 17: (0, 0.35, 1.2), 18: (0, -0.45, 0), 19: (0, 0.7, 0),
-                1: (-0.5, 0, 0.05), 2: (0.3, 0, -0.05), 4: (0.2, 0, 0), 5: (0.9, 0, 0),
-                7: (0.1, 0, 0), 8: (-0.15, 0, 0), 3: (0, -0.08, 0), 9: (0, -0.08, 0)},
-    "running": {16: (0, 0.6, -1.2), 17: (0, 0.6, 1.2), 18: (0, -1.5, 0), 19: (0, 1.5, 0),
-                1: (-1.0, 0, 0.05), 2: (0.45, 0, -0.05), 4: (0.7, 0, 0), 5: (1.6, 0, 0),
-                8: (0.3, 0, 0), 0: (0.2, 0, 0), 3: (0.05, 0, 0)},
-    "sitting": {1: (-1.5, 0, 0.12), 2: (-1.5, 0, -0.12), 4: (1.5, 0, 0), 5: (1.5, 0, 0),
-                16: (0, -0.45, -1.15), 17: (0, 0.45, 1.15), 18: (0, -1.1, 0), 19: (0, 1.1, 0),
-                3: (0.1, 0, 0), 15: (0.15, 0, 0)},
-    "crouching": {0: (0.5, 0, 0), 1: (-1.75, 0, 0.2), 2: (-1.75, 0, -0.2), 4: (2.2, 0, 0),
-                  5: (2.2, 0, 0), 7: (-0.5, 0, 0), 8: (-0.5, 0, 0), 3: (0.15, 0, 0),
-                  16: (0, -1.0, -0.45), 17: (0, 1.0, 0.45), 18: (0, -0.4, 0), 19: (0, 0.4, 0),
-                  12: (-0.3, 0, 0), 15: (-0.2, 0, 0)},
-    "arms_up": {16: (0, 0, 1.15), 17: (0, 0, -1.15), 18: (0, -0.2, 0), 19: (0, 0.2, 0),
-                15: (-0.2, 0, 0)},
-    "reaching_forward": {17: (0, 1.3, 0.25), 19: (0, 0.2, 0), 16: (0, 0, -1.2),
-                         18: (0, -0.3, 0), 3: (0.15, -0.1, 0), 6: (0.1, -0.1, 0)},
-    "reaching_up": {16: (0, -0.3, 1.35), 18: (0, -0.2, 0), 17: (0, 0.15, 1.2), 19: (0, 0.3, 0),
-                    6: (0, 0, -0.12), 9: (0, 0, -0.1), 15: (-0.3, 0, 0)},
-    "waving": {17: (-1.3, 0, 0.15), 19: (0, 1.5, 0), 16: (0, 0, -1.2), 18: (0, -0.2, 0),
-               15: (0, -0.2, 0)},
-    "bending_over": {0: (0.9, 0, 0), 1: (-0.95, 0, 0.05), 2: (-0.95, 0, -0.05), 3: (0.2, 0, 0),
-                     6: (0.15, 0, 0), 16: (0, -0.6, -1.2), 17: (0, 0.6, 1.2), 18: (0, -0.3, 0),
-                     19: (0, 0.3, 0), 12: (-0.3, 0, 0), 15: (-0.2, 0, 0)},
-    "lunge": {1: (-1.2, 0, 0.1), 4: (1.3, 0, 0), 2: (0.45, 0, -0.1), 5: (0.35, 0, 0),
-              16: (0, 0, -1.0), 17: (0, 0, 1.0), 18: (0, -0.4, 0), 19: (0, 0.4, 0)},
-    "kicking": {1: (-1.25, 0, 0.05), 4: (0.25, 0, 0), 16: (0, -0.2, -0.55), 17: (0, 0.2, 0.55),
-                3: (-0.12, 0, 0), 7: (-0.3, 0, 0)},
-    "star": {1: (0, 0, 0.4), 2: (0, 0, -0.4), 16: (0, 0, 0.75), 17: (0, 0, -0.75),
-             18: (0, -0.1, 0), 19: (0, 0.1, 0)},
-    "side_lean": {3: (0, 0, 0.2), 6: (0, 0, 0.2), 9: (0, 0, 0.1), 16: (0, 0, -1.2),
-                  17: (0, 0, 0.9), 1: (0, 0, 0.12), 15: (0, 0, -0.15)},
-    "twisting": {3: (0, 0.3, 0), 6: (0, 0.3, 0), 9: (0, 0.2, 0), 12: (0, 0.2, 0),
-                 16: (0, -0.5, -1.0), 17: (0, -0.4, 1.0), 18: (0, -0.8, 0), 19: (0, 0.8, 0)},
-    "phone_call": {17: (0, 0.5, 1.15), 19: (0, 2.2, 0), 16: (0, -0.1, -1.25), 18: (0, -0.3, 0),
-                   15: (0.1, -0.2, 0)},
-    "hands_forward": {16: (0, -1.2, -0.6), 17: (0, 1.2, 0.6), 18: (0, -0.9, 0), 19: (0, 0.9, 0),
-                      3: (0.1, 0, 0)},
-    "stepping_up": {1: (-1.0, 0, 0.08), 4: (1.3, 0, 0), 7: (-0.2, 0, 0), 2: (0.1, 0, -0.05),
-                    16: (0, 0.3, -1.2), 17: (0, 0.3, 1.2), 18: (0, -0.5, 0), 19: (0, 0.5, 0)},
+    "standing": {
+        16: (0, -0.1, -1.25),
+        17: (0, 0.1, 1.25),
+        18: (0, -0.25, 0),
+        19: (0, 0.25, 0),
+        1: (0, 0, 0.06),
+        2: (0, 0, -0.06),
+        15: (0.1, 0, 0),
+    },
+    "walking": {
+        16: (0, 0.35, -1.2),
+        17: (0, 0.35, 1.2),
+        18: (0, -0.45, 0),
+        19: (0, 0.7, 0),
+        1: (-0.5, 0, 0.05),
+        2: (0.3, 0, -0.05),
+        4: (0.2, 0, 0),
+        5: (0.9, 0, 0),
+        7: (0.1, 0, 0),
+        8: (-0.15, 0, 0),
+        3: (0, -0.08, 0),
+        9: (0, -0.08, 0),
+    },
+    "running": {
+        16: (0, 0.6, -1.2),
+        17: (0, 0.6, 1.2),
+        18: (0, -1.5, 0),
+        19: (0, 1.5, 0),
+        1: (-1.0, 0, 0.05),
+        2: (0.45, 0, -0.05),
+        4: (0.7, 0, 0),
+        5: (1.6, 0, 0),
+        8: (0.3, 0, 0),
+        0: (0.2, 0, 0),
+        3: (0.05, 0, 0),
+    },
+    "sitting": {
+        1: (-1.5, 0, 0.12),
+        2: (-1.5, 0, -0.12),
+        4: (1.5, 0, 0),
+        5: (1.5, 0, 0),
+        16: (0, -0.45, -1.15),
+        17: (0, 0.45, 1.15),
+        18: (0, -1.1, 0),
+        19: (0, 1.1, 0),
+        3: (0.1, 0, 0),
+        15: (0.15, 0, 0),
+    },
+    "crouching": {
+        0: (0.5, 0, 0),
+        1: (-1.75, 0, 0.2),
+        2: (-1.75, 0, -0.2),
+        4: (2.2, 0, 0),
+        5: (2.2, 0, 0),
+        7: (-0.5, 0, 0),
+        8: (-0.5, 0, 0),
+        3: (0.15, 0, 0),
+        16: (0, -1.0, -0.45),
+        17: (0, 1.0, 0.45),
+        18: (0, -0.4, 0),
+        19: (0, 0.4, 0),
+        12: (-0.3, 0, 0),
+        15: (-0.2, 0, 0),
+    },
+    "arms_up": {16: (0, 0, 1.15), 17: (0, 0, -1.15), 18: (0, -0.2, 0), 19: (0, 0.2, 0), 15: (-0.2, 0, 0)},
+    "reaching_forward": {
+        17: (0, 1.3, 0.25),
+        19: (0, 0.2, 0),
+        16: (0, 0, -1.2),
+        18: (0, -0.3, 0),
+        3: (0.15, -0.1, 0),
+        6: (0.1, -0.1, 0),
+    },
+    "reaching_up": {
+        16: (0, -0.3, 1.35),
+        18: (0, -0.2, 0),
+        17: (0, 0.15, 1.2),
+        19: (0, 0.3, 0),
+        6: (0, 0, -0.12),
+        9: (0, 0, -0.1),
+        15: (-0.3, 0, 0),
+    },
+    "waving": {17: (-1.3, 0, 0.15), 19: (0, 1.5, 0), 16: (0, 0, -1.2), 18: (0, -0.2, 0), 15: (0, -0.2, 0)},
+    "bending_over": {
+        0: (0.9, 0, 0),
+        1: (-0.95, 0, 0.05),
+        2: (-0.95, 0, -0.05),
+        3: (0.2, 0, 0),
+        6: (0.15, 0, 0),
+        16: (0, -0.6, -1.2),
+        17: (0, 0.6, 1.2),
+        18: (0, -0.3, 0),
+        19: (0, 0.3, 0),
+        12: (-0.3, 0, 0),
+        15: (-0.2, 0, 0),
+    },
+    "lunge": {
+        1: (-1.2, 0, 0.1),
+        4: (1.3, 0, 0),
+        2: (0.45, 0, -0.1),
+        5: (0.35, 0, 0),
+        16: (0, 0, -1.0),
+        17: (0, 0, 1.0),
+        18: (0, -0.4, 0),
+        19: (0, 0.4, 0),
+    },
+    "kicking": {
+        1: (-1.25, 0, 0.05),
+        4: (0.25, 0, 0),
+        16: (0, -0.2, -0.55),
+        17: (0, 0.2, 0.55),
+        3: (-0.12, 0, 0),
+        7: (-0.3, 0, 0),
+    },
+    "star": {1: (0, 0, 0.4), 2: (0, 0, -0.4), 16: (0, 0, 0.75), 17: (0, 0, -0.75), 18: (0, -0.1, 0), 19: (0, 0.1, 0)},
+    "side_lean": {
+        3: (0, 0, 0.2),
+        6: (0, 0, 0.2),
+        9: (0, 0, 0.1),
+        16: (0, 0, -1.2),
+        17: (0, 0, 0.9),
+        1: (0, 0, 0.12),
+        15: (0, 0, -0.15),
+    },
+    "twisting": {
+        3: (0, 0.3, 0),
+        6: (0, 0.3, 0),
+        9: (0, 0.2, 0),
+        12: (0, 0.2, 0),
+        16: (0, -0.5, -1.0),
+        17: (0, -0.4, 1.0),
+        18: (0, -0.8, 0),
+        19: (0, 0.8, 0),
+    },
+    "phone_call": {17: (0, 0.5, 1.15), 19: (0, 2.2, 0), 16: (0, -0.1, -1.25), 18: (0, -0.3, 0), 15: (0.1, -0.2, 0)},
+    "hands_forward": {16: (0, -1.2, -0.6), 17: (0, 1.2, 0.6), 18: (0, -0.9, 0), 19: (0, 0.9, 0), 3: (0.1, 0, 0)},
+    "stepping_up": {
+        1: (-1.0, 0, 0.08),
+        4: (1.3, 0, 0),
+        7: (-0.2, 0, 0),
+        2: (0.1, 0, -0.05),
+        16: (0, 0.3, -1.2),
+        17: (0, 0.3, 1.2),
+        18: (0, -0.5, 0),
+        19: (0, 0.5, 0),
+    },
 }
 KEY_POSE_NAMES = tuple(KEY_POSES)
 
 # Hinge joints: index -> unit flexion axis (local frame), allowed flexion range (rad).
-_HINGES = {4: ((1.0, 0.0, 0.0), (0.0, 2.5)), 5: ((1.0, 0.0, 0.0), (0.0, 2.5)),
-           18: ((0.0, -1.0, 0.0), (0.0, 2.5)), 19: ((0.0, 1.0, 0.0), (0.0, 2.5))}
+_HINGES = {
+    4: ((1.0, 0.0, 0.0), (0.0, 2.5)),
+    5: ((1.0, 0.0, 0.0), (0.0, 2.5)),
+    18: ((0.0, -1.0, 0.0), (0.0, 2.5)),
+    19: ((0.0, 1.0, 0.0), (0.0, 2.5)),
+}
 # Per-joint noise scale (rad) added to the blended key pose (hinges: along the hinge axis).
-_NOISE_STD = np.array([
-    0.06, 0.14, 0.14, 0.07, 0.22, 0.22, 0.07, 0.10, 0.10, 0.06, 0.04, 0.04,
-    0.10, 0.05, 0.05, 0.15, 0.22, 0.22, 0.28, 0.28, 0.20, 0.20, 0.10, 0.10])
+_NOISE_STD = np.array(
+    [
+        0.06,
+        0.14,
+        0.14,
+        0.07,
+        0.22,
+        0.22,
+        0.07,
+        0.10,
+        0.10,
+        0.06,
+        0.04,
+        0.04,
+        0.10,
+        0.05,
+        0.05,
+        0.15,
+        0.22,
+        0.22,
+        0.28,
+        0.28,
+        0.20,
+        0.20,
+        0.10,
+        0.10,
+    ]
+)
 _HINGE_OFF_AXIS_STD = 0.05
 _LIMIT_MARGIN = 0.92  # keep sampled poses this fraction inside metrics' limits
 
@@ -168,8 +301,7 @@ def mirror_pose(pose: Float[np.ndarray, "*b 24 3"]) -> Float[np.ndarray, "*b 24 
     return out
 
 
-def slerp_poses(a: Float[np.ndarray, "24 3"], b: Float[np.ndarray, "24 3"], w: float
-                ) -> Float[np.ndarray, "24 3"]:
+def slerp_poses(a: Float[np.ndarray, "24 3"], b: Float[np.ndarray, "24 3"], w: float) -> Float[np.ndarray, "24 3"]:
     """Per-joint geodesic interpolation of (24, 3) axis-angle poses, w in [0, 1]."""
     ra, rb = Rotation.from_rotvec(a), Rotation.from_rotvec(b)
     rel = (ra.inv() * rb).as_rotvec()
@@ -179,12 +311,14 @@ def slerp_poses(a: Float[np.ndarray, "24 3"], b: Float[np.ndarray, "24 3"], w: f
 def _limit_tables():
     """metrics' anatomical limits (angles, hinges) as numpy tables, shrunk by _LIMIT_MARGIN."""
     from hmr_jax import metrics  # constants only (no jax computation)
+
     angle = np.full(24, np.inf)
     for idx, _, lim in metrics.ANGLE_LIMITS_DEG:
         angle[idx] = np.deg2rad(lim) * _LIMIT_MARGIN
-    hinges = [(idx, np.asarray(axis), np.deg2rad(lo), np.deg2rad(hi) * _LIMIT_MARGIN,
-               np.deg2rad(off) * _LIMIT_MARGIN)
-              for idx, _, axis, lo, hi, off in metrics.HINGE_LIMITS_DEG]
+    hinges = [
+        (idx, np.asarray(axis), np.deg2rad(lo), np.deg2rad(hi) * _LIMIT_MARGIN, np.deg2rad(off) * _LIMIT_MARGIN)
+        for idx, _, axis, lo, hi, off in metrics.HINGE_LIMITS_DEG
+    ]
     return angle, hinges
 
 
@@ -215,9 +349,12 @@ def _perturb(pose: np.ndarray, rng: np.random.Generator, noise: float) -> np.nda
     return out
 
 
-def sample_key_blend(rng: np.random.Generator, noise: float = 1.0,
-                     rest_joints: Float[np.ndarray, "24 3"] | None = None,
-                     max_tries: int = 12) -> Float[np.ndarray, "24 3"]:
+def sample_key_blend(
+    rng: np.random.Generator,
+    noise: float = 1.0,
+    rest_joints: Float[np.ndarray, "24 3"] | None = None,
+    max_tries: int = 12,
+) -> Float[np.ndarray, "24 3"]:
     """One plausible (24, 3) body-frame pose: two key poses blended, maybe mirrored, perturbed.
 
     Redrawn until within limits and (given the body's (24, 3) rest joints) free of gross
@@ -246,6 +383,7 @@ _LIBRARY = np.stack([key_pose_array(n) for n in KEY_POSE_NAMES])
 @dataclasses.dataclass(frozen=True)
 class _Body:
     """numpy arrays of an SMPLModel (fast layout, float32) for the workers."""
+
     v_template: np.ndarray
     shapedirs: np.ndarray  # (K, V*3)
     posedirs: np.ndarray  # (207, V*3)
@@ -318,8 +456,7 @@ def _forward_np(body: _Body, v_shaped: np.ndarray, rest_joints: np.ndarray, pose
     a[:, :3, 3] -= np.einsum("jab,jb->ja", g[:, :3, :3], rest_joints)
     t = np.einsum("vj,jn->vn", body.weights, a[:, :3, :].reshape(24, 12).astype(np.float32))
     t = t.reshape(-1, 3, 4)
-    verts = (t[:, :, 0] * v_posed[:, 0:1] + t[:, :, 1] * v_posed[:, 1:2] + t[:, :, 2] * v_posed[:, 2:3]
-             + t[:, :, 3])
+    verts = t[:, :, 0] * v_posed[:, 0:1] + t[:, :, 1] * v_posed[:, 1:2] + t[:, :, 2] * v_posed[:, 2:3] + t[:, :, 3]
     return verts.astype(np.float64), joints
 
 
@@ -327,22 +464,52 @@ def _forward_np(body: _Body, v_shaped: np.ndarray, rest_joints: np.ndarray, pose
 
 # Capsules on the joint skeleton: (name, joint a, joint b, radius as a fraction of body height).
 _SEGMENTS = {
-    "torso_low": (0, 6, 0.060), "torso_high": (6, 12, 0.062), "head": (12, 15, 0.05),
-    "l_upper_arm": (16, 18, 0.025), "r_upper_arm": (17, 19, 0.025),
-    "l_forearm": (18, 20, 0.021), "r_forearm": (19, 21, 0.021),
-    "l_hand": (20, 22, 0.02), "r_hand": (21, 23, 0.02),
-    "l_thigh": (1, 4, 0.040), "r_thigh": (2, 5, 0.040),
-    "l_shin": (4, 7, 0.030), "r_shin": (5, 8, 0.030),
-    "l_foot": (7, 10, 0.025), "r_foot": (8, 11, 0.025),
+    "torso_low": (0, 6, 0.060),
+    "torso_high": (6, 12, 0.062),
+    "head": (12, 15, 0.05),
+    "l_upper_arm": (16, 18, 0.025),
+    "r_upper_arm": (17, 19, 0.025),
+    "l_forearm": (18, 20, 0.021),
+    "r_forearm": (19, 21, 0.021),
+    "l_hand": (20, 22, 0.02),
+    "r_hand": (21, 23, 0.02),
+    "l_thigh": (1, 4, 0.040),
+    "r_thigh": (2, 5, 0.040),
+    "l_shin": (4, 7, 0.030),
+    "r_shin": (5, 8, 0.030),
+    "l_foot": (7, 10, 0.025),
+    "r_foot": (8, 11, 0.025),
 }
-_CONTACT_PAIRS = [(a, b) for side in "lr" for a, b in (
-    (f"{side}_forearm", "torso_low"), (f"{side}_forearm", "torso_high"), (f"{side}_hand", "torso_low"),
-    (f"{side}_hand", "torso_high"), (f"{side}_forearm", "head"), (f"{side}_hand", "l_thigh"),
-    (f"{side}_hand", "r_thigh"), (f"{side}_forearm", "l_thigh"), (f"{side}_forearm", "r_thigh"),
-    (f"{side}_shin", "torso_low"), (f"{side}_foot", "torso_low"))] + [
-    ("l_forearm", "r_forearm"), ("l_hand", "r_hand"), ("l_forearm", "r_hand"), ("r_forearm", "l_hand"),
-    ("l_shin", "r_shin"), ("l_thigh", "r_shin"), ("r_thigh", "l_shin"), ("l_foot", "r_foot"),
-    ("l_shin", "r_foot"), ("r_shin", "l_foot"), ("l_upper_arm", "head"), ("r_upper_arm", "head")]
+_CONTACT_PAIRS = [
+    (a, b)
+    for side in "lr"
+    for a, b in (
+        (f"{side}_forearm", "torso_low"),
+        (f"{side}_forearm", "torso_high"),
+        (f"{side}_hand", "torso_low"),
+        (f"{side}_hand", "torso_high"),
+        (f"{side}_forearm", "head"),
+        (f"{side}_hand", "l_thigh"),
+        (f"{side}_hand", "r_thigh"),
+        (f"{side}_forearm", "l_thigh"),
+        (f"{side}_forearm", "r_thigh"),
+        (f"{side}_shin", "torso_low"),
+        (f"{side}_foot", "torso_low"),
+    )
+] + [
+    ("l_forearm", "r_forearm"),
+    ("l_hand", "r_hand"),
+    ("l_forearm", "r_hand"),
+    ("r_forearm", "l_hand"),
+    ("l_shin", "r_shin"),
+    ("l_thigh", "r_shin"),
+    ("r_thigh", "l_shin"),
+    ("l_foot", "r_foot"),
+    ("l_shin", "r_foot"),
+    ("r_shin", "l_foot"),
+    ("l_upper_arm", "head"),
+    ("r_upper_arm", "head"),
+]
 _T = np.linspace(0.0, 1.0, 7)
 
 
@@ -381,12 +548,21 @@ def _rot_y(a):
 
 def _hsv(h, s, v):
     import colorsys
+
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v))
 
 
 # Skin tones (RGB 0..1), light to dark; a subject's skin is a random mix of two neighbours.
-_SKIN = np.array([[0.96, 0.80, 0.69], [0.92, 0.72, 0.58], [0.80, 0.58, 0.44], [0.62, 0.42, 0.30],
-                  [0.45, 0.30, 0.21], [0.30, 0.20, 0.14]])
+_SKIN = np.array(
+    [
+        [0.96, 0.80, 0.69],
+        [0.92, 0.72, 0.58],
+        [0.80, 0.58, 0.44],
+        [0.62, 0.42, 0.30],
+        [0.45, 0.30, 0.21],
+        [0.30, 0.20, 0.14],
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,8 +637,9 @@ def _camera_pose(seq: _Sequence, body_pose: np.ndarray, t: float) -> np.ndarray:
     return pose.reshape(72)
 
 
-def _sequence(seed: int, qid: int, rest_joints: np.ndarray, img_size: int,
-              frames: int, yaw_range_deg: float = 180.0) -> _Sequence:
+def _sequence(
+    seed: int, qid: int, rest_joints: np.ndarray, img_size: int, frames: int, yaw_range_deg: float = 180.0
+) -> _Sequence:
     rng = _rng(seed, _KIND_SEQUENCE, qid)
     pose_a = sample_key_blend(rng, rest_joints=rest_joints)
     pose_b = sample_key_blend(rng, rest_joints=rest_joints)
@@ -474,11 +651,20 @@ def _sequence(seed: int, qid: int, rest_joints: np.ndarray, img_size: int,
     fov = np.deg2rad(rng.uniform(35.0, 65.0))
     focal = 0.5 * img_size / np.tan(0.5 * fov)
     seq = _Sequence(
-        pose_a=pose_a, pose_b=pose_b, yaw=_yaw(rng, yaw_range_deg),
-        yaw_drift=rng.uniform(-0.5, 0.5), tilt=rng.normal(0.0, 0.06, 3) * np.array([1, 0.3, 1]),
-        elevation=np.deg2rad(rng.uniform(-8.0, 25.0)), focal=float(focal), distance=0.0,
-        root_xy=np.zeros(2), light_dir=np.zeros(3), ambient=0.0,
-        jpeg_quality=0, noise_sigma=0.0)
+        pose_a=pose_a,
+        pose_b=pose_b,
+        yaw=_yaw(rng, yaw_range_deg),
+        yaw_drift=rng.uniform(-0.5, 0.5),
+        tilt=rng.normal(0.0, 0.06, 3) * np.array([1, 0.3, 1]),
+        elevation=np.deg2rad(rng.uniform(-8.0, 25.0)),
+        focal=float(focal),
+        distance=0.0,
+        root_xy=np.zeros(2),
+        light_dir=np.zeros(3),
+        ambient=0.0,
+        jpeg_quality=0,
+        noise_sigma=0.0,
+    )
     # Frame the whole sequence: camera-frame extent of the joints over all frames (+ flesh).
     pts = []
     for f in range(frames):
@@ -496,9 +682,14 @@ def _sequence(seed: int, qid: int, rest_joints: np.ndarray, img_size: int,
     root_xy = target * distance / focal - 0.5 * (lo + hi)
     light = np.array([rng.uniform(-1, 1), rng.uniform(-0.2, 1.0), rng.uniform(0.7, 1.5)])
     return dataclasses.replace(
-        seq, distance=float(distance), root_xy=root_xy, light_dir=light / np.linalg.norm(light),
+        seq,
+        distance=float(distance),
+        root_xy=root_xy,
+        light_dir=light / np.linalg.norm(light),
         ambient=float(rng.uniform(0.3, 0.6)),
-        jpeg_quality=int(rng.integers(80, 96)), noise_sigma=float(rng.uniform(0.0, 3.0)))
+        jpeg_quality=int(rng.integers(80, 96)),
+        noise_sigma=float(rng.uniform(0.0, 3.0)),
+    )
 
 
 # ----------------------------------------------------------------------------------- backgrounds
@@ -510,8 +701,11 @@ def _colour(rng):
 
 def _upsample(low: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
-    chans = [np.asarray(Image.fromarray(low[..., c].astype(np.float32), mode="F").resize(
-        (size, size), Image.BICUBIC)) for c in range(low.shape[-1])]
+
+    chans = [
+        np.asarray(Image.fromarray(low[..., c].astype(np.float32), mode="F").resize((size, size), Image.BICUBIC))
+        for c in range(low.shape[-1])
+    ]
     return np.stack(chans, -1)
 
 
@@ -573,6 +767,7 @@ def background(rng: np.random.Generator, size: int) -> UInt8[np.ndarray, "h w 3"
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Which subject / sequence / frame each sample index is (train rows first, then validation)."""
+
     num: int
     num_train: int
     frames_per_sequence: int = FRAMES_PER_SEQUENCE
@@ -606,8 +801,9 @@ def image_name(split: str, subject: int, sequence: int, frame: int) -> str:
     return f"images/{split[:3]}_sub{subject:05d}_seq{sequence:05d}_f{frame:02d}.jpg"
 
 
-def _render_sample(body: _Body, out_dir: str, seed: int, img_size: int, layout: Layout,
-                   index: int, cache: dict) -> dict:
+def _render_sample(
+    body: _Body, out_dir: str, seed: int, img_size: int, layout: Layout, index: int, cache: dict
+) -> dict:
     split, sid, qid, frame = layout.locate(index)
     if cache.get("sid") != sid:
         subj = _subject(seed, sid)
@@ -619,9 +815,11 @@ def _render_sample(body: _Body, out_dir: str, seed: int, img_size: int, layout: 
         cache.update(sid=sid, subj=subj, v_shaped=v_shaped, rest=rest, albedo=albedo)
     subj, v_shaped, rest = cache["subj"], cache["v_shaped"], cache["rest"]
     if cache.get("qid") != qid:
-        cache.update(qid=qid, seq=_sequence(seed, qid, rest, img_size, layout.frames_per_sequence,
-                                                    layout.yaw_range_deg),
-                     background=background(_rng(seed, _KIND_BACKGROUND, qid), img_size))
+        cache.update(
+            qid=qid,
+            seq=_sequence(seed, qid, rest, img_size, layout.frames_per_sequence, layout.yaw_range_deg),
+            background=background(_rng(seed, _KIND_BACKGROUND, qid), img_size),
+        )
     seq: _Sequence = cache["seq"]
     rng = _rng(seed, _KIND_SAMPLE, index)
 
@@ -633,9 +831,18 @@ def _render_sample(body: _Body, out_dir: str, seed: int, img_size: int, layout: 
     verts_cam = verts - root + cam_t
     s_rel = joints - root
     center_px = np.array([img_size / 2.0, img_size / 2.0])
-    res = render.render_mesh(verts_cam, body.faces, seq.focal, center_px, (img_size, img_size),
-                             background=cache["background"], vertex_colors=cache["albedo"], light_dir=seq.light_dir,
-                             ambient=seq.ambient, cull_backfaces=True)
+    res = render.render_mesh(
+        verts_cam,
+        body.faces,
+        seq.focal,
+        center_px,
+        (img_size, img_size),
+        background=cache["background"],
+        vertex_colors=cache["albedo"],
+        light_dir=seq.light_dir,
+        ambient=seq.ambient,
+        cull_backfaces=True,
+    )
     img = res.image
     if seq.noise_sigma > 0:
         noisy = img + seq.noise_sigma * rng.standard_normal(img.shape, dtype=np.float32)
@@ -653,24 +860,42 @@ def _render_sample(body: _Body, out_dir: str, seed: int, img_size: int, layout: 
 
     name = image_name(split, sid, qid, frame)
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=seq.jpeg_quality)
     path = os.path.join(out_dir, name)
     with open(path, "wb") as f:
         f.write(buf.getvalue())
     return dict(
-        index=index, imgname=name, split=split, subject=f"sub{sid:05d}", action=f"seq{qid:05d}",
-        sequence=qid, frame=frame, center=box_center, scale=side / 200.0,
+        index=index,
+        imgname=name,
+        split=split,
+        subject=f"sub{sid:05d}",
+        action=f"seq{qid:05d}",
+        sequence=qid,
+        frame=frame,
+        center=box_center,
+        scale=side / 200.0,
         part=np.concatenate([uv, vis[:, None].astype(np.float64)], axis=1),
-        S=np.concatenate([s_rel, np.ones((24, 1))], axis=1), pose=pose, shape=subj.betas,
-        cam_focal=np.array([seq.focal, seq.focal]), cam_center=center_px, cam_t=cam_t)
+        S=np.concatenate([s_rel, np.ones((24, 1))], axis=1),
+        pose=pose,
+        shape=subj.betas,
+        cam_focal=np.array([seq.focal, seq.focal]),
+        cam_center=center_px,
+        cam_t=cam_t,
+    )
 
 
 # ----------------------------------------------------------------------------------- workers
 
 # One process per core: single-threaded BLAS / OpenMP in the workers.
-_SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                      "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false", "JAX_PLATFORMS": "cpu"}
+_SINGLE_THREAD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
+    "JAX_PLATFORMS": "cpu",
+}
 _WORKER = {}  # per worker process: body model and job constants (set once by _init_worker)
 
 
@@ -681,20 +906,20 @@ def _init_worker(body: _Body, out_dir: str, seed: int, img_size: int, layout: La
 def _work(indices) -> list[dict]:
     w = _WORKER
     cache = {}
-    return [_render_sample(w["body"], w["out_dir"], w["seed"], w["img_size"], w["layout"], i, cache)
-            for i in indices]
+    return [_render_sample(w["body"], w["out_dir"], w["seed"], w["img_size"], w["layout"], i, cache) for i in indices]
 
 
 def _load_body(body_model_path) -> tuple[_Body, str]:
     from hmr_jax import smpl
+
     if body_model_path is None:
         from hmr_jax import body_model
+
         body_model_path = body_model.default_body_model_path()
     path = os.fspath(body_model_path)
     model = smpl.load(path)
     if model.num_betas < NUM_BETAS:
-        raise ValueError(f"{path}: expected a body model with >= {NUM_BETAS} shape directions, "
-                         f"found {model.num_betas}")
+        raise ValueError(f"{path}: expected a body model with >= {NUM_BETAS} shape directions, found {model.num_betas}")
     return _body_from_model(model), path
 
 
@@ -732,6 +957,7 @@ def _stack(rows: list[dict], with_subject: bool) -> dict:
 def _save(path: str, rows: list[dict], with_subject: bool) -> None:
     """annotations.save_spin (with `sequence` and `frame`); atomic."""
     from hmr_jax.data import annotations as ann_lib
+
     tmp = path + ".tmp.npz"
     ann_lib.save_spin(tmp, _stack(rows, with_subject))
     os.replace(tmp, path)
@@ -741,7 +967,9 @@ def preview(out_dir, ann_path=None, num: int = 16, cols: int = 4) -> UInt8[np.nd
     """Contact sheet of `num` samples spread over the set (read back from the JPEGs), with the
     box (yellow), 2D joints (red) and skeleton (green) drawn."""
     from PIL import Image
+
     from hmr_jax.data import annotations as ann_lib
+
     ann = ann_lib.load(ann_path or os.path.join(out_dir, "annotations.npz"))
     idx = np.unique(np.linspace(0, len(ann) - 1, min(num, len(ann))).round().astype(int))
     tiles = []
@@ -760,12 +988,21 @@ def preview(out_dir, ann_path=None, num: int = 16, cols: int = 4) -> UInt8[np.nd
     return render.contact_sheet(tiles, cols=cols)
 
 
-def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=None,
-             workers: int | None = None, val_fraction: float = 0.1, *,
-             frames_per_sequence: int = FRAMES_PER_SEQUENCE,
-             sequences_per_subject: int = SEQUENCES_PER_SUBJECT,
-             yaw_range_deg: float = YAW_RANGE_DEG, progress: bool = True,
-             write_preview: bool = True) -> dict:
+def generate(
+    out_dir,
+    num: int,
+    seed: int,
+    img_size: int = 256,
+    body_model_path=None,
+    workers: int | None = None,
+    val_fraction: float = 0.1,
+    *,
+    frames_per_sequence: int = FRAMES_PER_SEQUENCE,
+    sequences_per_subject: int = SEQUENCES_PER_SUBJECT,
+    yaw_range_deg: float = YAW_RANGE_DEG,
+    progress: bool = True,
+    write_preview: bool = True,
+) -> dict:
     """Render `num` samples into `out_dir` (layout: module docstring); returns the summary (meta.json).
 
     workers: processes (default os.cpu_count(); 1 = in this process). The validation split is
@@ -782,8 +1019,10 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction: expected in [0, 1), found {val_fraction}")
     if frames_per_sequence < 1 or sequences_per_subject < 1:
-        raise ValueError(f"frames_per_sequence / sequences_per_subject: expected >= 1, found "
-                         f"{frames_per_sequence} / {sequences_per_subject}")
+        raise ValueError(
+            f"frames_per_sequence / sequences_per_subject: expected >= 1, found "
+            f"{frames_per_sequence} / {sequences_per_subject}"
+        )
     yaw_range_deg = float(yaw_range_deg)
     if not 0.0 <= yaw_range_deg <= 180.0:
         raise ValueError(f"yaw_range_deg: expected in [0, 180], found {yaw_range_deg}")
@@ -792,8 +1031,9 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
     body, model_path = _load_body(body_model_path)
     n_val = int(round(num * val_fraction))
     if num - n_val < 1:
-        raise ValueError(f"num={num}, val_fraction={val_fraction}: expected at least one training "
-                         f"sample, found {num - n_val}")
+        raise ValueError(
+            f"num={num}, val_fraction={val_fraction}: expected at least one training sample, found {num - n_val}"
+        )
     layout = Layout(num, num - n_val, frames_per_sequence, sequences_per_subject, yaw_range_deg)
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
@@ -807,6 +1047,7 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
     t_render = time.time()
     try:
         from tqdm import tqdm
+
         bar = tqdm(total=num, desc="synthetic", unit="img", disable=not progress, file=sys.stderr)
     except ImportError:  # pragma: no cover
         bar = None
@@ -850,22 +1091,35 @@ def generate(out_dir, num: int, seed: int, img_size: int = 256, body_model_path=
     elif os.path.exists(os.path.join(out_dir, "validation.npz")):
         os.remove(os.path.join(out_dir, "validation.npz"))
     summary = {
-        "generator": GENERATOR_VERSION, "num": num, "train": len(train_rows),
-        "validation": len(val_rows), "seed": seed, "img_size": img_size,
-        "val_fraction": val_fraction, "frames_per_sequence": frames_per_sequence,
-        "sequences_per_subject": sequences_per_subject, "yaw_range_deg": yaw_range_deg,
+        "generator": GENERATOR_VERSION,
+        "num": num,
+        "train": len(train_rows),
+        "validation": len(val_rows),
+        "seed": seed,
+        "img_size": img_size,
+        "val_fraction": val_fraction,
+        "frames_per_sequence": frames_per_sequence,
+        "sequences_per_subject": sequences_per_subject,
+        "yaw_range_deg": yaw_range_deg,
         "train_subjects": len({r["subject"] for r in train_rows}),
         "validation_subjects": len({r["subject"] for r in val_rows}),
         "sequences": len({r["sequence"] for r in rows}),
-        "body_model": os.path.abspath(model_path), "body_model_sha256": _sha256(model_path),
-        "joint_set": "smpl24", "workers": workers,
-        "render_seconds": round(render_s, 3), "images_per_second": round(num / max(render_s, 1e-9), 2),
-        "files": {"annotations": "annotations.npz", "train": "train.npz",
-                  "validation": "validation.npz" if val_rows else None, "images": "images/",
-                  "preview": "preview.png" if write_preview else None},
+        "body_model": os.path.abspath(model_path),
+        "body_model_sha256": _sha256(model_path),
+        "joint_set": "smpl24",
+        "workers": workers,
+        "render_seconds": round(render_s, 3),
+        "images_per_second": round(num / max(render_s, 1e-9), 2),
+        "files": {
+            "annotations": "annotations.npz",
+            "train": "train.npz",
+            "validation": "validation.npz" if val_rows else None,
+            "images": "images/",
+            "preview": "preview.png" if write_preview else None,
+        },
         "conventions": "camera frame OpenCV (+x right, +y down, +z forward); pose[:3] global "
-                       "orientation in the camera frame; S = joints - root (pelvis); camera-frame "
-                       "joints = S + cam_t; part = perspective projection with cam_focal, cam_center",
+        "orientation in the camera frame; S = joints - root (pelvis); camera-frame "
+        "joints = S + cam_t; part = perspective projection with cam_focal, cam_center",
     }
     # annotations.npz last (atomic): its presence marks a complete data set.
     _save(ann_path + ".part.npz", train_rows + val_rows, with_subject=False)
@@ -889,17 +1143,43 @@ def main(argv=None) -> dict:
     ap.add_argument("--val-fraction", type=float, default=0.1)
     ap.add_argument("--frames-per-sequence", type=int, default=FRAMES_PER_SEQUENCE)
     ap.add_argument("--sequences-per-subject", type=int, default=SEQUENCES_PER_SUBJECT)
-    ap.add_argument("--yaw-range-deg", type=float, default=YAW_RANGE_DEG,
-                    help="start yaw uniform in +- this many degrees (180: all directions)")
+    ap.add_argument(
+        "--yaw-range-deg",
+        type=float,
+        default=YAW_RANGE_DEG,
+        help="start yaw uniform in +- this many degrees (180: all directions)",
+    )
     ap.add_argument("--no-preview", action="store_true")
     a = ap.parse_args(argv)
-    summary = generate(a.out, a.num, a.seed, a.img_size, a.body_model, a.workers, a.val_fraction,
-                       frames_per_sequence=a.frames_per_sequence,
-                       sequences_per_subject=a.sequences_per_subject,
-                       yaw_range_deg=a.yaw_range_deg, write_preview=not a.no_preview)
-    print(json.dumps({k: summary[k] for k in ("num", "train", "validation", "train_subjects",
-                                              "validation_subjects", "images_per_second",
-                                              "total_seconds")}))
+    summary = generate(
+        a.out,
+        a.num,
+        a.seed,
+        a.img_size,
+        a.body_model,
+        a.workers,
+        a.val_fraction,
+        frames_per_sequence=a.frames_per_sequence,
+        sequences_per_subject=a.sequences_per_subject,
+        yaw_range_deg=a.yaw_range_deg,
+        write_preview=not a.no_preview,
+    )
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "num",
+                    "train",
+                    "validation",
+                    "train_subjects",
+                    "validation_subjects",
+                    "images_per_second",
+                    "total_seconds",
+                )
+            }
+        )
+    )
     return summary
 
 

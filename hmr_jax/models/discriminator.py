@@ -55,8 +55,15 @@ class Discriminator(nnx.Module):
       rngs: parameter initialisation.
     """
 
-    def __init__(self, *, joint_hidden: Sequence[int] = (32, 32), pose_hidden: Sequence[int] = (1024, 1024),
-                 shape_hidden: Sequence[int] = (10, 5), num_betas: int = 10, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        *,
+        joint_hidden: Sequence[int] = (32, 32),
+        pose_hidden: Sequence[int] = (1024, 1024),
+        shape_hidden: Sequence[int] = (10, 5),
+        num_betas: int = 10,
+        rngs: nnx.Rngs,
+    ):
         self.num_betas = num_betas
         self.joint_mlp = _ReluMLP((9, *joint_hidden), rngs)
         c = joint_hidden[-1]

@@ -27,8 +27,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
-from hmr_jax import geometry
-from hmr_jax import smpl
+from hmr_jax import geometry, smpl
 from hmr_jax.models import discriminator as discriminator_lib
 from hmr_jax.models import keypoint_head as keypoint_head_lib
 from hmr_jax.models import regressor as regressor_lib
@@ -49,15 +48,26 @@ class HMR(nnx.Module):
     far faster (docs/quickstart_tuning.md, session 7).
     """
 
-    def __init__(self, encoder: resnet.ResNet, regressor: regressor_lib.Regressor,
-                 keypoint_head: keypoint_head_lib.KeypointHead | None = None, keypoint_scale: float = 1.0):
+    def __init__(
+        self,
+        encoder: resnet.ResNet,
+        regressor: regressor_lib.Regressor,
+        keypoint_head: keypoint_head_lib.KeypointHead | None = None,
+        keypoint_scale: float = 1.0,
+    ):
         self.encoder = encoder
         self.regressor = regressor
         self.keypoint_head = keypoint_head
         self.keypoint_scale = float(keypoint_scale)
 
-    def __call__(self, images: Float[Array, "b h w 3"], *, train: bool, rng: jax.Array | None = None,
-                 lift_keypoints: Float[Array, "b j 3"] | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        images: Float[Array, "b h w 3"],
+        *,
+        train: bool,
+        rng: jax.Array | None = None,
+        lift_keypoints: Float[Array, "b j 3"] | None = None,
+    ) -> dict[str, Any]:
         """Forward pass.
 
         Args:
@@ -101,43 +111,71 @@ class HMR(nnx.Module):
             out["keypoint_logits"] = keypoint_logits
         if lift_keypoints is not None:
             if lift_keypoints.shape != keypoints.shape[:-1] + (3,):
-                raise ValueError(f"HMR: lift_keypoints must be (B, J, 3) for the head's {keypoints.shape}, "
-                                 f"found {lift_keypoints.shape}")
-            given = jnp.where(lift_keypoints[..., 2:] > 0, lift_keypoints[..., :2],
-                              jax.lax.stop_gradient(keypoints))  # (B, J, 2)
+                raise ValueError(
+                    f"HMR: lift_keypoints must be (B, J, 3) for the head's {keypoints.shape}, "
+                    f"found {lift_keypoints.shape}"
+                )
+            given = jnp.where(
+                lift_keypoints[..., 2:] > 0, lift_keypoints[..., :2], jax.lax.stop_gradient(keypoints)
+            )  # (B, J, 2)
             lift = regress(given, None if rng is None else jax.random.fold_in(rng, 1))
             out["lift"] = {k: v[-1] for k, v in lift.items()}
         return out
 
 
-def build_generator(*, depth: int = 50, width: int = 64, dtype: Any = "float32", rot_repr: str = "aa",
-                    mean_pose: Any = None, mean_betas: Any = None, mean_cam: Any = None,
-                    hidden: Sequence[int] = (1024, 1024), dropout: float = 0.5, n_iter: int = 5,
-                    final_init_gain: float = 0.01, bn_momentum: float = 0.9, zero_init_residual: bool = False,
-                    keypoint_head: Mapping[str, int] | None = None, rngs: nnx.Rngs) -> HMR:
+def build_generator(
+    *,
+    depth: int = 50,
+    width: int = 64,
+    dtype: Any = "float32",
+    rot_repr: str = "aa",
+    mean_pose: Any = None,
+    mean_betas: Any = None,
+    mean_cam: Any = None,
+    hidden: Sequence[int] = (1024, 1024),
+    dropout: float = 0.5,
+    n_iter: int = 5,
+    final_init_gain: float = 0.01,
+    bn_momentum: float = 0.9,
+    zero_init_residual: bool = False,
+    keypoint_head: Mapping[str, int] | None = None,
+    rngs: nnx.Rngs,
+) -> HMR:
     """Build the NNX generator. Mean params default to `regressor.default_mean_params(rot_repr)`
     (each of mean_pose / mean_betas / mean_cam left None takes its default). `keypoint_head`:
     None (HMR as published) or {'num_keypoints': J, 'channels': C, 'stride': 8 | 4 (`KeypointHead`),
     'input_scale': s (`HMR`'s keypoint_scale)}; stride and input_scale default to 8 and 1."""
     d_pose, d_betas, d_cam = regressor_lib.default_mean_params(rot_repr)
-    encoder = resnet.resnet_from_config(depth, width=width, dtype=dtype, bn_momentum=bn_momentum,
-                                        zero_init_residual=zero_init_residual, rngs=rngs)
+    encoder = resnet.resnet_from_config(
+        depth, width=width, dtype=dtype, bn_momentum=bn_momentum, zero_init_residual=zero_init_residual, rngs=rngs
+    )
     head = None
     in_features = encoder.num_features
     if keypoint_head is not None:
-        head = keypoint_head_lib.KeypointHead(encoder.stage_channels, keypoint_head["num_keypoints"],
-                                              channels=keypoint_head["channels"],
-                                              stride=keypoint_head.get("stride", 8), dtype=dtype, rngs=rngs)
+        head = keypoint_head_lib.KeypointHead(
+            encoder.stage_channels,
+            keypoint_head["num_keypoints"],
+            channels=keypoint_head["channels"],
+            stride=keypoint_head.get("stride", 8),
+            dtype=dtype,
+            rngs=rngs,
+        )
         in_features += 2 * head.num_keypoints
     regressor = regressor_lib.Regressor(
         in_features,
         d_pose if mean_pose is None else mean_pose,
         d_betas if mean_betas is None else mean_betas,
         d_cam if mean_cam is None else mean_cam,
-        rot_repr=rot_repr, hidden=tuple(hidden), dropout=dropout, n_iter=n_iter,
-        final_init_gain=final_init_gain, rngs=rngs)
-    return HMR(encoder, regressor, head,
-               keypoint_scale=1.0 if keypoint_head is None else keypoint_head.get("input_scale", 1.0))
+        rot_repr=rot_repr,
+        hidden=tuple(hidden),
+        dropout=dropout,
+        n_iter=n_iter,
+        final_init_gain=final_init_gain,
+        rngs=rngs,
+    )
+    return HMR(
+        encoder, regressor, head, keypoint_scale=1.0 if keypoint_head is None else keypoint_head.get("input_scale", 1.0)
+    )
 
 
 def build_discriminator(*, rngs: nnx.Rngs, **kwargs: Any) -> discriminator_lib.Discriminator:
@@ -175,10 +213,15 @@ def init_discriminator(key: jax.Array, **kwargs: Any) -> tuple[nnx.GraphDef, dic
     return split_discriminator(build_discriminator(rngs=nnx.Rngs(params=key), **kwargs))
 
 
-def apply_generator(graphdef: nnx.GraphDef, params: Mapping[str, Any], batch_stats: Mapping[str, Any],
-                    images: Float[Array, "b h w 3"], rng: jax.Array | None, train: bool,
-                    lift_keypoints: Float[Array, "b j 3"] | None = None
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+def apply_generator(
+    graphdef: nnx.GraphDef,
+    params: Mapping[str, Any],
+    batch_stats: Mapping[str, Any],
+    images: Float[Array, "b h w 3"],
+    rng: jax.Array | None,
+    train: bool,
+    lift_keypoints: Float[Array, "b j 3"] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pure generator forward: -> (outputs, new_batch_stats).
 
     `train` must be a Python bool (static). With train=True the BatchNorm layers normalise with
@@ -203,24 +246,32 @@ def mirror_outputs(out: Mapping[str, Array], keypoint_flip_perm: Sequence[int] |
     pose_rotmat (B, 24, 3, 3) left/right joints swapped (`smpl.FLIP_PERM`) and mirrored, betas as
     they are, cam (s, tx, ty) -> (s, -tx, ty), and, given the dataset joint set's flip permutation,
     keypoints_2d (B, J, 2) ([-1, 1] crop coordinates) swapped with x negated."""
-    res = {"pose_rotmat": out["pose_rotmat"][:, np.asarray(smpl.FLIP_PERM)] * _MIRROR_SIGNS,
-           "betas": out["betas"], "cam": out["cam"] * jnp.array([1.0, -1.0, 1.0])}
+    res = {
+        "pose_rotmat": out["pose_rotmat"][:, np.asarray(smpl.FLIP_PERM)] * _MIRROR_SIGNS,
+        "betas": out["betas"],
+        "cam": out["cam"] * jnp.array([1.0, -1.0, 1.0]),
+    }
     if "keypoints_2d" in out and keypoint_flip_perm is not None:
         res["keypoints_2d"] = out["keypoints_2d"][:, np.asarray(keypoint_flip_perm)] * jnp.array([-1.0, 1.0])
     return res
 
 
-def apply_generator_flip_test(graphdef: nnx.GraphDef, params: Mapping[str, Any], batch_stats: Mapping[str, Any],
-                              images: Float[Array, "b h w 3"], keypoint_flip_perm: Sequence[int] | None = None
-                              ) -> dict[str, Array]:
+def apply_generator_flip_test(
+    graphdef: nnx.GraphDef,
+    params: Mapping[str, Any],
+    batch_stats: Mapping[str, Any],
+    images: Float[Array, "b h w 3"],
+    keypoint_flip_perm: Sequence[int] | None = None,
+) -> dict[str, Array]:
     """Flip test (test-time augmentation): the eval-mode generator on the crops and on their mirror
     images (one batch of 2B), the second prediction mirrored back (`mirror_outputs`) and the two
     averaged: rotations as the nearest rotation to their mean, betas and camera as means; the head's
     keypoints as means given the joint set's flip permutation, else the crops' own. -> {pose_rotmat,
     betas, cam[, keypoints_2d]} for (B, ...) (no per-iteration outputs)."""
     b = images.shape[0]
-    out, _ = apply_generator(graphdef, params, batch_stats, jnp.concatenate([images, images[:, :, ::-1]], axis=0),
-                             None, train=False)
+    out, _ = apply_generator(
+        graphdef, params, batch_stats, jnp.concatenate([images, images[:, :, ::-1]], axis=0), None, train=False
+    )
     keys = ["pose_rotmat", "betas", "cam"] + (["keypoints_2d"] if "keypoints_2d" in out else [])
     plain = {k: out[k][:b] for k in keys}
     mirrored = mirror_outputs({k: out[k][b:] for k in keys}, keypoint_flip_perm)
@@ -229,8 +280,9 @@ def apply_generator_flip_test(graphdef: nnx.GraphDef, params: Mapping[str, Any],
     return avg
 
 
-def apply_discriminator(graphdef: nnx.GraphDef, params: Mapping[str, Any],
-                        pose_rotmat: Float[Array, "b 23 3 3"], betas: Float[Array, "b k"]) -> Float[Array, "b 25"]:
+def apply_discriminator(
+    graphdef: nnx.GraphDef, params: Mapping[str, Any], pose_rotmat: Float[Array, "b 23 3 3"], betas: Float[Array, "b k"]
+) -> Float[Array, "b 25"]:
     """Pure discriminator forward: body-joint rotations (B,23,3,3) -- i.e. `pose_rotmat[:, 1:]`
     of a (B,24,3,3) SMPL pose -- and betas (B,10) -> logits (B,25), columns
     [23 joints (SMPL joints 1..23), whole pose, shape]."""
@@ -238,8 +290,9 @@ def apply_discriminator(graphdef: nnx.GraphDef, params: Mapping[str, Any],
     return model(pose_rotmat, betas)
 
 
-def load_pretrained_encoder(params: Mapping[str, Any], batch_stats: Mapping[str, Any],
-                            path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_pretrained_encoder(
+    params: Mapping[str, Any], batch_stats: Mapping[str, Any], path: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Replace params["encoder"] and batch_stats["encoder"] by the arrays of an encoder .npz
     (written by tools/convert_resnet50_weights.py). Raises ValueError naming the first
     missing/extra/mis-shaped entry when the file does not fit the generator's encoder."""
@@ -257,8 +310,10 @@ def _replace_checked(target: Mapping[str, Any], source: Mapping[str, Any], where
     missing = sorted(set(t_flat) - set(s_flat))
     extra = sorted(set(s_flat) - set(t_flat))
     if missing or extra:
-        raise ValueError(f"{where}: encoder layout mismatch; missing {missing[:5]} (of {len(missing)}), "
-                         f"unexpected {extra[:5]} (of {len(extra)}) -- check model depth/width")
+        raise ValueError(
+            f"{where}: encoder layout mismatch; missing {missing[:5]} (of {len(missing)}), "
+            f"unexpected {extra[:5]} (of {len(extra)}) -- check model depth/width"
+        )
     for k, v in t_flat.items():
         if tuple(np.shape(s_flat[k])) != tuple(v.shape):
             raise ValueError(f"{where}: {k}: expected shape {tuple(v.shape)}, found {np.shape(s_flat[k])}")
@@ -286,7 +341,14 @@ def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
-    "HMR", "build_generator", "build_discriminator", "split_generator", "split_discriminator",
-    "init_generator", "init_discriminator", "apply_generator", "apply_discriminator",
+    "HMR",
+    "build_generator",
+    "build_discriminator",
+    "split_generator",
+    "split_discriminator",
+    "init_generator",
+    "init_discriminator",
+    "apply_generator",
+    "apply_discriminator",
     "load_pretrained_encoder",
 ]

@@ -80,13 +80,22 @@ class KeypointHead(nnx.Module):
       rngs: parameter initialisation.
     """
 
-    def __init__(self, stage_channels: Sequence[int], num_keypoints: int, *, channels: int = 32,
-                 stride: int = 8, dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        stage_channels: Sequence[int],
+        num_keypoints: int,
+        *,
+        channels: int = 32,
+        stride: int = 8,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         if len(stage_channels) != 4:
             raise ValueError(f"KeypointHead: expected the 4 stages' channels, found {tuple(stage_channels)}")
         if num_keypoints < 1 or channels < 1:
-            raise ValueError(f"KeypointHead: num_keypoints and channels must be positive, found "
-                             f"{num_keypoints}, {channels}")
+            raise ValueError(
+                f"KeypointHead: num_keypoints and channels must be positive, found {num_keypoints}, {channels}"
+            )
         if stride not in STRIDES:
             raise ValueError(f"KeypointHead: stride must be one of {STRIDES}, found {stride!r}")
         self.num_keypoints = int(num_keypoints)

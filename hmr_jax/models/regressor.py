@@ -26,9 +26,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.spatial.transform import Rotation
 from flax import nnx
 from jaxtyping import Array, Float
+from scipy.spatial.transform import Rotation
 
 from hmr_jax import geometry
 
@@ -90,16 +90,20 @@ def mean_pose_from_file(pose: Any) -> np.ndarray:
     if pose.size == NUM_JOINTS * 3:
         return pose.reshape(-1).astype(np.float32)
     if pose.size != NUM_JOINTS * 6:
-        raise ValueError("pose: expected 24 axis-angle vectors ((72,) or (24,3)) or 24 6d rotations in SPIN's "
-                         f"layout ((144,) or (24,6)), found shape {pose.shape}")
+        raise ValueError(
+            "pose: expected 24 axis-angle vectors ((72,) or (24,3)) or 24 6d rotations in SPIN's "
+            f"layout ((144,) or (24,6)), found shape {pose.shape}"
+        )
     cols = pose.reshape(NUM_JOINTS, 3, 2)  # SPIN's x.view(-1, 3, 2): column k of joint j is cols[j, :, k]
     a1, a2 = cols[:, :, 0], cols[:, :, 1]
     n1, n2 = np.linalg.norm(a1, axis=-1), np.linalg.norm(a2, axis=-1)
     sin = np.linalg.norm(np.cross(a1, a2), axis=-1) / np.maximum(n1 * n2, 1e-12)
     bad = np.flatnonzero((n1 < 1e-6) | (n2 < 1e-6) | (sin < 1e-3))
     if bad.size:
-        raise ValueError(f"pose: the 6d rotation of joint(s) {bad.tolist()} has two parallel or zero columns in "
-                         "SPIN's layout ((R00, R01, R10, R11, R20, R21) per joint): not a rotation")
+        raise ValueError(
+            f"pose: the 6d rotation of joint(s) {bad.tolist()} has two parallel or zero columns in "
+            "SPIN's layout ((R00, R01, R10, R11, R20, R21) per joint): not a rotation"
+        )
     return convert_mean_pose(np.concatenate([a1, a2], axis=-1), "aa")  # the model's layout -> axis-angle
 
 
@@ -137,9 +141,20 @@ class Regressor(nnx.Module):
       rngs: parameter initialisation.
     """
 
-    def __init__(self, in_features: int, mean_pose: Any, mean_betas: Any, mean_cam: Any, *,
-                 rot_repr: str = "aa", hidden: Sequence[int] = (1024, 1024), dropout: float = 0.5,
-                 n_iter: int = 5, final_init_gain: float = 0.01, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features: int,
+        mean_pose: Any,
+        mean_betas: Any,
+        mean_cam: Any,
+        *,
+        rot_repr: str = "aa",
+        hidden: Sequence[int] = (1024, 1024),
+        dropout: float = 0.5,
+        n_iter: int = 5,
+        final_init_gain: float = 0.01,
+        rngs: nnx.Rngs,
+    ):
         if n_iter < 1:
             raise ValueError(f"Regressor: n_iter must be >= 1, found {n_iter}")
         if not 0.0 <= dropout < 1.0:
@@ -169,8 +184,7 @@ class Regressor(nnx.Module):
             final_init = nnx.initializers.variance_scaling(final_init_gain**2, "fan_avg", "uniform")
         self.out = nnx.Linear(widths[-1], n_out, kernel_init=final_init, rngs=rngs)
 
-    def __call__(self, features: Float[Array, "b f"], *, train: bool,
-                 rng: jax.Array | None = None) -> dict[str, Array]:
+    def __call__(self, features: Float[Array, "b f"], *, train: bool, rng: jax.Array | None = None) -> dict[str, Array]:
         """Run `n_iter` iterations.
 
         Args:

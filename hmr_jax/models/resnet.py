@@ -99,8 +99,9 @@ def _bn_act_fwd_impl(x, scale, bias, residual, eps, relu):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def batch_norm_act(x: Array, scale: Array, bias: Array, residual: Array | None, eps: float,
-                   relu: bool) -> tuple[Array, Array, Array]:
+def batch_norm_act(
+    x: Array, scale: Array, bias: Array, residual: Array | None, eps: float, relu: bool
+) -> tuple[Array, Array, Array]:
     """Training-mode BatchNorm over all axes but the last, then `+ residual` (if given) and ReLU
     (if `relu`): returns (y, batch mean, batch variance). Same values as flax's `BatchNorm`
     (fast variance) followed by the add and `nnx.relu`, gradients included (also through the
@@ -113,8 +114,15 @@ def _batch_norm_act_fwd(x, scale, bias, residual, eps, relu):
     y, mean, var, rstd, a = _bn_act_fwd_impl(x, scale, bias, residual, eps, relu)
     # y is saved for the ReLU mask (y > 0 iff the pre-activation > 0): it is the next layer's
     # input, kept for that layer's weight gradient anyway.
-    res = (x, y if relu else None, scale, mean, rstd, a,
-           None if residual is None else jnp.zeros((), residual.dtype))  # marks residual + dtype
+    res = (
+        x,
+        y if relu else None,
+        scale,
+        mean,
+        rstd,
+        a,
+        None if residual is None else jnp.zeros((), residual.dtype),
+    )  # marks residual + dtype
     return (y, mean, var), res
 
 
@@ -152,8 +160,9 @@ class BatchNorm(nnx.BatchNorm):
     `relu(nnx.BatchNorm(x) + r)`. In training mode this runs `batch_norm_act` (a fused op with a
     hand-written backward); with running averages it is flax's own."""
 
-    def __call__(self, x: Array, use_running_average: bool | None = None, *, residual: Array | None = None,
-                 relu: bool = False) -> Array:
+    def __call__(
+        self, x: Array, use_running_average: bool | None = None, *, residual: Array | None = None, relu: bool = False
+    ) -> Array:
         ura = self.use_running_average if use_running_average is None else use_running_average
         if ura:
             y = super().__call__(x, use_running_average=True)
@@ -178,11 +187,13 @@ WEIGHT_GRAD_MODES = ("auto", "matmul", "xla")
 
 def _cpu_has_avx512() -> bool:
     from numpy._core._multiarray_umath import __cpu_features__  # pylint: disable=g-import-not-at-top
+
     return bool(__cpu_features__.get("AVX512F"))
 
 
-def matmul_weight_grads(environ: Mapping[str, str] | None = None, machine: str | None = None,
-                        avx512: bool | None = None) -> bool:
+def matmul_weight_grads(
+    environ: Mapping[str, str] | None = None, machine: str | None = None, avx512: bool | None = None
+) -> bool:
     """Whether `stem_conv` and `conv3x3` compute their weight gradients on CPU as matmuls over
     patches (`stem_filter_grad`, `conv3x3_filter_grad`) rather than with XLA's own
     backward-filter convolution. Decided when a step is traced, from the environment variable
@@ -249,8 +260,9 @@ def stem_filter_grad(x: Array, g: Array, k: int, pad: int) -> Array:
 
     def one_image(args):
         pl, gi = args  # (2, 2, C, H/2, W/2), (Ho, Wo, O)
-        rows = [pl[kh % 2, kw % 2, :, kh // 2 : kh // 2 + ho, kw // 2 : kw // 2 + wo]
-                for kh in range(k) for kw in range(k)]  # each (C, Ho, Wo)
+        rows = [
+            pl[kh % 2, kw % 2, :, kh // 2 : kh // 2 + ho, kw // 2 : kw // 2 + wo] for kh in range(k) for kw in range(k)
+        ]  # each (C, Ho, Wo)
         patches = jnp.stack(rows).reshape(k * k * c, ho * wo)
         return jnp.dot(patches, gi.reshape(ho * wo, o), preferred_element_type=jnp.float32)
 
@@ -272,8 +284,12 @@ def _stem_conv_fwd(x, w, pad):
 def _stem_conv_bwd(pad, res, g):
     x, w = res
     dx = jax.vjp(lambda x_: _conv_nhwc(x_, w, 2, pad), x)[1](g)[0]  # dead code for the image input
-    dw = _weight_grad(x, g, lambda x, g: stem_filter_grad(x, g, w.shape[0], pad).astype(w.dtype),
-                      lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, 2, pad), w)[1](g)[0])
+    dw = _weight_grad(
+        x,
+        g,
+        lambda x, g: stem_filter_grad(x, g, w.shape[0], pad).astype(w.dtype),
+        lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, 2, pad), w)[1](g)[0],
+    )
     return dx, dw
 
 
@@ -309,18 +325,26 @@ def conv3x3_filter_grad(x: Array, g: Array, stride: int) -> Array:
         return xi[..., i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
 
     if h * w >= 56 * 56:
+
         def one_image(args):
             xi, gi = args  # (H+2, W+2, C), (Ho, Wo, O)
             patches = jnp.concatenate([tap(xi, i, j) for i in range(3) for j in range(3)], -1)
-            return jax.lax.dot_general(patches.reshape(ho * wo, 9 * c), gi.reshape(ho * wo, o), contract0,
-                                       preferred_element_type=jnp.float32)
+            return jax.lax.dot_general(
+                patches.reshape(ho * wo, 9 * c), gi.reshape(ho * wo, o), contract0, preferred_element_type=jnp.float32
+            )
 
         dw = _sum_over_images(one_image, (xp, g), (9 * c, o))
     else:
         g2 = g.reshape(b * ho * wo, o)
-        dw = jnp.stack([jax.lax.dot_general(tap(xp, i, j).reshape(b * ho * wo, c), g2, contract0,
-                                            preferred_element_type=jnp.float32)
-                        for i in range(3) for j in range(3)])
+        dw = jnp.stack(
+            [
+                jax.lax.dot_general(
+                    tap(xp, i, j).reshape(b * ho * wo, c), g2, contract0, preferred_element_type=jnp.float32
+                )
+                for i in range(3)
+                for j in range(3)
+            ]
+        )
     return dw.reshape(3, 3, c, o)
 
 
@@ -339,8 +363,12 @@ def _conv3x3_fwd(x, w, stride):
 def _conv3x3_bwd(stride, res, g):
     x, w = res
     dx = jax.vjp(lambda x_: _conv_nhwc(x_, w, stride, 1), x)[1](g)[0]
-    dw = _weight_grad(x, g, lambda x, g: conv3x3_filter_grad(x, g, stride).astype(w.dtype),
-                      lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, stride, 1), w)[1](g)[0])
+    dw = _weight_grad(
+        x,
+        g,
+        lambda x, g: conv3x3_filter_grad(x, g, stride).astype(w.dtype),
+        lambda x, g: jax.vjp(lambda w_: _conv_nhwc(x, w_, stride, 1), w)[1](g)[0],
+    )
     return dx, dw
 
 
@@ -385,8 +413,9 @@ def _max_pool_even_bwd(res, g):
     b, h, w, c = x.shape
     ho, wo = h // 2, w // 2
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    ties = sum((xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] == out).astype(g.dtype)
-               for i in range(3) for j in range(3))
+    ties = sum(
+        (xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] == out).astype(g.dtype) for i in range(3) for j in range(3)
+    )
     gs = jnp.pad(g / ties, ((0, 0), (0, 1), (0, 1), (0, 0)))  # window t + 1 past the edge: 0
     outp = jnp.pad(out, ((0, 0), (0, 1), (0, 1), (0, 0)))
     x6 = x.reshape(b, ho, 2, wo, 2, c)
@@ -420,8 +449,9 @@ def max_pool_3x3_s2(x: Array) -> Array:
     return _max_pool_even(x)
 
 
-def _conv(in_ch: int, out_ch: int, k: int, stride: int, dtype: Any, rngs: nnx.Rngs,
-          cls: type | None = None) -> nnx.Conv:
+def _conv(
+    in_ch: int, out_ch: int, k: int, stride: int, dtype: Any, rngs: nnx.Rngs, cls: type | None = None
+) -> nnx.Conv:
     pad = (k - 1) // 2  # torch padding: symmetric (k-1)/2, unlike 'SAME' at stride 2
     cls = cls or {1: PointwiseConv, 3: Conv3x3}.get(k, nnx.Conv)
     return cls(
@@ -453,8 +483,17 @@ class BasicBlock(nnx.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, ch: int, stride: int, *, dtype: Any, bn_momentum: float,
-                 zero_init_residual: bool, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_ch: int,
+        ch: int,
+        stride: int,
+        *,
+        dtype: Any,
+        bn_momentum: float,
+        zero_init_residual: bool,
+        rngs: nnx.Rngs,
+    ):
         out_ch = ch * self.expansion
         self.conv1 = _conv(in_ch, ch, 3, stride, dtype, rngs)
         self.bn1 = _bn(ch, dtype, bn_momentum, rngs)
@@ -473,8 +512,17 @@ class Bottleneck(nnx.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, ch: int, stride: int, *, dtype: Any, bn_momentum: float,
-                 zero_init_residual: bool, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_ch: int,
+        ch: int,
+        stride: int,
+        *,
+        dtype: Any,
+        bn_momentum: float,
+        zero_init_residual: bool,
+        rngs: nnx.Rngs,
+    ):
         out_ch = ch * self.expansion
         self.conv1 = _conv(in_ch, ch, 1, 1, dtype, rngs)
         self.bn1 = _bn(ch, dtype, bn_momentum, rngs)
@@ -491,8 +539,9 @@ class Bottleneck(nnx.Module):
         return self.bn3(self.conv3(y), ura, residual=_shortcut(self, x, train), relu=True)
 
 
-def _add_downsample(block: nnx.Module, in_ch: int, out_ch: int, stride: int, dtype: Any,
-                    bn_momentum: float, rngs: nnx.Rngs) -> None:
+def _add_downsample(
+    block: nnx.Module, in_ch: int, out_ch: int, stride: int, dtype: Any, bn_momentum: float, rngs: nnx.Rngs
+) -> None:
     if stride != 1 or in_ch != out_ch:
         block.downsample_conv = _conv(in_ch, out_ch, 1, stride, dtype, rngs)
         block.downsample_bn = _bn(out_ch, dtype, bn_momentum, rngs)
@@ -510,12 +559,30 @@ def _shortcut(block: nnx.Module, x: Array, train: bool) -> Array:
 class Stage(nnx.Module):
     """A sequence of residual blocks, stored as attributes block0, block1, ... (string keys)."""
 
-    def __init__(self, block_cls: type, in_ch: int, ch: int, num_blocks: int, stride: int, *,
-                 dtype: Any, bn_momentum: float, zero_init_residual: bool, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        block_cls: type,
+        in_ch: int,
+        ch: int,
+        num_blocks: int,
+        stride: int,
+        *,
+        dtype: Any,
+        bn_momentum: float,
+        zero_init_residual: bool,
+        rngs: nnx.Rngs,
+    ):
         self.num_blocks = num_blocks
         for i in range(num_blocks):
-            block = block_cls(in_ch, ch, stride if i == 0 else 1, dtype=dtype, bn_momentum=bn_momentum,
-                              zero_init_residual=zero_init_residual, rngs=rngs)
+            block = block_cls(
+                in_ch,
+                ch,
+                stride if i == 0 else 1,
+                dtype=dtype,
+                bn_momentum=bn_momentum,
+                zero_init_residual=zero_init_residual,
+                rngs=rngs,
+            )
             setattr(self, f"block{i}", block)
             in_ch = ch * block_cls.expansion
 
@@ -545,9 +612,18 @@ class ResNet(nnx.Module):
     32; channels `stage_channels`), e.g. for a keypoint head.
     """
 
-    def __init__(self, stage_sizes: Sequence[int], block_cls: type, *, width: int = 64,
-                 in_channels: int = 3, dtype: Any = jnp.float32, bn_momentum: float = 0.9,
-                 zero_init_residual: bool = False, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        stage_sizes: Sequence[int],
+        block_cls: type,
+        *,
+        width: int = 64,
+        in_channels: int = 3,
+        dtype: Any = jnp.float32,
+        bn_momentum: float = 0.9,
+        zero_init_residual: bool = False,
+        rngs: nnx.Rngs,
+    ):
         if len(stage_sizes) != 4:
             raise ValueError(f"ResNet: stage_sizes must have 4 entries, found {tuple(stage_sizes)}")
         if width < 1:
@@ -560,16 +636,26 @@ class ResNet(nnx.Module):
         stage_channels = []
         for s, n in enumerate(stage_sizes):
             ch = width * 2**s
-            stage = Stage(block_cls, in_ch, ch, n, 1 if s == 0 else 2, dtype=dtype, bn_momentum=bn_momentum,
-                          zero_init_residual=zero_init_residual, rngs=rngs)
+            stage = Stage(
+                block_cls,
+                in_ch,
+                ch,
+                n,
+                1 if s == 0 else 2,
+                dtype=dtype,
+                bn_momentum=bn_momentum,
+                zero_init_residual=zero_init_residual,
+                rngs=rngs,
+            )
             setattr(self, f"layer{s + 1}", stage)
             in_ch = ch * block_cls.expansion
             stage_channels.append(in_ch)
         self.stage_channels = tuple(stage_channels)
         self.num_features = in_ch
 
-    def __call__(self, x: Float[Array, "b h w c"], *, train: bool, return_stages: bool = False
-                 ) -> Float[Array, "b f"] | tuple[Float[Array, "b f"], tuple[Array, ...]]:
+    def __call__(
+        self, x: Float[Array, "b h w c"], *, train: bool, return_stages: bool = False
+    ) -> Float[Array, "b f"] | tuple[Float[Array, "b f"], tuple[Array, ...]]:
         x = x.astype(self.dtype)
         x = self.bn1(self.conv1(x), not train, relu=True)  # (B, H/2, W/2, width)
         x = max_pool_3x3_s2(x)  # (B, H/4, W/4, width)
@@ -587,13 +673,21 @@ ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottlen
 RESNETS = {18: ResNet18, 34: ResNet34, 50: ResNet50}
 
 
-def resnet_from_config(depth: int, *, width: int = 64, dtype: Any = "float32", bn_momentum: float = 0.9,
-                       zero_init_residual: bool = False, rngs: nnx.Rngs) -> ResNet:
+def resnet_from_config(
+    depth: int,
+    *,
+    width: int = 64,
+    dtype: Any = "float32",
+    bn_momentum: float = 0.9,
+    zero_init_residual: bool = False,
+    rngs: nnx.Rngs,
+) -> ResNet:
     """ResNet-`depth` (18, 34 or 50) with the given base width and compute dtype."""
     if depth not in RESNETS:
         raise ValueError(f"resnet_from_config: depth must be one of {sorted(RESNETS)}, found {depth!r}")
-    return RESNETS[depth](width=width, dtype=dtype, bn_momentum=bn_momentum,
-                          zero_init_residual=zero_init_residual, rngs=rngs)
+    return RESNETS[depth](
+        width=width, dtype=dtype, bn_momentum=bn_momentum, zero_init_residual=zero_init_residual, rngs=rngs
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -630,8 +724,9 @@ def load_encoder_params(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         for key in data.files:
             group, *parts = key.split("/")
             if group not in trees or not parts:
-                raise ValueError(f"load_encoder_params: {path}: unexpected key {key!r}; expected "
-                                 "'params/...' or 'batch_stats/...'")
+                raise ValueError(
+                    f"load_encoder_params: {path}: unexpected key {key!r}; expected 'params/...' or 'batch_stats/...'"
+                )
             node = trees[group]
             for p in parts[:-1]:
                 node = node.setdefault(p, {})
