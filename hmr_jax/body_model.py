@@ -29,35 +29,10 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.optimize import nnls
 
+from hmr_jax import skeleton
+
 GENERATOR_VERSION = "procbody-1"
 NUM_BETAS = 10
-JOINT_NAMES = (
-    "pelvis",
-    "left_hip",
-    "right_hip",
-    "spine1",
-    "left_knee",
-    "right_knee",
-    "spine2",
-    "left_ankle",
-    "right_ankle",
-    "spine3",
-    "left_foot",
-    "right_foot",
-    "neck",
-    "left_collar",
-    "right_collar",
-    "head",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hand",
-    "right_hand",
-)
-PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 # What one unit of each beta does (documentation; the signs are tested).
 BETA_MEANINGS = (
     "height (+ taller, uniform scale)",
@@ -581,7 +556,7 @@ def _posedirs(v, f, W, J):
     n = _vertex_normals(v, f)
     P = np.zeros((len(v), 3, 207))
     for j, sigma, amp in _BULGES:
-        near = W[:, j] + W[:, PARENTS[j]] > 0.02
+        near = W[:, j] + W[:, skeleton.SMPL24_PARENTS[j]] > 0.02
         g = np.exp(-np.sum((v - J[j]) ** 2, 1) / (2 * sigma**2)) * near
         disp = amp * g[:, None] * n  # full bulge at 1 - cos(theta) = 1
         for k in (0, 4, 8):  # -trace(R - I) = 2 (1 - cos theta)
@@ -614,7 +589,7 @@ def _regressor(parts, J, n_verts):
     R = np.zeros((24, n_verts))
     by = {p.name: p for p in parts}
     for j in range(24):
-        name = JOINT_NAMES[j]
+        name = skeleton.SMPL24_NAMES[j]
         side = "left" if name.startswith("left") else "right" if name.startswith("right") else ""
         if j in (0, 3, 6, 9, 12, 15):
             part, t_j, sel = by["torso"], J[j, 1], None
@@ -662,7 +637,7 @@ def make_body_model(seed: int = 0) -> dict[str, np.ndarray]:
     W = _skinning(parts, J, base.scale)
     posedirs = _posedirs(v, f, W, J)
     R = _regressor(parts, J, len(v))
-    kintree = np.array([[4294967295 if q < 0 else q for q in PARENTS], list(range(24))], dtype=np.int64)
+    kintree = np.array([[4294967295 if q < 0 else q for q in skeleton.SMPL24_PARENTS], list(range(24))], dtype=np.int64)
     return {
         "v_template": v.astype(np.float64),
         "f": f.astype(np.int32),
@@ -671,7 +646,7 @@ def make_body_model(seed: int = 0) -> dict[str, np.ndarray]:
         "posedirs": posedirs,
         "J_regressor": R,
         "kintree_table": kintree,
-        "joint_names": np.array(JOINT_NAMES),
+        "joint_names": np.array(skeleton.SMPL24_NAMES),
         "J": J,
     }
 

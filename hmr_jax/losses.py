@@ -34,8 +34,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hmr_jax import geometry
-from hmr_jax import joints as joints_lib
+from hmr_jax import geometry, skeleton
 
 ADVERSARIAL_NUM_DISCRIMINATORS = 25
 LOSS_TERMS = (
@@ -139,6 +138,12 @@ def pose_to_rotmat(pose: Float[Array, "b 72"]) -> Float[Array, "b 24 3 3"]:
     return geometry.axis_angle_to_matrix(pose.reshape(pose.shape[:-1] + (-1, 3)))
 
 
+def _root(joints: Float[Array, "... j 3"], joint_set: str) -> Float[Array, "... 3"]:
+    """Root (pelvis) location of `joints`: the mean of the joint set's `root_indices`."""
+    idx = jnp.asarray(skeleton.get_joint_set(joint_set).root_indices)
+    return jnp.mean(jnp.take(joints, idx, axis=-2), axis=-2)
+
+
 def joints_3d_l2_loss(
     pred_joints: Float[Array, "b j 3"],
     gt_joints: Float[Array, "b j 4"],
@@ -148,11 +153,11 @@ def joints_3d_l2_loss(
     """Eq. (5): mean_j c_j ||(X_j - root(X)) - (X_gt_j - root(X_gt))||^2, masked by has_joints_3d.
 
     Args:
-      pred_joints: model joints in the dataset's joint set (see `joints.model_joints`), metres.
+      pred_joints: model joints in the dataset's joint set (see `smpl.model_joints`), metres.
       gt_joints: ground truth (B, J, 4): xyz metres + confidence c in [0, 1].
       has_joints_3d: per-sample mask.
       joint_set: names the root: both sets are centred on their own root
-        (`joints.JOINT_SETS[joint_set].root_indices`: smpl24 -> pelvis 0, spin24 -> mid-hip 2, 3).
+        (`skeleton.JOINT_SETS[joint_set].root_indices`: smpl24 -> pelvis 0, spin24 -> mid-hip 2, 3).
     The per-sample mean is over all J joints (confidence is a weight, not a normaliser).
     """
     if gt_joints.shape[:-1] != pred_joints.shape[:-1] or gt_joints.shape[-1] != 4:
@@ -161,8 +166,8 @@ def joints_3d_l2_loss(
         )
     gt_joints = _zero_masked(gt_joints, has_joints_3d)
     gt_xyz, conf = gt_joints[..., :3], gt_joints[..., 3]  # (B, J, 3), (B, J)
-    pred_c = pred_joints - joints_lib.root(pred_joints, joint_set)[..., None, :]
-    gt_c = gt_xyz - joints_lib.root(gt_xyz, joint_set)[..., None, :]
+    pred_c = pred_joints - _root(pred_joints, joint_set)[..., None, :]
+    gt_c = gt_xyz - _root(gt_xyz, joint_set)[..., None, :]
     per_sample = jnp.mean(conf * jnp.sum((pred_c - gt_c) ** 2, axis=-1), axis=-1)  # (B,)
     return masked_mean(per_sample, has_joints_3d)
 

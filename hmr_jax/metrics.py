@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from hmr_jax import geometry
-from hmr_jax import joints as joints_lib
+from hmr_jax import geometry, skeleton
 
 M_TO_MM = 1000.0
 
@@ -40,7 +39,7 @@ def _center(x, root):
     if root is None:
         return x
     if isinstance(root, str):
-        idx = joints_lib.get_joint_set(root).root_indices
+        idx = skeleton.get_joint_set(root).root_indices
     else:
         idx = tuple(int(i) for i in np.atleast_1d(root))
     r = jnp.mean(jnp.take(x, jnp.asarray(idx), axis=-2), axis=-2, keepdims=True)
@@ -145,45 +144,24 @@ def v2v_l2(pred_vertices: Float[Array, "b v 3"], gt_vertices: Float[Array, "b v 
 def h36m_protocol_joints(joints17: Float[Array, "b 17 3"]) -> Float[Array, "b 14 3"]:
     """The 14 LSP joints of the 17 H36M-regressor joints, centred on H36M joint 0 (pelvis).
 
-    As SPIN's evaluation: subtract the pelvis, then take `joints.H36M_TO_J14`. Apply to the
+    As SPIN's evaluation: subtract the pelvis, then take `skeleton.H36M_TO_J14`. Apply to the
     prediction (regressed with J_regressor_h36m); the GT is compared with `mpjpe(..., root=None)`.
     """
     if joints17.shape[-2:] != (17, 3):
         raise ValueError(f"h36m_protocol_joints: expected (B, 17, 3) H36M joints, found {joints17.shape}")
-    pelvis = joints17[..., joints_lib.H36M_PELVIS_INDEX : joints_lib.H36M_PELVIS_INDEX + 1, :]
-    return (joints17 - pelvis)[..., jnp.asarray(joints_lib.H36M_TO_J14), :]
+    pelvis = joints17[..., skeleton.H36M_PELVIS_INDEX : skeleton.H36M_PELVIS_INDEX + 1, :]
+    return (joints17 - pelvis)[..., jnp.asarray(skeleton.H36M_TO_J14), :]
 
 
 # --- pose plausibility --------------------------------------------------------------------------
-
-# Hinge joints: (smpl index, name, unit flexion axis in the parent's frame, flexion min, max, off-axis max) deg.
-# SMPL frame: y up, body faces +z, left at +x. Knee flexion (shin swings back, -z) is +x rotation;
-# the left forearm lies along +x and flexes towards +z by rotating about -y, the right one about +y.
-HINGE_LIMITS_DEG = (
-    (4, "left_knee", (1.0, 0.0, 0.0), -10.0, 160.0, 45.0),
-    (5, "right_knee", (1.0, 0.0, 0.0), -10.0, 160.0, 45.0),
-    (18, "left_elbow", (0.0, -1.0, 0.0), -10.0, 160.0, 90.0),
-    (19, "right_elbow", (0.0, 1.0, 0.0), -10.0, 160.0, 90.0),
-)
-# Other joints: (smpl index, name, maximum rotation angle) deg.
-ANGLE_LIMITS_DEG = (
-    (1, "left_hip", 140.0), (2, "right_hip", 140.0),
-    (3, "spine1", 60.0), (6, "spine2", 60.0), (9, "spine3", 60.0),
-    (7, "left_ankle", 60.0), (8, "right_ankle", 60.0),
-    (10, "left_foot", 45.0), (11, "right_foot", 45.0),
-    (12, "neck", 60.0), (15, "head", 60.0),
-    (13, "left_collar", 45.0), (14, "right_collar", 45.0),
-    (16, "left_shoulder", 160.0), (17, "right_shoulder", 160.0),
-    (20, "left_wrist", 100.0), (21, "right_wrist", 100.0),
-    (22, "left_hand", 90.0), (23, "right_hand", 90.0),
-)  # fmt: skip
 
 
 def pose_outside_limits(pose_rotmat: Float[Array, "b 24 3 3"]) -> Float[Array, " b"]:
     """Share of the 23 body joints (index 0, global orientation, is not checked) outside limits.
 
     Each joint's local rotation (relative to its parent, SMPL order) is written as an
-    axis-angle vector a = angle * axis. A joint is outside its limits when:
+    axis-angle vector a = angle * axis. A joint is outside its limits (`skeleton.HINGE_LIMITS_DEG`,
+    `skeleton.ANGLE_LIMITS_DEG`) when:
 
     =====================  ==========================================================
     joints                 limit (degrees)
@@ -213,9 +191,9 @@ def pose_outside_limits(pose_rotmat: Float[Array, "b 24 3 3"]) -> Float[Array, "
     aa = geometry.matrix_to_axis_angle(pose_rotmat)  # (B, 24, 3)
     angle = jnp.linalg.norm(aa, axis=-1)  # (B, 24)
     outside = []
-    for idx, _, limit in ANGLE_LIMITS_DEG:
+    for idx, _, limit in skeleton.ANGLE_LIMITS_DEG:
         outside.append(angle[..., idx] > jnp.deg2rad(limit))
-    for idx, _, axis, lo, hi, off_max in HINGE_LIMITS_DEG:
+    for idx, _, axis, lo, hi, off_max in skeleton.HINGE_LIMITS_DEG:
         axis = jnp.asarray(axis, aa.dtype)
         a = aa[..., idx, :]  # (B, 3)
         flex = a @ axis  # (B,)

@@ -20,6 +20,7 @@ import io
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -27,18 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from hmr_jax import geometry
+from hmr_jax import geometry, skeleton
 
-JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)  # fmt: skip
-PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
-# Left/right swap of the 24 joints (used to mirror poses and keypoints).
-FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
-NUM_JOINTS = 24
+NUM_JOINTS = len(skeleton.SMPL24_NAMES)  # 24
 NUM_POSE_BASIS = (NUM_JOINTS - 1) * 9  # 207
 
 _REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
@@ -66,8 +58,8 @@ class SMPLModel:
     joint_shapedirs: Array
     weights: Array
     faces: Array
-    parents: tuple = dataclasses.field(default=PARENTS, metadata=dict(static=True))
-    joint_names: tuple = dataclasses.field(default=JOINT_NAMES, metadata=dict(static=True))
+    parents: tuple = dataclasses.field(default=skeleton.SMPL24_PARENTS, metadata=dict(static=True))
+    joint_names: tuple = dataclasses.field(default=skeleton.SMPL24_NAMES, metadata=dict(static=True))
 
     @property
     def num_vertices(self) -> int:
@@ -281,13 +273,13 @@ def from_arrays(
     shapedirs = np.asarray(shapedirs, np.float64).transpose(2, 1, 0)  # (K, 3, V)
     posedirs = np.asarray(posedirs, np.float64).transpose(2, 1, 0)  # (207, 3, V)
     j_reg = np.asarray(J_regressor, np.float64)
-    parents = PARENTS
+    parents = skeleton.SMPL24_PARENTS
     if kintree_table is not None:
         p = np.asarray(kintree_table)[0].astype(np.int64)
         parents = tuple(int(x) if 0 <= x < NUM_JOINTS else -1 for x in p)
         if parents[0] != -1 or any(not 0 <= parents[i] < i for i in range(1, len(parents))):
             raise ValueError(f"kintree_table row 0 is not a valid parent list (parents[i] < i): {parents}")
-    names = JOINT_NAMES if joint_names is None else tuple(str(s) for s in np.asarray(joint_names).tolist())
+    names = skeleton.SMPL24_NAMES if joint_names is None else tuple(str(s) for s in np.asarray(joint_names).tolist())
     return SMPLModel(
         v_template=jnp.asarray(v_template, dtype),
         shapedirs=jnp.asarray(shapedirs, dtype),
@@ -318,8 +310,15 @@ def load(path: str | os.PathLike, dtype=np.float32) -> SMPLModel:
     return from_arrays(**arrays, dtype=dtype)
 
 
-def load_regressor(path: str | os.PathLike, num_vertices: int | None = None) -> np.ndarray:
-    """Load an extra joint regressor (J, V) from `.npy`/`.npz` (e.g. SPIN's J_regressor_h36m.npy)."""
+def load_regressor(
+    path: str | os.PathLike, num_joints: int | None = None, num_vertices: int | None = None
+) -> np.ndarray:
+    """Load a dense (J, V) or (J, V + 24) float32 joint regressor (.npy / .npz, no pickle).
+
+    E.g. SPIN's J_regressor_h36m.npy (17, V). The (J, V + 24) form also weights the 24 SMPL
+    kinematic joints (see `model_joints`). Raises naming the file when it is missing,
+    unreadable, or not (num_joints, num_vertices) or (num_joints, num_vertices + 24).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"joint regressor file not found: {path}")
@@ -330,8 +329,14 @@ def load_regressor(path: str | os.PathLike, num_vertices: int | None = None) -> 
                 arr = arr[arr.files[0]]
     except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path}: not a readable regressor array: {e!r}") from None
-    if arr.ndim != 2 or (num_vertices is not None and arr.shape[1] != num_vertices):
+    if arr.ndim != 2:
         raise ValueError(f"{path}: a joint regressor must be (J, {num_vertices or 'V'}), found {arr.shape}")
+    cols = None if num_vertices is None else (num_vertices, num_vertices + NUM_JOINTS)
+    if (num_joints is not None and arr.shape[0] != num_joints) or (cols is not None and arr.shape[1] not in cols):
+        j = "J" if num_joints is None else num_joints
+        v = "V" if num_vertices is None else num_vertices
+        v24 = "V + 24" if num_vertices is None else num_vertices + NUM_JOINTS
+        raise ValueError(f"joint regressor file {path!r}: expected shape ({j}, {v}) or ({j}, {v24}), found {arr.shape}")
     return arr.astype(np.float32)
 
 
@@ -461,6 +466,48 @@ def regress_joints(
     if reg.ndim != 2 or reg.shape[1] != vertices.shape[-2]:
         raise ValueError(f"regressor must be (J, {vertices.shape[-2]}) for these vertices, found {reg.shape}")
     return jnp.einsum("jv,...vc->...jc", reg, vertices)
+
+
+def model_joints(
+    joint_set: str,
+    smpl_joints: Float[Array, "b 24 3"],
+    vertices: Float[Array, "b v 3"],
+    regressors: Mapping[str, Float[Array, "j n"]] | None = None,
+) -> Float[Array, "b j 3"]:
+    """The body model's joints in a joint set (`skeleton.JOINT_SETS`).
+
+    Args:
+      joint_set: 'smpl24' (returns `smpl_joints`), 'spin24' or 'h36m17' (regressed with
+        `regressors[joint_set]`).
+      smpl_joints: posed SMPL kinematic joints (B, 24, 3).
+      vertices: posed SMPL vertices (B, V, 3).
+      regressors: optional dict joint-set name -> regressor (see `load_regressor`), either
+        (J, V), applied to `vertices`, or (J, V + 24), applied to the points
+        ``concatenate([vertices, smpl_joints], axis=-2)`` (so column V + k is SMPL joint k).
+    """
+    js = skeleton.get_joint_set(joint_set)
+    if joint_set == "smpl24":
+        return smpl_joints
+    if regressors is None or regressors.get(joint_set) is None:
+        key = "data.joint_regressor" if joint_set == "spin24" else "eval.h36m_regressor"
+        raise ValueError(
+            f"joint set {joint_set!r} needs a ({js.num_joints}, V) vertex-to-joint regressor, but "
+            f"none was given: set config '{key}' to a .npy/.npz file holding it"
+        )
+    reg = regressors[joint_set]
+    if reg.shape[0] != js.num_joints:
+        raise ValueError(
+            f"regressor for joint set {joint_set!r}: expected {js.num_joints} rows, found shape {tuple(reg.shape)}"
+        )
+    v, k = vertices.shape[-2], smpl_joints.shape[-2]
+    if reg.ndim != 2 or reg.shape[1] not in (v, v + k):
+        raise ValueError(
+            f"regressor for joint set {joint_set!r}: expected shape ({js.num_joints}, {v}) (vertices) or "
+            f"({js.num_joints}, {v + k}) (vertices then {k} SMPL joints), found {tuple(reg.shape)}"
+        )
+    if reg.shape[1] == v + k:
+        return regress_joints(reg, jnp.concatenate([vertices, smpl_joints.astype(vertices.dtype)], axis=-2))
+    return regress_joints(reg, vertices)
 
 
 def save_obj(path: str | os.PathLike, vertices, faces) -> None:

@@ -182,16 +182,13 @@ def test_resample_by_frame_within_sequences():
     np.testing.assert_array_equal(ann_lib.resample_rank(ann_lib.from_arrays(arrays)), np.arange(9))
 
 
-@pytest.mark.parametrize("joint_set", ann_lib.JOINT_SETS)
-def test_flip_permutations(joint_set):
-    perm = np.array(ann_lib.flip_permutation(joint_set))
-    np.testing.assert_array_equal(perm[perm], np.arange(24))  # an involution
-    names = ann_lib.JOINT_NAMES[joint_set]
-    for j, k in enumerate(perm):
-        swapped = names[j].replace("left", "L").replace("right", "left").replace("L", "right")
-        assert names[k] == swapped, (names[j], names[k])
-    with pytest.raises(ValueError, match="joint_set"):
-        ann_lib.flip_permutation("h36m17")
+@pytest.mark.parametrize("joint_set", ann_lib.FILE_JOINT_SETS)
+def test_file_joint_sets(joint_set):
+    # Flip permutations and names of every joint set: tests/test_skeleton.py.
+    arrays = make_arrays(2, np.random.default_rng(0))
+    assert ann_lib.from_arrays(dict(arrays, joint_set=np.array(joint_set))).joint_set == joint_set
+    with pytest.raises(ValueError, match="joint_set"):  # the evaluation regressor's set, not a file's
+        ann_lib.from_arrays(dict(arrays, joint_set=np.array("h36m17")))
 
 
 def _fourd_arrays(n, rng):

@@ -9,11 +9,11 @@ from fake_data import make_arrays, project
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from hmr_jax.data import annotations as ann_lib
+from hmr_jax import skeleton
 from hmr_jax.data import augment as aug
 
 SIZE = 64
-PERM = tf.constant(ann_lib.flip_permutation("smpl24"))
+PERM = tf.constant(skeleton.SMPL24_FLIP_PERM)
 
 
 def _encode(img: np.ndarray, fmt: str) -> bytes:
@@ -79,7 +79,7 @@ def test_pixels_move_with_keypoints(fmt, rot_deg, scale, flip):
     pix = out["image"].numpy() * np.array(aug.IMAGENET_STD) + np.array(aug.IMAGENET_MEAN)
     w = np.clip(pix.sum(-1) - 1.5, 0, None)  # bright dot only
     cy, cx = (np.stack(np.mgrid[0:SIZE, 0:SIZE], -1) * w[..., None]).sum((0, 1)) / w.sum()
-    target = np.array(ann_lib.flip_permutation("smpl24")).tolist().index(j) if flip else j
+    target = np.array(skeleton.SMPL24_FLIP_PERM).tolist().index(j) if flip else j
     u, v = out["keypoints_2d"].numpy()[target, :2]
     assert abs(cx - u) < 0.6 and abs(cy - v) < 0.6, ((cx, cy), (u, v))
 
@@ -108,7 +108,7 @@ def test_pose_flip_is_matrix_mirroring():
     pose = (rng.normal(size=72) * 0.8).astype(np.float32)
     flipped = aug.flip_pose(tf.constant(pose)).numpy().reshape(24, 3)
     M = np.diag([-1.0, 1.0, 1.0])
-    perm = ann_lib.flip_permutation("smpl24")
+    perm = skeleton.SMPL24_FLIP_PERM
     for j in range(24):
         want = M @ Rotation.from_rotvec(pose.reshape(24, 3)[perm[j]]).as_matrix() @ M
         np.testing.assert_allclose(Rotation.from_rotvec(flipped[j]).as_matrix(), want, atol=1e-5)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hmr_jax import body_model, smpl
+from hmr_jax import body_model, skeleton, smpl
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_keys_shapes_dtypes(model):
     kt = model["kintree_table"]
     assert kt.shape == (2, 24) and kt.dtype == np.int64
     assert kt[0, 0] == 4294967295
-    assert tuple(kt[0, 1:]) == smpl.PARENTS[1:]
-    assert tuple(model["joint_names"].tolist()) == smpl.JOINT_NAMES
+    assert tuple(kt[0, 1:]) == skeleton.SMPL24_PARENTS[1:]
+    assert tuple(model["joint_names"].tolist()) == skeleton.SMPL24_NAMES
     for key, arr in model.items():
         if arr.dtype.kind == "f":
             assert np.all(np.isfinite(arr)), key

@@ -7,7 +7,8 @@ import pytest
 import trainer_helpers as th
 from flax import nnx
 
-from hmr_jax import body_model, config_checks, losses, smpl, trainer
+from hmr_jax import body_model, config_checks, losses, sharding, skeleton, smpl, steps
+from hmr_jax import state as state_lib
 from hmr_jax.models import hmr, keypoint_head, resnet
 
 th.enable_compilation_cache()
@@ -134,10 +135,10 @@ def test_generator_with_head_feeds_keypoints_to_the_regressor(with_head):
 def test_flip_test_averages_the_heads_keypoints_left_right_swapped(with_head):
     graphdef, params, stats = with_head
     images = jax.random.normal(jax.random.key(6), (B, IMG, IMG, 3))
-    got = hmr.apply_generator_flip_test(graphdef, params, stats, images, smpl.FLIP_PERM)
+    got = hmr.apply_generator_flip_test(graphdef, params, stats, images, skeleton.SMPL24_FLIP_PERM)
     plain, _ = _apply(graphdef, params, stats, images, None, train=False)
     other, _ = _apply(graphdef, params, stats, images[:, :, ::-1], None, train=False)
-    back = other["keypoints_2d"][:, np.asarray(smpl.FLIP_PERM)] * np.array([-1.0, 1.0])
+    back = other["keypoints_2d"][:, np.asarray(skeleton.SMPL24_FLIP_PERM)] * np.array([-1.0, 1.0])
     np.testing.assert_allclose(got["keypoints_2d"], 0.5 * (plain["keypoints_2d"] + back), atol=1e-6)
 
 
@@ -261,8 +262,8 @@ def test_head_losses_need_the_head(tmp_path):
             config_checks.validate_config(config)
     config = th.tiny_config(tmp_path, **{"model.keypoint_head.num_keypoints": 17})
     with pytest.raises(config_checks.ConfigError, match=r"keypoint_head\.num_keypoints.*24 joints, found 17"):
-        trainer.check_keypoint_head(config, "smpl24")
-    trainer.check_keypoint_head(th.tiny_config(tmp_path), "spin24")  # 24 joints: fine
+        state_lib.check_keypoint_head(config, "smpl24")
+    state_lib.check_keypoint_head(th.tiny_config(tmp_path), "spin24")  # 24 joints: fine
     for key, value, expected in (
         ("model.keypoint_head.stride", 16, r"stride.*one of \(4, 8\)"),
         ("model.keypoint_head.input_scale", 0.0, "input_scale.*positive"),
@@ -275,7 +276,7 @@ def test_head_losses_need_the_head(tmp_path):
 def test_runs_from_before_stride_and_input_scale_load_as_they_were(tmp_path):
     config = th.tiny_config(tmp_path)
     del config.model.keypoint_head["stride"], config.model.keypoint_head["input_scale"]
-    kwargs = trainer.keypoint_head_kwargs(config)
+    kwargs = state_lib.keypoint_head_kwargs(config)
     assert kwargs["stride"] == 8 and kwargs["input_scale"] == 1.0
 
 
@@ -285,18 +286,18 @@ def test_train_step_head_and_lift_terms(tmp_path):
     th.make_dataset(tmp_path, num=8, img_size=IMG)
     config = th.tiny_config(tmp_path, **{"loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0})
     assert config.model.keypoint_head.enabled and config.loss_weights.lift > 0  # the quickstart's
-    mesh = trainer.make_mesh()
+    mesh = sharding.make_mesh()
     batch = th.fixed_batch(tmp_path)
     with jax.set_mesh(mesh):
-        models = trainer.make_models(config)
-        state = trainer.create_sharded_state(config, models, mesh)
-        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
-        step = jax.jit(trainer.make_train_step(config, models, "smpl24"))
-        _, m = step(state, trainer.to_global(batch, mesh), smpl_model, None, None)
+        models = state_lib.make_static_parts(config)
+        state = state_lib.create_sharded_state(config, models, mesh)
+        smpl_model = sharding.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        step = jax.jit(steps.make_train_step(config, models, "smpl24"))
+        _, m = step(state, sharding.to_global(batch, mesh), smpl_model, None, None)
         assert float(m["loss/keypoints_2d"]) > 0 and float(m["loss/lift"]) > 0
         assert float(m["loss/keypoint_heatmap"]) > 0
         hidden = dict(batch, keypoints_2d=batch["keypoints_2d"] * np.array([1.0, 1.0, 0.0], np.float32))
-        _, m = step(state, trainer.to_global(hidden, mesh), smpl_model, None, None)
+        _, m = step(state, sharding.to_global(hidden, mesh), smpl_model, None, None)
     w = config.loss_weights
     expected = sum(w[k] * float(m[f"loss/{k}"]) for k in losses.LIFT_TERMS)
     np.testing.assert_allclose(float(m["loss/lift"]), expected, rtol=1e-5)

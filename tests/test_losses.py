@@ -1,4 +1,4 @@
-"""Tests for hmr_jax.losses and hmr_jax.joints (CPU, seconds)."""
+"""Tests for hmr_jax.losses and smpl.model_joints / smpl.load_regressor (CPU, seconds)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hmr_jax import geometry, losses
-from hmr_jax import joints as joints_lib
+from hmr_jax import geometry, losses, smpl
 
 B, V, J = 3, 50, 24
 
@@ -259,42 +258,26 @@ def test_gradients_finite():
         assert np.all(np.isfinite(np.asarray(g)))
 
 
-# --- joints.py -----------------------------------------------------------------------------------
-
-
-def test_joint_sets_consistent():
-    for name, js in joints_lib.JOINT_SETS.items():
-        n = js.num_joints
-        assert len(js.flip_perm) == n and len(js.parents) == n
-        assert sorted(js.flip_perm) == list(range(n)), name
-        assert all(js.flip_perm[js.flip_perm[i]] == i for i in range(n)), name  # involution
-        for i, j in enumerate(js.flip_perm):  # left <-> right names
-            a, b = js.names[i], js.names[j]
-            assert a.replace("left", "X").replace("right", "left").replace("X", "right") == b, (name, a, b)
-    assert joints_lib.JOINT_SETS["smpl24"].pelvis_index == 0
-    assert joints_lib.JOINT_SETS["spin24"].names[joints_lib.JOINT_SETS["spin24"].pelvis_index] == "pelvis_mpii"
-    assert joints_lib.H36M_TO_J14 == (6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10)
-    with pytest.raises(ValueError, match="joint_set"):
-        joints_lib.get_joint_set("coco")
+# --- smpl.model_joints / smpl.load_regressor --------------------------------------------------
 
 
 def test_model_joints(tmp_path):
     rng = _rng(8)
     smpl_j = jnp.asarray(rng.normal(size=(2, 24, 3)), jnp.float32)
     verts = jnp.asarray(rng.normal(size=(2, V, 3)), jnp.float32)
-    assert joints_lib.model_joints("smpl24", smpl_j, verts) is smpl_j
+    assert smpl.model_joints("smpl24", smpl_j, verts) is smpl_j
     with pytest.raises(ValueError, match="data.joint_regressor"):
-        joints_lib.model_joints("spin24", smpl_j, verts, None)
+        smpl.model_joints("spin24", smpl_j, verts, None)
     reg = np.zeros((24, V), np.float32)
     reg[np.arange(24), np.arange(24)] = 1.0  # joint i = vertex i
     path = tmp_path / "reg.npy"
     np.save(path, reg)
-    loaded = joints_lib.load_regressor(path, 24)
-    out = joints_lib.model_joints("spin24", smpl_j, verts, {"spin24": jnp.asarray(loaded)})
+    loaded = smpl.load_regressor(path, 24)
+    out = smpl.model_joints("spin24", smpl_j, verts, {"spin24": jnp.asarray(loaded)})
     np.testing.assert_allclose(out, verts[:, :24])
     with pytest.raises(ValueError, match="expected 24 rows"):
-        joints_lib.model_joints("spin24", smpl_j, verts, {"spin24": jnp.zeros((17, V))})
+        smpl.model_joints("spin24", smpl_j, verts, {"spin24": jnp.zeros((17, V))})
     with pytest.raises(ValueError, match=r"\(17, V\)"):
-        joints_lib.load_regressor(path, 17)
+        smpl.load_regressor(path, 17)
     with pytest.raises(FileNotFoundError):
-        joints_lib.load_regressor(tmp_path / "missing.npy", 24)
+        smpl.load_regressor(tmp_path / "missing.npy", 24)

@@ -4,8 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hmr_jax import geometry, metrics
-from hmr_jax import joints as joints_lib
+from hmr_jax import geometry, metrics, skeleton
 
 B, J, V = 2, 14, 40
 
@@ -82,7 +81,7 @@ def test_h36m_protocol_joints():
     assert out.shape == (B, 14, 3)
     np.testing.assert_allclose(out[:, 0], j17[:, 6] - j17[:, 0], rtol=1e-6)  # R ankle
     np.testing.assert_allclose(out[:, 13], j17[:, 10] - j17[:, 0], rtol=1e-6)  # head
-    assert list(joints_lib.H36M_TO_J14) == [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]
+    assert list(skeleton.H36M_TO_J14) == [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]
 
 
 def _pose(aa_by_joint):
@@ -105,4 +104,4 @@ def test_pose_outside_limits():
     # Elbows bent backwards, and a spine twisted 120 deg.
     bad = _pose({18: [0, 0.8, 0], 19: [0, -0.8, 0], 3: [0, np.deg2rad(120), 0]})
     np.testing.assert_allclose(metrics.pose_outside_limits(bad)[0], 3.0 / 23, rtol=1e-6)
-    assert len(metrics.ANGLE_LIMITS_DEG) + len(metrics.HINGE_LIMITS_DEG) == 23
+    assert len(skeleton.ANGLE_LIMITS_DEG) + len(skeleton.HINGE_LIMITS_DEG) == 23

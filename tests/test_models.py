@@ -243,7 +243,7 @@ def test_generator_outputs(tiny):
 def test_mirror_outputs_is_the_pipelines_flip():
     """Mirrored rotation matrices == those of the data pipeline's axis-angle pose flip (TF,
     `augment.flip_pose`); camera x and keypoint x negated, left/right swapped; an involution."""
-    from hmr_jax import smpl
+    from hmr_jax import skeleton
     from hmr_jax.data import augment
 
     rng = np.random.default_rng(3)
@@ -254,14 +254,14 @@ def test_mirror_outputs_is_the_pipelines_flip():
         "cam": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
         "keypoints_2d": jnp.asarray(rng.uniform(-1, 1, (4, 24, 2)), jnp.float32),
     }
-    perm = np.asarray(smpl.FLIP_PERM)
-    m = hmr.mirror_outputs(out, smpl.FLIP_PERM)
+    perm = np.asarray(skeleton.SMPL24_FLIP_PERM)
+    m = hmr.mirror_outputs(out, skeleton.SMPL24_FLIP_PERM)
     flipped = np.asarray(augment.flip_pose(aa)).reshape(4, 24, 3)
     np.testing.assert_allclose(m["pose_rotmat"], geometry.axis_angle_to_matrix(flipped), atol=1e-5)
     np.testing.assert_array_equal(m["betas"], out["betas"])
     np.testing.assert_allclose(m["cam"], out["cam"] * np.array([1.0, -1.0, 1.0]))
     np.testing.assert_allclose(m["keypoints_2d"], out["keypoints_2d"][:, perm] * np.array([-1.0, 1.0]))
-    twice = hmr.mirror_outputs(m, smpl.FLIP_PERM)
+    twice = hmr.mirror_outputs(m, skeleton.SMPL24_FLIP_PERM)
     for k in out:
         np.testing.assert_allclose(twice[k], out[k], atol=1e-6, err_msg=k)
     assert "keypoints_2d" not in hmr.mirror_outputs(out)  # no permutation: no keypoints

@@ -11,6 +11,7 @@ import tensorflow as tf
 from fake_data import make_arrays, project
 from PIL import Image
 
+from hmr_jax import skeleton
 from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data import augment as aug
 from hmr_jax.data import pipeline
@@ -168,7 +169,7 @@ def test_augmented_box_crop_keeps_projection_consistency(data):
     from hmr_jax.data import tfds_builder
 
     builder = tfds_builder.load_builder(str(data["tmp"] / "crops"))
-    perm = tf.constant(ann_lib.flip_permutation("smpl24"))
+    perm = tf.constant(skeleton.SMPL24_FLIP_PERM)
     cfg = aug.AugmentConfig(img_size=IMG)
     for ex, (rot, sc, flip) in zip(
         builder.as_dataset(split="train").take(3), [(40.0, 1.25, True), (-60.0, 0.75, False), (0.0, 1.1, True)]

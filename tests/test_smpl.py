@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hmr_jax import smpl
+from hmr_jax import skeleton, smpl
 
 V, K = 6890, 10
 
@@ -22,7 +22,7 @@ def random_smpl_arrays(seed=0, num_betas=K):
     weights /= weights.sum(1, keepdims=True)
     j_reg = rng.random((24, V)) * (rng.random((24, V)) < 0.01)
     j_reg /= j_reg.sum(1, keepdims=True)
-    kintree = np.stack([np.array(smpl.PARENTS, np.int64) % 4294967296, np.arange(24)])
+    kintree = np.stack([np.array(skeleton.SMPL24_PARENTS, np.int64) % 4294967296, np.arange(24)])
     return dict(
         v_template=v_template,
         shapedirs=rng.normal(0, 0.03, (V, 3, num_betas)),
@@ -243,7 +243,7 @@ def test_regress_joints_and_save_obj(tmp_path, model_files):
     np.testing.assert_allclose(j, out.joints, atol=1e-5)  # zero pose: joints = J_regressor @ template
     reg = np.eye(3, V, dtype=np.float32)
     np.save(tmp_path / "reg.npy", reg)
-    extra = smpl.regress_joints(smpl.load_regressor(tmp_path / "reg.npy", V), out.vertices)
+    extra = smpl.regress_joints(smpl.load_regressor(tmp_path / "reg.npy", num_vertices=V), out.vertices)
     np.testing.assert_allclose(extra, out.vertices[:, :3], atol=1e-6)
     smpl.save_obj(tmp_path / "m.obj", out.vertices[0], model.faces)
     lines = (tmp_path / "m.obj").read_text().splitlines()

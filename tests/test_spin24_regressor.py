@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from tool_loader import load_tool
 
-from hmr_jax import body_model, smpl
-from hmr_jax import joints as joints_lib
+from hmr_jax import body_model, skeleton, smpl
+from hmr_jax.data import setup as data_setup
 
 tool = load_tool("make_spin24_regressor")
 
@@ -44,10 +44,10 @@ def _random_body(model: smpl.SMPLModel, batch: int = 3, seed: int = 1) -> smpl.S
 def test_tables_match_spin():
     assert tool.VERTEX_IDS == {"nose": 332, "right_eye": 6260, "left_eye": 2800, "right_ear": 4071, "left_ear": 583}
     for name, k in tool.SMPL_JOINTS.items():  # SPIN24 names of kinematic joints are SMPL's names
-        assert smpl.JOINT_NAMES[k] == name
+        assert skeleton.SMPL24_NAMES[k] == name
     names = set(tool.SMPL_JOINTS) | set(tool.EXTRA_ROWS) | set(tool.VERTEX_IDS)
     assert len(tool.SMPL_JOINTS) + len(tool.EXTRA_ROWS) + len(tool.VERTEX_IDS) == 24
-    assert names == set(joints_lib.SPIN24_NAMES)
+    assert names == set(skeleton.SPIN24_NAMES)
 
 
 @pytest.mark.parametrize("size_flag", ["--smpl-model", "--num-vertices"])
@@ -62,14 +62,14 @@ def test_tool_regressor_is_exact(tmp_path, model_path, model, size_flag, capsys)
     )
     assert str(out) in capsys.readouterr().out
 
-    reg = joints_lib.load_regressor(out, 24, v)  # what trainer.load_regressors does (plus V)
+    reg = smpl.load_regressor(out, 24, v)  # what data_setup.load_regressors does (plus V)
     assert reg.shape == (24, v + 24) and reg.dtype == np.float32
     body = _random_body(model)
-    got = jax.jit(lambda j, vert: joints_lib.model_joints("spin24", j, vert, {"spin24": jnp.asarray(reg)}))(
+    got = jax.jit(lambda j, vert: smpl.model_joints("spin24", j, vert, {"spin24": jnp.asarray(reg)}))(
         body.joints, body.vertices
     )
     assert got.shape == (3, 24, 3)
-    names = joints_lib.SPIN24_NAMES
+    names = skeleton.SPIN24_NAMES
     for name, k in tool.SMPL_JOINTS.items():
         np.testing.assert_allclose(got[:, names.index(name)], body.joints[:, k], atol=1e-5, err_msg=name)
     want_extra = np.einsum("jv,bvc->bjc", extra, np.asarray(body.vertices, np.float64))
@@ -84,12 +84,10 @@ def test_tool_regressor_is_exact(tmp_path, model_path, model, size_flag, capsys)
 def test_trainer_passes_v_plus_24_regressor(tmp_path, model):
     from types import SimpleNamespace
 
-    from hmr_jax import trainer
-
     path = tmp_path / "J_spin24.npy"
     np.save(path, tool.build_regressor(_random_extra(model.num_vertices), model.num_vertices))
     config = SimpleNamespace(data=SimpleNamespace(joint_regressor=str(path)))
-    regs = trainer.load_regressors(config, "spin24")
+    regs = data_setup.load_regressors(config, "spin24")
     assert regs["spin24"].shape == (24, model.num_vertices + 24)
 
 
@@ -98,9 +96,9 @@ def test_vertex_only_regressor_still_works(tmp_path, model):
     reg = np.zeros((24, v), np.float32)
     reg[np.arange(24), 100 + np.arange(24)] = 1.0
     np.save(tmp_path / "reg.npy", reg)
-    loaded = joints_lib.load_regressor(tmp_path / "reg.npy", 24, v)
+    loaded = smpl.load_regressor(tmp_path / "reg.npy", 24, v)
     body = _random_body(model, batch=2)
-    got = joints_lib.model_joints("spin24", body.joints, body.vertices, {"spin24": jnp.asarray(loaded)})
+    got = smpl.model_joints("spin24", body.joints, body.vertices, {"spin24": jnp.asarray(loaded)})
     np.testing.assert_allclose(got, body.vertices[:, 100:124], atol=1e-6)
 
 
@@ -108,10 +106,10 @@ def test_regressor_shape_errors(tmp_path, model):
     v = model.num_vertices
     np.save(tmp_path / "bad.npy", np.zeros((24, v + 5), np.float32))
     with pytest.raises(ValueError, match=rf"bad\.npy.*\(24, {v}\) or \(24, {v + 24}\)"):
-        joints_lib.load_regressor(tmp_path / "bad.npy", 24, v)
+        smpl.load_regressor(tmp_path / "bad.npy", 24, v)
     body = _random_body(model, batch=1)
     with pytest.raises(ValueError, match=rf"\(24, {v}\).*\(24, {v + 24}\)"):
-        joints_lib.model_joints("spin24", body.joints, body.vertices, {"spin24": jnp.zeros((24, v + 5))})
+        smpl.model_joints("spin24", body.joints, body.vertices, {"spin24": jnp.zeros((24, v + 5))})
 
 
 def test_tool_errors(tmp_path, model):

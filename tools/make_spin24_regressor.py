@@ -2,9 +2,9 @@
 
     python tools/make_spin24_regressor.py --j-regressor-extra J_regressor_extra.npy --out J_spin24.npy
 
-The model's 'spin24' joints (`hmr_jax.joints.SPIN24_NAMES`) are built as SPIN builds them
+The model's 'spin24' joints (`hmr_jax.skeleton.SPIN24_NAMES`) are built as SPIN builds them
 (its constants.JOINT_MAP and SMPL wrapper), as one matrix applied to the posed vertices followed
-by the 24 posed SMPL kinematic joints (`hmr_jax.joints.model_joints`):
+by the 24 posed SMPL kinematic joints (`hmr_jax.smpl.model_joints`):
   10 SMPL kinematic joints (ankles, knees, wrists, elbows, shoulders): one-hot column V + k;
    9 rows of SPIN's J_regressor_extra.npy ((9, V): hips, LSP neck/head top, MPII pelvis/thorax,
      H36M spine/jaw/head): copied into the vertex columns;
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-# SPIN24 joint name -> SMPL kinematic joint index (hmr_jax.smpl.JOINT_NAMES order).
+# SPIN24 joint name -> SMPL kinematic joint index (hmr_jax.skeleton.SMPL24_NAMES order).
 SMPL_JOINTS: Mapping[str, int] = {
     "right_ankle": 8, "right_knee": 5, "left_knee": 4, "left_ankle": 7, "right_wrist": 21,
     "right_elbow": 19, "right_shoulder": 17, "left_shoulder": 16, "left_elbow": 18, "left_wrist": 20,
@@ -53,8 +53,8 @@ def load_extra(path: str | Path, num_vertices: int) -> np.ndarray:
 
 
 def build_regressor(extra: np.ndarray, num_vertices: int) -> np.ndarray:
-    """The (24, num_vertices + 24) float32 regressor, rows in `hmr_jax.joints.SPIN24_NAMES` order."""
-    from hmr_jax import joints, smpl
+    """The (24, num_vertices + 24) float32 regressor, rows in `hmr_jax.skeleton.SPIN24_NAMES` order."""
+    from hmr_jax import skeleton, smpl
 
     if extra.shape != (len(EXTRA_ROWS), num_vertices):
         raise ValueError(f"J_regressor_extra: expected shape ({len(EXTRA_ROWS)}, {num_vertices}), found {extra.shape}")
@@ -64,8 +64,8 @@ def build_regressor(extra: np.ndarray, num_vertices: int) -> np.ndarray:
             f"face vertex ids {bad} are out of range for a mesh of {num_vertices} vertices "
             f"(SPIN's ids are for the 6890-vertex SMPL mesh)"
         )
-    reg = np.zeros((len(joints.SPIN24_NAMES), num_vertices + smpl.NUM_JOINTS), np.float32)
-    for row, name in enumerate(joints.SPIN24_NAMES):
+    reg = np.zeros((len(skeleton.SPIN24_NAMES), num_vertices + smpl.NUM_JOINTS), np.float32)
+    for row, name in enumerate(skeleton.SPIN24_NAMES):
         if name in SMPL_JOINTS:
             reg[row, num_vertices + SMPL_JOINTS[name]] = 1.0
         elif name in VERTEX_IDS:

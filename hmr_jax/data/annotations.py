@@ -46,66 +46,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 NUM_JOINTS = 24
-JOINT_SETS = ("smpl24", "spin24")
-
-# SPIN's 24 ground-truth joints (constants.JOINT_NAMES[25:] in SPIN).
-SPIN24_JOINT_NAMES = (
-    "right_ankle",
-    "right_knee",
-    "right_hip",
-    "left_hip",
-    "left_knee",
-    "left_ankle",
-    "right_wrist",
-    "right_elbow",
-    "right_shoulder",
-    "left_shoulder",
-    "left_elbow",
-    "left_wrist",
-    "neck_lsp",
-    "head_top_lsp",
-    "pelvis_mpii",
-    "thorax_mpii",
-    "spine_h36m",
-    "jaw_h36m",
-    "head_h36m",
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-)
-SMPL24_JOINT_NAMES = (
-    "pelvis",
-    "left_hip",
-    "right_hip",
-    "spine1",
-    "left_knee",
-    "right_knee",
-    "spine2",
-    "left_ankle",
-    "right_ankle",
-    "spine3",
-    "left_foot",
-    "right_foot",
-    "neck",
-    "left_collar",
-    "right_collar",
-    "head",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hand",
-    "right_hand",
-)
-FLIP_PERMS = {
-    "spin24": (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20, 23, 22),
-    "smpl24": (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22),
-}
-JOINT_NAMES = {"spin24": SPIN24_JOINT_NAMES, "smpl24": SMPL24_JOINT_NAMES}
+# Joint sets an annotation file may hold (`skeleton.JOINT_SETS`; h36m17 is the evaluation regressor's).
+FILE_JOINT_SETS = ("smpl24", "spin24")
 # OpenPose BODY_25 indices of SPIN24 joints 19..23 (nose, left eye, right eye, left ear, right ear).
 _OPENPOSE_FACE = (0, 16, 15, 18, 17)
 
@@ -121,13 +63,6 @@ _OPTIONAL_ARRAYS = {  # name -> trailing shape
     "cam_t": (3,),
 }
 _OPTIONAL_STR = ("gender", "subject", "action", "camera")
-
-
-def flip_permutation(joint_set: str) -> tuple[int, ...]:
-    """Left/right permutation of a joint set's 24 joints ('smpl24' or 'spin24')."""
-    if joint_set not in FLIP_PERMS:
-        raise ValueError(f"joint_set: expected one of {JOINT_SETS}, found {joint_set!r}")
-    return FLIP_PERMS[joint_set]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +170,8 @@ def from_arrays(arrays: Mapping[str, Any], source: str = "<arrays>") -> Annotati
         scale = scale[:, 0]
     scale = _float(scale, "scale", (), n, source)
     joint_set = str(np.asarray(arrays["joint_set"]).item()) if "joint_set" in arrays else "spin24"
-    flip_permutation(joint_set)  # validates
+    if joint_set not in FILE_JOINT_SETS:
+        raise ValueError(f"{source}: joint_set: expected one of {FILE_JOINT_SETS}, found {joint_set!r}")
     part = _float(arrays["part"], "part", (NUM_JOINTS, 3), n, source)
     if "S" in arrays:
         S = _float(arrays["S"], "S", (NUM_JOINTS, 4), n, source)

@@ -53,12 +53,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from hmr_jax import skeleton
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODE_RATIOS = (1, 2, 4, 8)  # libjpeg's DCT-domain scalings 1/r
-
-# Left/right swap of the 24 SMPL kinematic joints (contract joint order).
-SMPL_POSE_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +252,7 @@ def flip_pose(pose: tf.Tensor) -> tf.Tensor:
     pose = tf.cast(pose, tf.float32)
     lead = tf.shape(pose)[:-1]
     p = tf.reshape(pose, tf.concat([lead, [24, 3]], 0))
-    p = tf.gather(p, SMPL_POSE_FLIP_PERM, axis=-2) * tf.constant([1.0, -1.0, -1.0])
+    p = tf.gather(p, skeleton.SMPL24_FLIP_PERM, axis=-2) * tf.constant([1.0, -1.0, -1.0])
     return tf.reshape(p, tf.shape(pose))
 
 

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from hmr_jax import skeleton
 from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data.augment import (
     DECODE_RATIOS,
@@ -452,7 +453,9 @@ def make_dataset(
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(batch_size, drop_remainder=False)
     ds = ds.map(
-        _batch_fn(ann_lib.flip_permutation(plan.joint_set)), num_parallel_calls=num_parallel_calls, deterministic=True
+        _batch_fn(skeleton.get_joint_set(plan.joint_set).flip_perm),
+        num_parallel_calls=num_parallel_calls,
+        deterministic=True,
     )
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -521,7 +524,7 @@ class BatchIterator(Iterator):
         _check_box_crop(self._plan, cfg)
         self.batch_size, self.train, self.strict = batch_size, train, strict
         self.joint_set = self._plan.joint_set
-        self.flip_perm = ann_lib.flip_permutation(self.joint_set)
+        self.flip_perm = skeleton.get_joint_set(self.joint_set).flip_perm
         self.invalid = self._plan.invalid
         self.epoch_stats: list[EpochStats] = []
         n = self._plan.per_host

@@ -46,7 +46,7 @@ eased) from one sampled pose to another while the body turns a little, so keepin
 Poses: a hand-written library of key poses (standing, walking, running, sitting, crouching, arms up,
 reaching, waving, T/A-pose, ...) blended pairwise, mirrored at random and perturbed per joint with
 moderate noise; knees and elbows bend about their hinge axis only. A pose is kept when every joint
-is within `metrics` limits (with a margin) and a coarse capsule test finds no gross
+is within the `skeleton` joint limits (with a margin) and a coarse capsule test finds no gross
 self-intersection (limbs through the torso or each other), otherwise it is redrawn.
 The body turns +-180 deg about the vertical (option `yaw_range_deg`), tilts a little, and the
 camera (elevation -8..25 deg, field of view 35..65 deg) frames it at a random size and position.
@@ -73,7 +73,7 @@ import numpy as np
 from jaxtyping import Float, UInt8
 from scipy.spatial.transform import Rotation
 
-from hmr_jax import render
+from hmr_jax import render, skeleton
 
 GENERATOR_VERSION = "synth-1"
 FRAMES_PER_SEQUENCE = 8
@@ -84,8 +84,6 @@ NUM_BETAS = 10
 BETA_CLIP = 2.5
 _KIND_SUBJECT, _KIND_SEQUENCE, _KIND_SAMPLE, _KIND_BACKGROUND = 1, 2, 3, 4
 
-PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
-FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
 
 # ----------------------------------------------------------------------------------- pose library
 # Local joint rotations (axis-angle, SMPL body frame: y up, facing +z, subject's left at +x).
@@ -281,7 +279,7 @@ _NOISE_STD = np.array(
     ]
 )
 _HINGE_OFF_AXIS_STD = 0.05
-_LIMIT_MARGIN = 0.92  # keep sampled poses this fraction inside metrics' limits
+_LIMIT_MARGIN = 0.92  # keep sampled poses this fraction inside the joint limits
 
 
 def key_pose_array(name: str) -> Float[np.ndarray, "24 3"]:
@@ -296,7 +294,7 @@ def key_pose_array(name: str) -> Float[np.ndarray, "24 3"]:
 
 def mirror_pose(pose: Float[np.ndarray, "*b 24 3"]) -> Float[np.ndarray, "*b 24 3"]:
     """Left/right mirror of (..., 24, 3) axis-angle poses (swap sides, negate y and z)."""
-    out = np.asarray(pose)[..., FLIP_PERM, :].copy()
+    out = np.asarray(pose)[..., skeleton.SMPL24_FLIP_PERM, :].copy()
     out[..., 1:] *= -1.0
     return out
 
@@ -309,15 +307,13 @@ def slerp_poses(a: Float[np.ndarray, "24 3"], b: Float[np.ndarray, "24 3"], w: f
 
 
 def _limit_tables():
-    """metrics' anatomical limits (angles, hinges) as numpy tables, shrunk by _LIMIT_MARGIN."""
-    from hmr_jax import metrics  # constants only (no jax computation)
-
+    """The anatomical limits (angles, hinges) as numpy tables, shrunk by _LIMIT_MARGIN."""
     angle = np.full(24, np.inf)
-    for idx, _, lim in metrics.ANGLE_LIMITS_DEG:
+    for idx, _, lim in skeleton.ANGLE_LIMITS_DEG:
         angle[idx] = np.deg2rad(lim) * _LIMIT_MARGIN
     hinges = [
         (idx, np.asarray(axis), np.deg2rad(lo), np.deg2rad(hi) * _LIMIT_MARGIN, np.deg2rad(off) * _LIMIT_MARGIN)
-        for idx, _, axis, lo, hi, off in metrics.HINGE_LIMITS_DEG
+        for idx, _, axis, lo, hi, off in skeleton.HINGE_LIMITS_DEG
     ]
     return angle, hinges
 
@@ -326,7 +322,7 @@ _ANGLE_LIMITS, _HINGE_LIMITS = _limit_tables()
 
 
 def within_limits(pose: Float[np.ndarray, "24 3"]) -> bool:
-    """True if every body joint (1..23) of a (24, 3) pose is inside the (shrunk) metrics limits."""
+    """True if every body joint (1..23) of a (24, 3) pose is inside the (shrunk) joint limits."""
     aa = Rotation.from_rotvec(pose[1:]).as_rotvec()  # canonical: angle in [0, pi]
     aa = np.concatenate([np.zeros((1, 3)), aa])
     if np.any(np.linalg.norm(aa, axis=-1) > _ANGLE_LIMITS):
@@ -433,7 +429,7 @@ def _chain(rot: np.ndarray, rest_joints: np.ndarray):
     g[0, :3, :3] = rot[0]
     g[0, :3, 3] = rest_joints[0]
     for i in range(1, 24):
-        p = PARENTS[i]
+        p = skeleton.SMPL24_PARENTS[i]
         local = np.eye(4)
         local[:3, :3] = rot[i]
         local[:3, 3] = rest_joints[i] - rest_joints[p]
@@ -983,7 +979,7 @@ def preview(out_dir, ann_path=None, num: int = 16, cols: int = 4) -> UInt8[np.nd
         kp[:, :2] = (kp[:, :2] + 0.5) * scale - 0.5
         c = (ann.center[i] + 0.5) * scale - 0.5
         img = render.draw_box(img, c[0] - half, c[1] - half, c[0] + half, c[1] + half)
-        img = render.draw_keypoints(img, kp, parents=PARENTS, radius=max(1, img.shape[0] // 110))
+        img = render.draw_keypoints(img, kp, parents=skeleton.SMPL24_PARENTS, radius=max(1, img.shape[0] // 110))
         tiles.append(img)
     return render.contact_sheet(tiles, cols=cols)
 

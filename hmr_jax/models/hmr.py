@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float
 
-from hmr_jax import geometry, smpl
+from hmr_jax import geometry, skeleton
 from hmr_jax.models import discriminator as discriminator_lib
 from hmr_jax.models import keypoint_head as keypoint_head_lib
 from hmr_jax.models import regressor as regressor_lib
@@ -243,11 +243,11 @@ _MIRROR_SIGNS = np.array([[1.0, -1.0, -1.0], [-1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]]
 
 def mirror_outputs(out: Mapping[str, Array], keypoint_flip_perm: Sequence[int] | None = None) -> dict[str, Array]:
     """The prediction for the mirror image of the crop, from the prediction `out` for the crop:
-    pose_rotmat (B, 24, 3, 3) left/right joints swapped (`smpl.FLIP_PERM`) and mirrored, betas as
+    pose_rotmat (B, 24, 3, 3) left/right joints swapped (`skeleton.SMPL24_FLIP_PERM`) and mirrored, betas as
     they are, cam (s, tx, ty) -> (s, -tx, ty), and, given the dataset joint set's flip permutation,
     keypoints_2d (B, J, 2) ([-1, 1] crop coordinates) swapped with x negated."""
     res = {
-        "pose_rotmat": out["pose_rotmat"][:, np.asarray(smpl.FLIP_PERM)] * _MIRROR_SIGNS,
+        "pose_rotmat": out["pose_rotmat"][:, np.asarray(skeleton.SMPL24_FLIP_PERM)] * _MIRROR_SIGNS,
         "betas": out["betas"],
         "cam": out["cam"] * jnp.array([1.0, -1.0, 1.0]),
     }

@@ -1,6 +1,6 @@
-"""Joint sets: names, root (pelvis) definition, flip permutations, and the model's joints for each.
+"""Skeletons: joint names, parents, left/right flips, joint sets and joint limits (numpy only).
 
-Two joint sets are supported, chosen by the dataset (annotation key ``joint_set``):
+Three joint sets, chosen by the dataset (annotation key ``joint_set``) or the evaluation protocol:
 
 ``smpl24``
     The 24 SMPL kinematic joints, in SMPL order (pelvis, left_hip, right_hip, ...). The model's
@@ -21,20 +21,12 @@ Two joint sets are supported, chosen by the dataset (annotation key ``joint_set`
     The 17 joints of the Human3.6M regressor (``J_regressor_h36m``, (17, V)), used only by the
     evaluation protocol: root = joint 0, ``H36M_TO_J14`` picks the 14 LSP joints.
 
-Everything here is static (tuples), except `model_joints` / `regress`, which are jax functions.
+`smpl.model_joints` computes the body model's joints in any of these sets. Everything here is a
+static tuple: this module imports nothing from jax or the rest of the package.
 """
 
 import dataclasses
-import os
 from collections.abc import Mapping
-
-import jax.numpy as jnp
-import numpy as np
-from jaxtyping import Array, Float
-
-from hmr_jax import smpl
-
-REGRESSOR_CONFIG_KEY = "data.joint_regressor"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +55,18 @@ class JointSet:
         return len(self.names)
 
 
-SMPL24_NAMES = smpl.JOINT_NAMES
-SMPL24_PARENTS = smpl.PARENTS
-SMPL24_FLIP_PERM = smpl.FLIP_PERM
+SMPL24_NAMES = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
+    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hand", "right_hand",
+)  # fmt: skip
+# SMPL's kinematic tree (kintree_table row 0).
+SMPL24_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+# Left/right swap of the 24 joints (used to mirror poses and keypoints).
+SMPL24_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
 
+# SPIN's 24 ground-truth joints (constants.JOINT_NAMES[25:] in SPIN).
 SPIN24_NAMES = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
     "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
@@ -111,75 +111,26 @@ def get_joint_set(name: str) -> JointSet:
         raise ValueError(f"joint_set: expected one of {sorted(JOINT_SETS)}, found {name!r}") from None
 
 
-def root(joints: Float[Array, "... j 3"], joint_set: str) -> Float[Array, "... 3"]:
-    """Root (pelvis) location of `joints`: the mean of the set's `root_indices`."""
-    idx = jnp.asarray(get_joint_set(joint_set).root_indices)
-    return jnp.mean(jnp.take(joints, idx, axis=-2), axis=-2)
+# --- joint limits (SMPL joints) ------------------------------------------------------------------
 
-
-def regress(regressor: Float[Array, "j v"], vertices: Float[Array, "... v 3"]) -> Float[Array, "... j 3"]:
-    """Joints as fixed linear combinations of mesh vertices: J = regressor @ vertices."""
-    return smpl.regress_joints(regressor, vertices)
-
-
-def model_joints(
-    joint_set: str,
-    smpl_joints: Float[Array, "b 24 3"],
-    vertices: Float[Array, "b v 3"],
-    regressors: Mapping[str, Float[Array, "j n"]] | None = None,
-) -> Float[Array, "b j 3"]:
-    """The body model's joints in the dataset's joint set.
-
-    Args:
-      joint_set: 'smpl24' (returns `smpl_joints`), 'spin24' or 'h36m17' (regressed with
-        `regressors[joint_set]`).
-      smpl_joints: posed SMPL kinematic joints (B, 24, 3).
-      vertices: posed SMPL vertices (B, V, 3).
-      regressors: optional dict joint-set name -> regressor (see `load_regressor`), either
-        (J, V), applied to `vertices`, or (J, V + 24), applied to the points
-        ``concatenate([vertices, smpl_joints], axis=-2)`` (so column V + k is SMPL joint k).
-    """
-    js = get_joint_set(joint_set)
-    if joint_set == "smpl24":
-        return smpl_joints
-    if regressors is None or regressors.get(joint_set) is None:
-        key = REGRESSOR_CONFIG_KEY if joint_set == "spin24" else "eval.h36m_regressor"
-        raise ValueError(
-            f"joint set {joint_set!r} needs a ({js.num_joints}, V) vertex-to-joint regressor, but "
-            f"none was given: set config '{key}' to a .npy/.npz file holding it"
-        )
-    reg = regressors[joint_set]
-    if reg.shape[0] != js.num_joints:
-        raise ValueError(
-            f"regressor for joint set {joint_set!r}: expected {js.num_joints} rows, found shape {tuple(reg.shape)}"
-        )
-    v, k = vertices.shape[-2], smpl_joints.shape[-2]
-    if reg.ndim != 2 or reg.shape[1] not in (v, v + k):
-        raise ValueError(
-            f"regressor for joint set {joint_set!r}: expected shape ({js.num_joints}, {v}) (vertices) or "
-            f"({js.num_joints}, {v + k}) (vertices then {k} SMPL joints), found {tuple(reg.shape)}"
-        )
-    if reg.shape[1] == v + k:
-        return regress(reg, jnp.concatenate([vertices, smpl_joints.astype(vertices.dtype)], axis=-2))
-    return regress(reg, vertices)
-
-
-def load_regressor(
-    path: str | os.PathLike, num_joints: int | None = None, num_vertices: int | None = None
-) -> np.ndarray:
-    """Load a dense (J, V) or (J, V + 24) float32 regressor (.npy / .npz, no pickle).
-
-    The (J, V + 24) form also weights the 24 SMPL kinematic joints (see `model_joints`).
-    Raises naming the file when it is missing, unreadable, or not (num_joints, num_vertices)
-    or (num_joints, num_vertices + 24).
-    """
-    arr = smpl.load_regressor(path)
-    cols = None if num_vertices is None else (num_vertices, num_vertices + smpl.NUM_JOINTS)
-    if (num_joints is not None and arr.shape[0] != num_joints) or (cols is not None and arr.shape[1] not in cols):
-        j = "J" if num_joints is None else num_joints
-        v = "V" if num_vertices is None else num_vertices
-        v24 = "V + 24" if num_vertices is None else num_vertices + smpl.NUM_JOINTS
-        raise ValueError(
-            f"joint regressor file {os.fspath(path)!r}: expected shape ({j}, {v}) or ({j}, {v24}), found {arr.shape}"
-        )
-    return arr
+# Hinge joints: (smpl index, name, unit flexion axis in the parent's frame, flexion min, max, off-axis max) deg.
+# SMPL frame: y up, body faces +z, left at +x. Knee flexion (shin swings back, -z) is +x rotation;
+# the left forearm lies along +x and flexes towards +z by rotating about -y, the right one about +y.
+HINGE_LIMITS_DEG = (
+    (4, "left_knee", (1.0, 0.0, 0.0), -10.0, 160.0, 45.0),
+    (5, "right_knee", (1.0, 0.0, 0.0), -10.0, 160.0, 45.0),
+    (18, "left_elbow", (0.0, -1.0, 0.0), -10.0, 160.0, 90.0),
+    (19, "right_elbow", (0.0, 1.0, 0.0), -10.0, 160.0, 90.0),
+)
+# Other joints: (smpl index, name, maximum rotation angle) deg.
+ANGLE_LIMITS_DEG = (
+    (1, "left_hip", 140.0), (2, "right_hip", 140.0),
+    (3, "spine1", 60.0), (6, "spine2", 60.0), (9, "spine3", 60.0),
+    (7, "left_ankle", 60.0), (8, "right_ankle", 60.0),
+    (10, "left_foot", 45.0), (11, "right_foot", 45.0),
+    (12, "neck", 60.0), (15, "head", 60.0),
+    (13, "left_collar", 45.0), (14, "right_collar", 45.0),
+    (16, "left_shoulder", 160.0), (17, "right_shoulder", 160.0),
+    (20, "left_wrist", 100.0), (21, "right_wrist", 100.0),
+    (22, "left_hand", 90.0), (23, "right_hand", 90.0),
+)  # fmt: skip
