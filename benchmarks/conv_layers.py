@@ -7,31 +7,31 @@ For every distinct convolution shape of ResNet-50 at the given batch and image s
   fwd     y = conv(x, w)
   bwd_x   the input gradient  (vjp w.r.t. x; "backward data")
   bwd_w   the weight gradient (vjp w.r.t. w; "backward filter")
-for JAX (each piece a separate jitted function, NHWC / HWIO as in hmr_jax.models.resnet) and for
+for JAX (each piece a separate jitted function, NHWC / HWIO as in hmr_jax.models.cpu_kernels) and for
 PyTorch (NCHW, `torch.ops.aten.convolution_backward` with one output mask, which is what autograd
 runs), round-robin, and prints the median milliseconds, GFLOP/s and the time summed over the
-network (a shape times its number of occurrences). `jax_matmul` is what hmr_jax.models.resnet
-runs where `resnet.matmul_weight_grads` says so (forced here with HMR_JAX_CONV_WEIGHT_GRAD=matmul;
-`resnet.stem_conv`, `resnet.conv3x3`: XLA's forward and input gradient, the weight
+network (a shape times its number of occurrences). `jax_matmul` is what hmr_jax.models.cpu_kernels
+runs where `cpu_kernels.matmul_weight_grads` says so (forced here with HMR_JAX_CONV_WEIGHT_GRAD=matmul;
+`cpu_kernels.stem_conv`, `cpu_kernels.conv3x3`: XLA's forward and input gradient, the weight
 gradient as matmuls).
 
 Then, unless --no-elementwise, training-mode BatchNorm + ReLU (forward, and forward + backward)
 at ResNet-50's two largest activation shapes, and the 3x3 / stride-2 max pool: flax's
 `nnx.BatchNorm` + `nnx.relu` and `lax.reduce_window` / autodiff of the 9-slice max against
-`resnet.batch_norm_act` and `resnet.max_pool_3x3_s2`, and torch (`F.batch_norm` + `relu`,
+`cpu_kernels.batch_norm_act` and `cpu_kernels.max_pool_3x3_s2`, and torch (`F.batch_norm` + `relu`,
 `F.max_pool2d`, NCHW).
 
 Measured here (2 shared AVX2 cores, load 1.5-2.0, batch 8, 224 px, medians of 3;
 `python benchmarks/conv_layers.py --rounds 3 --only stem7x7s2,l1_3x3,l3_3x3`), ms:
-  stem weight gradient: XLA 333, resnet.stem_conv 51, torch 47;
-  3x3 weight gradients, layer1 / layer3 shapes: XLA 81 / 35, resnet.conv3x3 71 / 27, torch 58 / 34;
+  stem weight gradient: XLA 333, cpu_kernels.stem_conv 51, torch 47;
+  3x3 weight gradients, layer1 / layer3 shapes: XLA 81 / 35, cpu_kernels.conv3x3 71 / 27, torch 58 / 34;
   those three shapes summed over the network (fwd + bwd_x + bwd_w): XLA 1385, ours 960, torch 1150;
   BatchNorm + ReLU fwd+bwd at (8, 56, 56, 256): flax 67, batch_norm_act 20, torch 56;
   max pool fwd+bwd: reduce_window 225, 9-slice autodiff 58, max_pool_3x3_s2 54, torch 63.
-2026-12-01, session 14, an AMD EPYC with AVX-512 (load 1.3-1.4; `--no-elementwise`), weight
+On an AMD EPYC with AVX-512 (load 1.3-1.4; `--no-elementwise`), weight
 gradients: stem XLA 63.6, matmuls 29.7, torch 13.5; layer1 / layer3 3x3: XLA 21.3 / 15.8, matmuls
 40.2 / 15.3, torch 12.0 / 13.9; the network's k > 1 convolutions in all: XLA 600, matmuls 622,
-torch 385. Hence `resnet.matmul_weight_grads`: XLA's own on AVX-512.
+torch 385. Hence `cpu_kernels.matmul_weight_grads`: XLA's own on AVX-512.
 """
 
 import argparse
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hmr_jax.models import resnet
+from hmr_jax.models import cpu_kernels
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -93,7 +93,7 @@ def main():
     ap.add_argument("--torch-threads", type=int, default=2)
     args = ap.parse_args()
     impls = args.impls.split(",")
-    os.environ[resnet.WEIGHT_GRAD_ENV] = "matmul"  # jax_matmul's weight gradients on any CPU
+    os.environ[cpu_kernels.WEIGHT_GRAD_ENV] = "matmul"  # jax_matmul's weight gradients on any CPU
     shapes = conv_shapes(args.batch, args.img_size)
     if args.only:
         shapes = [s for s in shapes if s[0] in args.only.split(",")]
@@ -120,9 +120,9 @@ def main():
                 if impl == "jax":
                     conv = lambda x_, w_, s=stride: plain_conv(x_, w_, s)  # noqa: E731
                 elif name.startswith("stem"):  # jax_matmul
-                    conv = lambda x_, w_, p=p: resnet.stem_conv(x_, w_, p)  # noqa: E731
+                    conv = lambda x_, w_, p=p: cpu_kernels.stem_conv(x_, w_, p)  # noqa: E731
                 else:
-                    conv = lambda x_, w_, s=stride: resnet.conv3x3(x_, w_, s)  # noqa: E731
+                    conv = lambda x_, w_, s=stride: cpu_kernels.conv3x3(x_, w_, s)  # noqa: E731
                 xj, wj, gj = map(jnp.asarray, (x, w, g))
                 for piece, f in jax_pieces(conv).items():
                     call = (
@@ -204,10 +204,10 @@ def elementwise_rows(args, torch):
             return nnx.relu(bn(x, use_running_average=False))
 
         def fused_bn(x, scale, bias):
-            return resnet.batch_norm_act(x, scale, bias, None, 1e-5, True)[0]
+            return cpu_kernels.batch_norm_act(x, scale, bias, None, 1e-5, True)[0]
 
         fns = {}
-        for name, f in (("flax BatchNorm+relu", flax_bn), ("resnet.batch_norm_act", fused_bn)):
+        for name, f in (("flax BatchNorm+relu", flax_bn), ("cpu_kernels.batch_norm_act", fused_bn)):
             fwd = jax.jit(f)
             both = jax.jit(lambda x, s_, b_, g_, f=f: jax.vjp(f, x, s_, b_)[1](g_))
             fns[(name, "fwd")] = lambda fwd=fwd: jax.block_until_ready(fwd(x, scale, bias))
@@ -247,8 +247,8 @@ def elementwise_rows(args, torch):
     fns = {}
     for name, f in (
         ("lax.reduce_window", reduce_window),
-        ("9-slice max (autodiff)", resnet._max_pool_slices),
-        ("resnet.max_pool_3x3_s2", resnet.max_pool_3x3_s2),
+        ("9-slice max (autodiff)", cpu_kernels._max_pool_slices),
+        ("cpu_kernels.max_pool_3x3_s2", cpu_kernels.max_pool_3x3_s2),
     ):
         fwd = jax.jit(f)
         both = jax.jit(lambda x, g_, f=f: jax.vjp(f, x)[1](g_))

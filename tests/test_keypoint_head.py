@@ -9,7 +9,7 @@ from flax import nnx
 
 from hmr_jax import body_model, config_checks, losses, sharding, skeleton, smpl, steps
 from hmr_jax import state as state_lib
-from hmr_jax.models import hmr, keypoint_head, resnet
+from hmr_jax.models import cpu_kernels, hmr, keypoint_head, resnet
 
 th.enable_compilation_cache()
 
@@ -62,7 +62,7 @@ def test_soft_argmax_gradient_matches_finite_differences():
 # ------------------------------------------------------------------------------------- the head
 
 
-@pytest.mark.parametrize("cls,k", [(resnet.PointwiseConv, 1), (resnet.Conv3x3, 3)])
+@pytest.mark.parametrize("cls,k", [(cpu_kernels.PointwiseConv, 1), (cpu_kernels.Conv3x3, 3)])
 def test_fast_convs_with_bias_match_nnx_conv(cls, k):
     pad = ((k // 2, k // 2),) * 2
     fast = cls(5, 4, (k, k), padding=pad, rngs=nnx.Rngs(0))

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from hmr_jax.models import resnet
+from hmr_jax.models import cpu_kernels, resnet
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -50,12 +50,12 @@ def test_batch_norm_act_values_and_gradients(relu, with_residual):
         return f
 
     for a, b in zip(
-        _ref_bn_act(x, scale, bias, res, 1e-5, relu), resnet.batch_norm_act(x, scale, bias, res, 1e-5, relu)
+        _ref_bn_act(x, scale, bias, res, 1e-5, relu), cpu_kernels.batch_norm_act(x, scale, bias, res, 1e-5, relu)
     ):
         assert _rel(a, b) < 1e-6
     argnums = (0, 1, 2, 3) if with_residual else (0, 1, 2)
     g_ref = jax.grad(loss(_ref_bn_act), argnums)(x, scale, bias, res)
-    g_new = jax.jit(jax.grad(loss(resnet.batch_norm_act), argnums))(x, scale, bias, res)
+    g_new = jax.jit(jax.grad(loss(cpu_kernels.batch_norm_act), argnums))(x, scale, bias, res)
     for a, b in zip(g_ref, g_new):
         assert _rel(a, b) < 1e-5
 
@@ -64,7 +64,7 @@ def test_batch_norm_module_matches_flax_and_updates_running_stats():
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((4, 3, 3, 5)) + 2.0, jnp.float32)
     r = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
-    ours = resnet.BatchNorm(5, momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
+    ours = cpu_kernels.BatchNorm(5, momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
     theirs = nnx.BatchNorm(5, momentum=0.9, epsilon=1e-5, rngs=nnx.Rngs(0))
     for train in (True, False):
         y = ours(x, not train, residual=r, relu=True)
@@ -102,17 +102,17 @@ def _uses_matmul_grads(op, x, w):
 def test_stem_conv_matches_lax_conv(shape, mode, monkeypatch):
     """7x7 / stride 2 / pad 3 (and a 5x5 / pad 2): values, input and weight gradients, with the
     weight gradient as matmuls and as XLA's own (HMR_JAX_CONV_WEIGHT_GRAD)."""
-    monkeypatch.setenv(resnet.WEIGHT_GRAD_ENV, mode)
+    monkeypatch.setenv(cpu_kernels.WEIGHT_GRAD_ENV, mode)
     rng = np.random.default_rng(2)
     k = 7 if shape[-1] == 3 else 5
     pad = (k - 1) // 2
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, k, shape[-1], 8)), jnp.float32)
 
-    op = lambda x, w: resnet.stem_conv(x, w, pad)  # noqa: E731
+    op = lambda x, w: cpu_kernels.stem_conv(x, w, pad)  # noqa: E731
     assert _uses_matmul_grads(op, x, w) == (mode == "matmul")
     g, ref_grads = _assert_matches_lax_conv(op, x, w, 2, pad, rng)
-    assert _rel(ref_grads[1], resnet.stem_filter_grad(x, g, k, pad)) < 1e-5
+    assert _rel(ref_grads[1], cpu_kernels.stem_filter_grad(x, g, k, pad)) < 1e-5
 
 
 @pytest.mark.parametrize("mode", ["matmul", "xla"])
@@ -122,32 +122,32 @@ def test_stem_conv_matches_lax_conv(shape, mode, monkeypatch):
 def test_conv3x3_matches_lax_conv(shape, stride, mode, monkeypatch):
     """Both matmul weight-gradient paths (per image im2col for >= 56x56 inputs, per tap below) and
     XLA's own (HMR_JAX_CONV_WEIGHT_GRAD)."""
-    monkeypatch.setenv(resnet.WEIGHT_GRAD_ENV, mode)
+    monkeypatch.setenv(cpu_kernels.WEIGHT_GRAD_ENV, mode)
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, shape[-1], 5)), jnp.float32)
 
-    op = lambda x, w: resnet.conv3x3(x, w, stride)  # noqa: E731
+    op = lambda x, w: cpu_kernels.conv3x3(x, w, stride)  # noqa: E731
     assert _uses_matmul_grads(op, x, w) == (mode == "matmul")
     g, ref_grads = _assert_matches_lax_conv(op, x, w, stride, 1, rng)
-    assert _rel(ref_grads[1], resnet.conv3x3_filter_grad(x, g, stride)) < 1e-5
+    assert _rel(ref_grads[1], cpu_kernels.conv3x3_filter_grad(x, g, stride)) < 1e-5
 
 
 def test_matmul_weight_grads_choice():
     """HMR_JAX_CONV_WEIGHT_GRAD overrides; 'auto' (or unset) takes the matmuls on x86-64 without
     AVX-512 only; anything else is an error naming the variable."""
-    env = resnet.WEIGHT_GRAD_ENV
+    env = cpu_kernels.WEIGHT_GRAD_ENV
     for machine in ("x86_64", "aarch64"):
         for avx512 in (False, True):
-            assert resnet.matmul_weight_grads({env: "matmul"}, machine, avx512)
-            assert not resnet.matmul_weight_grads({env: "XLA"}, machine, avx512)
-    assert resnet.matmul_weight_grads({}, "x86_64", avx512=False)
-    assert resnet.matmul_weight_grads({env: "auto"}, "AMD64", avx512=False)
-    assert not resnet.matmul_weight_grads({}, "x86_64", avx512=True)
-    assert not resnet.matmul_weight_grads({}, "arm64", avx512=False)
-    assert isinstance(resnet.matmul_weight_grads(), bool)  # this machine, this environment
+            assert cpu_kernels.matmul_weight_grads({env: "matmul"}, machine, avx512)
+            assert not cpu_kernels.matmul_weight_grads({env: "XLA"}, machine, avx512)
+    assert cpu_kernels.matmul_weight_grads({}, "x86_64", avx512=False)
+    assert cpu_kernels.matmul_weight_grads({env: "auto"}, "AMD64", avx512=False)
+    assert not cpu_kernels.matmul_weight_grads({}, "x86_64", avx512=True)
+    assert not cpu_kernels.matmul_weight_grads({}, "arm64", avx512=False)
+    assert isinstance(cpu_kernels.matmul_weight_grads(), bool)  # this machine, this environment
     with pytest.raises(ValueError, match=env):
-        resnet.matmul_weight_grads({env: "fast"}, "x86_64", False)
+        cpu_kernels.matmul_weight_grads({env: "fast"}, "x86_64", False)
 
 
 def _ref_max_pool(x):
@@ -159,7 +159,7 @@ def test_max_pool_matches_reduce_window(shape):
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     y_ref, vjp_ref = jax.vjp(_ref_max_pool, x)
-    y, vjp = jax.vjp(resnet.max_pool_3x3_s2, x)
+    y, vjp = jax.vjp(cpu_kernels.max_pool_3x3_s2, x)
     np.testing.assert_array_equal(y, y_ref)
     g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     np.testing.assert_allclose(jax.jit(vjp)(g)[0], vjp_ref(g)[0], rtol=1e-6, atol=1e-6)
@@ -168,7 +168,7 @@ def test_max_pool_matches_reduce_window(shape):
 def test_max_pool_gradient_splits_ties_among_maxima():
     x = jnp.zeros((1, 8, 8, 2)).at[0, 3:7, 3:7, :].set(1.0)  # plateaus: windows with tied maxima
     g = jnp.asarray(np.random.default_rng(4).standard_normal((1, 4, 4, 2)), jnp.float32)
-    dx = jax.vjp(resnet.max_pool_3x3_s2, x)[1](g)[0]
+    dx = jax.vjp(cpu_kernels.max_pool_3x3_s2, x)[1](g)[0]
     np.testing.assert_allclose(dx.sum(), g.sum(), rtol=1e-5)  # every window's gradient is kept
     # windows whose maximum is 1 send nothing to the zeros around the plateau
     win_max_one = _ref_max_pool(x) == 1.0

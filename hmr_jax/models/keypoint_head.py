@@ -3,8 +3,8 @@
 An optional part of the generator (config `model.keypoint_head`): it gives the regressor explicit
 2D evidence. HMR's regressor sees only the pooled 2048-d feature and must learn where the joints
 are *and* how 2D positions lift to 3D from the 3D losses alone; on the quickstart's budget it
-learns neither well (docs/quickstart_tuning.md, session 5: with exact 2D keypoints concatenated
-to its input the regressor halves its error within 1,000 steps). The head is a small FPN-like
+learns neither well (with exact 2D keypoints concatenated to its input the regressor halves its
+error within 1,000 steps). The head is a small FPN-like
 top-down path (as Lin et al. 2017, without batch norm):
 
     stage 4 (stride 32) --1x1--> C --up2x--+ stage 3 --1x1--> C --up2x--+ stage 2 --1x1--> C
@@ -12,8 +12,7 @@ top-down path (as Lin et al. 2017, without batch norm):
       -> 1x1 J logits at stride 8 (or 4) -> soft-argmax over each map
 
 (ReLU after each merge). At stride 4 the 3x3 mix stays at stride 8, where it costs a quarter
-(its 24 x 24 version doubled the quickstart encoder's FLOPs for the same accuracy: tuning log,
-session 8), and stage 1's 1x1 projection refines the upsampled maps. The keypoints (B, J, 2)
+(its 24 x 24 version doubled the quickstart encoder's FLOPs for the same accuracy), and stage 1's 1x1 projection refines the upsampled maps. The keypoints (B, J, 2)
 in [-1, 1] crop coordinates (those of `losses.normalize_keypoints`: x_norm = 2 x_px / img_size
 - 1) are concatenated to the pooled features the regressor reads. Soft-argmax (the expectation
 of the cell centres under a softmax over each map) is differentiable, so the head trains from
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float
 
-from hmr_jax.models import resnet
+from hmr_jax.models import cpu_kernels
 
 
 def soft_argmax(logits: Float[Array, "b h w j"]) -> Float[Array, "b j 2"]:
@@ -99,12 +98,12 @@ class KeypointHead(nnx.Module):
         if stride not in STRIDES:
             raise ValueError(f"KeypointHead: stride must be one of {STRIDES}, found {stride!r}")
         self.num_keypoints = int(num_keypoints)
-        conv1 = lambda i, o: resnet.PointwiseConv(i, o, (1, 1), dtype=dtype, rngs=rngs)  # noqa: E731
+        conv1 = lambda i, o: cpu_kernels.PointwiseConv(i, o, (1, 1), dtype=dtype, rngs=rngs)  # noqa: E731
         self.lateral1 = conv1(stage_channels[0], channels) if stride == 4 else None
         self.lateral2 = conv1(stage_channels[1], channels)
         self.lateral3 = conv1(stage_channels[2], channels)
         self.lateral4 = conv1(stage_channels[3], channels)
-        self.mix = resnet.Conv3x3(channels, channels, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
+        self.mix = cpu_kernels.Conv3x3(channels, channels, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
         self.out = conv1(channels, num_keypoints)
 
     def logits(self, stages: Sequence[Array]) -> Float[Array, "b h w j"]:
