@@ -6,7 +6,7 @@ a worker thread's arena) with a fresh `mmap` and unmaps them on `free`, so every
 about 36,000 new 4 KiB pages: 0.13 s of kernel time per step on 2 cores. With the glibc tunable
 `glibc.malloc.hugetlb=1` (glibc >= 2.35) malloc asks for transparent huge pages on those maps
 (`madvise`): ~170 faults per step, 0.224 -> 0.177 s per step (`benchmarks/train_step.py --config
-quickstart --no-torch`; `docs/quickstart_tuning.md`, session 4).
+quickstart --no-torch`).
 
 glibc reads tunables only when a process starts, so the command-line entry points
 (`hmr_jax.train` before jax or TensorFlow are imported, `hmr_jax.evaluate`, `hmr_jax.predict`,

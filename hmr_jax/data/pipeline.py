@@ -464,7 +464,7 @@ def make_dataset(
     # epoch's iterator, when released, waits for its autotuning thread to end its current sleep
     # (the period grows towards a minute): training stalled 17-41 s at some epoch boundaries and
     # evaluations (main thread idle in ~RootDataset::Iterator); without it, no stall and the same
-    # throughput (docs/quickstart_tuning.md, session 4).
+    # throughput.
     options.autotune.enabled = False
     if threads is not None:
         options.threading.private_threadpool_size = threads

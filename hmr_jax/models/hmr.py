@@ -45,7 +45,7 @@ class HMR(nnx.Module):
     its mean, ~10x less than a unit input; Adam moves every first-layer weight by about the
     learning rate whatever its input's scale, so such small inputs change the regressor's output
     ~10x slower. Scaling them up (8 on the quickstart) made the regressor learn to lift 2D to 3D
-    far faster (docs/quickstart_tuning.md, session 7).
+    far faster.
     """
 
     def __init__(
