@@ -1,6 +1,6 @@
 """Table 1 of the report as an ablation on the synthetic set, every row under the same CPU budget.
 
-Each row is one of configs/table1_*.py, trained with `python -m hmr_jax.train` for --steps steps
+Each row is a row of configs/table1.py (`--config=configs/table1.py:ROW`), trained with `python -m hmr_jax.train` for --steps steps
 on the synthetic dataset (generated once, shared by the rows) in its own workdir under --root,
 then scored with `python -m hmr_jax.evaluate` on the validation split (latest checkpoint).
 Prints one table (validation v2v L2, MPJPE, PA-MPJPE, PVE, share of joints outside limits, plus
@@ -44,18 +44,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Row:
     name: str
     label: str
-    config: str  # configs/<config>.py
-    overrides: tuple[tuple[str, str], ...] = ()
+    config: str  # the row of configs/table1.py (its get_config argument)
     resnet: bool = True  # --resnet-width / --resnet-depth apply
 
 
 ROWS = (
-    Row("linear_default", "Linear head, small default encoder (SGD)", "table1_linear_default", resnet=False),
-    Row("resnet", "ResNet-50 encoder, linear head (Adam)", "table1_resnet50"),
-    Row("iterative", "+ iterative regressor (5 it.)", "table1_iterative"),
-    Row("adversarial", "+ adversarial prior", "table1_gan", (("data.resample_ratio", "1.0"),)),
-    Row("resample", "+ resampling 0.5", "table1_gan"),
-    Row("resnet18", "ResNet-18 encoder, linear head (SGD)", "table1_resnet18"),
+    Row("linear_default", "Linear head, small default encoder (SGD)", "linear_default", resnet=False),
+    Row("resnet", "ResNet-50 encoder, linear head (Adam)", "resnet50"),
+    Row("iterative", "+ iterative regressor (5 it.)", "iterative"),
+    Row("adversarial", "+ adversarial prior", "adversarial"),
+    Row("resample", "+ resampling 0.5", "resample"),
+    Row("resnet18", "ResNet-18 encoder, linear head (SGD)", "resnet18"),
 )
 DEFAULT_ROWS = ("linear_default", "resnet", "iterative", "adversarial", "resample")
 COLUMNS = (
@@ -97,7 +96,7 @@ def common_overrides(args) -> list[tuple[str, str]]:
 
 
 def row_overrides(row: Row, args) -> list[tuple[str, str]]:
-    over = common_overrides(args) + list(row.overrides)
+    over = common_overrides(args)
     if row.resnet and args.resnet_width:
         over.append(("model.width", str(args.resnet_width)))
     if row.resnet and args.resnet_depth:
@@ -115,7 +114,7 @@ def train_command(row: Row, workdir: str, args) -> list[str]:
         sys.executable,
         "-m",
         "hmr_jax.train",
-        f"--config={os.path.join(REPO, 'configs', row.config + '.py')}",
+        f"--config={os.path.join(REPO, 'configs', 'table1.py')}:{row.config}",
         f"--workdir={workdir}",
     ]
     return cmd + [f"--config.{k}={v}" for k, v in row_overrides(row, args)]
@@ -154,7 +153,7 @@ def run_row(row: Row, args) -> dict:
     result = {
         "row": row.name,
         "label": row.label,
-        "config": f"configs/{row.config}.py",
+        "config": f"configs/table1.py:{row.config}",
         "overrides": dict(row_overrides(row, args)),
         "workdir": workdir,
     }
