@@ -228,11 +228,6 @@ def test_numpy_body_joints_match_smpl_forward():
     np.testing.assert_allclose(verts, out.vertices[0], atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="body_from_model reads SMPLModel.shapedirs / posedirs, (K, 3, V), as if they were (K, V, 3): "
-    "the rendered mesh's shape and pose blend shapes are scrambled (the annotated joints are right)",
-)
 def test_numpy_body_vertices_match_smpl_forward():
     rng = np.random.default_rng(2)
     (verts, _), out = _numpy_and_smpl_forward(rng.normal(0, 1, 10), rng.normal(0, 0.4, (24, 3)))

@@ -45,8 +45,8 @@ def body_from_model(model) -> Body:
     hair = is_head & ((rel[:, 1] > 0.72) | ((rel[:, 2] < 0.45) & (rel[:, 1] > 0.3)))
     return Body(
         v_template=asnp(model.v_template),
-        shapedirs=asnp(model.shapedirs).reshape(k, v * 3),
-        posedirs=asnp(model.posedirs).reshape(207, v * 3),
+        shapedirs=asnp(model.shapedirs).transpose(0, 2, 1).reshape(k, v * 3),  # (K, 3, V) -> (K, V*3)
+        posedirs=asnp(model.posedirs).transpose(0, 2, 1).reshape(207, v * 3),  # (207, 3, V) -> (207, V*3)
         joint_template=asnp(model.joint_template),
         joint_shapedirs=asnp(model.joint_shapedirs).reshape(k, 72),
         weights=asnp(model.weights),

@@ -19,7 +19,7 @@ from hmr_jax import render, skeleton
 from hmr_jax.data.synthetic import body as body_lib
 from hmr_jax.data.synthetic import samples
 
-GENERATOR_VERSION = "synth-1"
+GENERATOR_VERSION = "synth-2"
 
 # One process per core: single-threaded BLAS / OpenMP in the workers.
 _SINGLE_THREAD_ENV = {
