@@ -27,16 +27,17 @@ from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when ru
 from timing import round_robin
 
 from hmr_jax import config_files, hugepages
+from hmr_jax import state as state_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def jax_runner(config, smpl_model, images):
-    from hmr_jax import predict, trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import steps
 
-    models = trainer.make_models(config)
-    state = jax.jit(lambda key: trainer.init_state(config, models, key))(jax.random.PRNGKey(0))
-    fn = jax.jit(predict.make_predict_fn(config, models))
+    models = state_lib.make_static_parts(config)
+    state = jax.jit(lambda key: state_lib.init_state(config, models, key))(jax.random.PRNGKey(0))
+    fn = jax.jit(steps.make_predict(config, models))
     x = jax.device_put(images)
 
     def run():

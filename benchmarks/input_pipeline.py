@@ -15,7 +15,7 @@ Timed side by side, round-robin (one pass of each per round, so all see the same
                    batch, augmentation, synthetic options): JPEGs from hmr_jax.data.synthetic
                    at data.synthetic.render_size -> img_size crops, read from the files, and
                    (c') the same with its decoded-image cache (data.cache_decoded_mb).
-  step:            the quickstart's real training step (`trainer.make_train_step`, jit, state
+  step:            the quickstart's real training step (`steps.make_train_step`, jit, state
                    donated; the config's model and batch) on a batch of (c).
 The pipelines run on one tf.data thread (--threads=1); the step uses every core (XLA).
 Throughput is images per CPU-second (process CPU time, all threads): far less sensitive to other
@@ -116,12 +116,13 @@ def quickstart_step(batch: dict):
     """The quickstart's jitted train step on `batch`: returns (run k steps -> images, batch size)."""
     import jax  # pylint: disable=g-import-not-at-top
 
-    from hmr_jax import body_model, config_files, smpl, trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, config_files, smpl, steps
+    from hmr_jax import state as state_lib
 
     config = config_files.load(REPO / "configs" / "quickstart.py")
-    models = trainer.make_models(config)
-    step = jax.jit(trainer.make_train_step(config, models, "smpl24"), donate_argnums=(0,))
-    state = jax.jit(functools.partial(trainer.init_state, config, models))(jax.random.PRNGKey(0))
+    models = state_lib.make_static_parts(config)
+    step = jax.jit(steps.make_train_step(config, models, "smpl24"), donate_argnums=(0,))
+    state = jax.jit(functools.partial(state_lib.init_state, config, models))(jax.random.PRNGKey(0))
     smpl_model = jax.device_put(smpl.load(config.body_model_path or str(body_model.default_body_model_path())))
     arrays = jax.device_put({k: np.asarray(v, np.float32) for k, v in batch.items() if k != "index"})
     box = {"state": state}

@@ -21,7 +21,7 @@ processes on the machine hits all of them alike; the median step time of each is
 JAX variants (`--variants`) are the same train_step compiled with different XLA compiler
 options (see VARIANTS), each with its own state, all in the same process; the suffix
 `+bf16` runs the encoder in bfloat16, `+matmul` / `+xla` traces the step with the convolutions'
-weight gradients as matmuls / as XLA's own (HMR_JAX_CONV_WEIGHT_GRAD, `resnet.matmul_weight_grads`;
+weight gradients as matmuls / as XLA's own (HMR_JAX_CONV_WEIGHT_GRAD, `cpu_kernels.matmul_weight_grads`;
 default: that function's choice for this CPU). Each JAX variant prints its loss after the first
 step (same init, same batch: the variants must agree).
 
@@ -33,17 +33,17 @@ Measured here (2 shared AVX2 cores, batch 8, 224 px, ResNet-50, float32, jax 0.1
   hand-written gradients below.
 - load 3.0-3.4: jax 1.65 images/s, torch 0.68 (torch's threads degrade badly under load): 2.4x;
   load 2.4-3.5: 1.17 vs 0.52, 2.3x.
-- 2026-11-30, the machine ~25 % slower for both than above (load 1.9): jax 3.30 s/step, torch
+- the machine ~25 % slower for both than above (load 1.9): jax 3.30 s/step, torch
   2.97: 0.90x with glibc's huge pages (both sides: the script re-executes itself with the tunable,
   `hmr_jax.hugepages`); 3.58 vs 3.16 s, 0.88x, with HMR_JAX_HUGEPAGES=0. The quickstart's step
   (`--config quickstart --no-torch --steps 25 --body default`): 0.177 s with huge pages, 0.224 s
   without (180 vs 143 images/s).
 - one core each (`taskset -c 1 python benchmarks/train_step.py --steps 5 --torch-threads 1`,
   load 1.5-1.9): jax 4.57 s/step, torch 4.26 s: 0.93x.
-- 2026-12-01, session 14, an AMD EPYC with AVX-512 (load 1.5-1.7): jax 1.99 s/step, torch 2.02:
+- an AMD EPYC with AVX-512 (load 1.5-1.7): jax 1.99 s/step, torch 2.02:
   1.01x (1.06x per CPU-s); another run with `--variants default,default+matmul --steps 7`: 1.12x,
   the matmul weight gradients 1.05x. There XLA's own weight gradients are the faster ones
-  (`resnet.matmul_weight_grads` picks them on AVX-512), and without `--settle` the JAX step timed
+  (`cpu_kernels.matmul_weight_grads` picks them on AVX-512), and without `--settle` the JAX step timed
   right after a torch step took 2.85 s instead of 1.98: the runs above this line, made without it,
   understate JAX.
 How: models/resnet.py computes 1x1 convolutions as matmuls and the max pool as slices (0.87 ->
@@ -71,8 +71,10 @@ import numpy as np
 from smpl_forward import smpl_sized_arrays  # benchmarks/ is on sys.path when run as a script
 from timing import round_robin
 
-from hmr_jax import config_files, hugepages
-from hmr_jax.models import resnet
+from hmr_jax import config_files, hugepages, steps
+from hmr_jax import state as state_lib
+from hmr_jax.data import setup as data_setup
+from hmr_jax.models import cpu_kernels
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -141,12 +143,11 @@ class JaxRunner:
     """The trainer's own train_step, jitted with the state donated, compiled with `options`."""
 
     def __init__(self, name, config, smpl_model, batch, options):
-        from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
 
         self.name = name
-        models = trainer.make_models(config)
-        step_fn = trainer.make_train_step(config, models, "smpl24")
-        self.state = jax.jit(functools.partial(trainer.init_state, config, models))(jax.random.PRNGKey(0))
+        models = state_lib.make_static_parts(config)
+        step_fn = steps.make_train_step(config, models, "smpl24")
+        self.state = jax.jit(functools.partial(state_lib.init_state, config, models))(jax.random.PRNGKey(0))
         self.batch = jax.device_put(batch)
         self.smpl_model = smpl_model
         t0, c0 = time.perf_counter(), time.process_time()
@@ -291,7 +292,7 @@ def main():
     if args.config != "h36m_hmr" and not args.no_torch:
         parser.error(f"--config {args.config}: the PyTorch step implements h36m_hmr's model only; add --no-torch")
 
-    from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, smpl  # pylint: disable=g-import-not-at-top
 
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
@@ -310,7 +311,7 @@ def main():
             np.savez(path, **smpl_arrays)
             smpl_host = smpl.load(path)
     batch = make_batch(args.batch, args.img_size, smpl_host)
-    body_host = trainer.training_body(config, smpl_host, None)[0]  # train.vertex_loss_stride's subset
+    body_host = data_setup.training_body(config, smpl_host, None)[0]  # train.vertex_loss_stride's subset
     body = jax.device_put(body_host)
     print(
         f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "
@@ -318,7 +319,7 @@ def main():
         f"{body_host.v_template.shape[0]} in the step's vertex terms), "
         f"{args.img_size} px, ResNet-{args.depth}, {args.dtype}; load {os.getloadavg()[0]:.2f}; "
         f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; convolution weight gradients "
-        f"{'matmul' if resnet.matmul_weight_grads() else 'xla'} unless a variant says",
+        f"{'matmul' if cpu_kernels.matmul_weight_grads() else 'xla'} unless a variant says",
         flush=True,
     )
 
@@ -333,7 +334,7 @@ def main():
             if suffix == "bf16":
                 cfg.model.dtype = "bfloat16"
             elif suffix in ("matmul", "xla"):
-                env[resnet.WEIGHT_GRAD_ENV] = suffix
+                env[cpu_kernels.WEIGHT_GRAD_ENV] = suffix
             else:
                 raise SystemExit(f"--variants: unknown suffix {suffix!r} in {spec!r}; expected +bf16, +matmul or +xla")
         with mock.patch.dict(os.environ, env):  # read when the step is traced (in JaxRunner)

@@ -12,14 +12,21 @@ with glibc's huge-page tunable (`hmr_jax.hugepages`: 1.26x faster quickstart ste
 turns it off).
 """
 
+if __name__ == "__main__":  # before jax loads: glibc reads its malloc tunables at process start
+    from hmr_jax import hugepages
+
+    hugepages.ensure()
+
 import logging
 import os
 import sys
 
+import jax
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from hmr_jax import hugepages
+from hmr_jax import checkpoint, config_checks, time_budget, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, images).", required=True)
@@ -28,7 +35,7 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
-def _initialize_distributed(jax) -> None:
+def _initialize_distributed() -> None:
     env = {k: os.environ[k] for k in _DISTRIBUTED_ENV if k in os.environ}
     if not (_DISTRIBUTED.value or env):
         return
@@ -52,8 +59,6 @@ def _quiet_orbax_logs() -> None:
     """Drop orbax's INFO / DEBUG records (~12 lines per checkpoint save: its async writers, atomic
     renames, finalisation) from the terminal and the log unless --verbosity was given; its
     warnings and errors, and every other module's logs, still show."""
-    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-
     if flags.FLAGS["verbosity"].present:
         return
     orbax_dir = f"{os.sep}orbax{os.sep}"
@@ -67,14 +72,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config is required (e.g. --config=configs/quickstart.py)")
-    import jax  # pylint: disable=g-import-not-at-top  (after flags: XLA_FLAGS may be set by then)
-
-    from hmr_jax import checkpoint, config_checks, trainer  # pylint: disable=g-import-not-at-top
-
     _quiet_orbax_logs()
-    _initialize_distributed(jax)
+    _initialize_distributed()
     try:
-        result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_time=trainer.process_start_time())
+        result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_time=time_budget.process_start_time())
     except (config_checks.ConfigError, checkpoint.CheckpointMismatchError, FloatingPointError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
@@ -86,5 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    hugepages.ensure()  # before jax / TensorFlow load: glibc reads its tunables at process start
     app.run(main)

@@ -24,22 +24,23 @@ def main(argv):
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
     import trainer_helpers as th  # pylint: disable=g-import-not-at-top
 
-    from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, sharding, smpl, steps  # pylint: disable=g-import-not-at-top
+    from hmr_jax import state as state_lib
 
     config = th.tiny_config(data_dir)
     batch = th.fixed_batch(data_dir, n=config.data.batch_size)
     n, i = jax.process_count(), jax.process_index()
     per_host = config.data.batch_size // n
     local = {k: v[i * per_host : (i + 1) * per_host] for k, v in batch.items()}  # this host's slice
-    mesh = trainer.make_mesh()
+    mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
-        models = trainer.make_models(config)
-        state = trainer.create_sharded_state(config, models, mesh)
-        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
-        step = jax.jit(trainer.make_train_step(config, models, "smpl24"), donate_argnums=(0,))
+        models = state_lib.make_static_parts(config)
+        state = state_lib.create_sharded_state(config, models, mesh)
+        smpl_model = sharding.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        step = jax.jit(steps.make_train_step(config, models, "smpl24"), donate_argnums=(0,))
         history = []
         for _ in range(NUM_STEPS):
-            state, metrics = step(state, trainer.to_global(local, mesh), smpl_model, None, None)
+            state, metrics = step(state, sharding.to_global(local, mesh), smpl_model, None, None)
             history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
         params = jax.tree.leaves(state.gen_params)
         checksum = float(sum(np.abs(np.asarray(jax.device_get(p), np.float64)).sum() for p in params))

@@ -62,16 +62,18 @@ def make_run(workdir, data_dir, step: int = 3):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-    from hmr_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-    from hmr_jax import trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import checkpoint as ckpt_lib
+    from hmr_jax import sharding
+    from hmr_jax import state as state_lib
+    from hmr_jax import workdir as workdir_lib
 
     config = tiny_run_config(data_dir)
     os.makedirs(workdir, exist_ok=True)
-    trainer.write_config(config, workdir)
-    mesh = trainer.make_mesh()
+    workdir_lib.write_config(config, workdir)
+    mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
-        models = trainer.make_models(config)
-        state = trainer.create_sharded_state(config, models, mesh)
+        models = state_lib.make_static_parts(config)
+        state = state_lib.create_sharded_state(config, models, mesh)
         params = jax.tree.map(lambda x: x, state.gen_params)
         params["regressor"]["out"]["kernel"] = params["regressor"]["out"]["kernel"] * 30.0
         state = dataclasses.replace(

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from hmr_jax import config_files, trainer
+from hmr_jax import config_files
+from hmr_jax import state as state_lib
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("smplx")
@@ -27,8 +28,8 @@ def test_torch_benchmark_model_has_hmr_jax_parameter_counts(depth, monkeypatch):
 
     config = config_files.load(REPO / "configs" / "h36m_hmr.py")
     config.model.depth = depth
-    models = trainer.make_models(config)
-    state = jax.eval_shape(lambda key: trainer.init_state(config, models, key), jax.random.PRNGKey(0))
+    models = state_lib.make_static_parts(config)
+    state = jax.eval_shape(lambda key: state_lib.init_state(config, models, key), jax.random.PRNGKey(0))
     encoder, regressor = torch_hmr.generator(config)
     disc = torch_hmr.Discriminator()
     n_params = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import trainer_helpers as th
 
+pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses
+
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
 
 

@@ -5,19 +5,15 @@ import json
 import math
 import os
 
-import trainer_helpers as th
+import eval_helpers as eh
+import jax
+import numpy as np
+import pytest
 
-os.environ.setdefault("XLA_FLAGS", th.FAST_COMPILE_FLAGS)  # cheap XLA CPU compiles (if jax not loaded yet)
-
-import eval_helpers as eh  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from hmr_jax import body_model, smpl, trainer  # noqa: E402
-from hmr_jax import evaluate as ev  # noqa: E402
-
-th.enable_compilation_cache()
+from hmr_jax import body_model, evaluation, mean_params, sharding, smpl, steps
+from hmr_jax import state as state_lib
+from hmr_jax import workdir as workdir_lib
+from hmr_jax.data import setup as data_setup
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +24,12 @@ def run(tmp_path_factory):
     config = eh.make_run(workdir, data_dir, step=3)
     n_vertices = smpl.load(body_model.default_body_model_path()).num_vertices
     reg = eh.make_h36m_regressor(os.path.join(workdir, "J_regressor_h36m.npy"), n_vertices)
-    report = ev.evaluate(workdir, split="validation", checkpoint="best", h36m_regressor=reg, progress=False)
+    report = evaluation.evaluate(workdir, split="validation", checkpoint="best", h36m_regressor=reg, progress=False)
     return dict(workdir=workdir, data_dir=data_dir, config=config, report=report)
 
 
 def _finite_summary(s):
-    for m in ev.METRICS:
+    for m in evaluation.METRICS:
         assert s[m] is not None and math.isfinite(s[m]), (m, s)
     assert 0.0 <= s["pose_outside_limits"] <= 1.0
 
@@ -65,28 +61,28 @@ def test_report_written_with_expected_keys(run):
         "smpl": eh.EXPECTED["validation"],
     }
     assert saved["model"]["v2v_l2"] != saved["baseline"]["v2v_l2"]  # the model is not the mean
-    text = ev.format_table(report)
+    text = evaluation.format_table(report)
     assert "mean-pose baseline" in text and "Protocol 1" in text and "Directions" in text
 
 
 def _trainer_validation(config, workdir):
     """The trainer's eval_step sums over the validation split + finalize_eval (latest checkpoint)."""
-    mesh = trainer.make_mesh()
+    mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
-        models = trainer.make_models(config)
-        state, _, step, _ = ev.restore_checkpoint(workdir, config, models, mesh, "latest")
+        models = state_lib.make_static_parts(config)
+        state, _, step, _ = workdir_lib.restore_checkpoint(workdir, config, models, mesh, "latest")
         assert step == 3
-        paths = trainer.resolve_data_paths(config, workdir)
-        source = trainer.make_source(config, "validation", paths)
-        smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
-        baseline = trainer.replicate(trainer.training_mean_body(config, paths), mesh)
-        step_fn = jax.jit(trainer.make_eval_step(config, models, "smpl24"))
+        paths = data_setup.resolve_data_paths(config, workdir)
+        source = data_setup.make_source(config, "validation", paths)
+        smpl_model = sharding.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+        baseline = sharding.replicate(mean_params.training_mean(config, paths), mesh)
+        step_fn = jax.jit(steps.make_eval_step(config, models, "smpl24"))
         sums = None
-        for batch in trainer.make_input(config, source, train=False):
-            arrays = {k: np.asarray(batch[k], np.float32) for k in ev._BATCH_KEYS}
-            out = jax.device_get(step_fn(state, trainer.to_global(arrays, mesh), smpl_model, None, baseline))
+        for batch in data_setup.make_input(config, source, train=False):
+            arrays = data_setup.step_arrays(batch)
+            out = jax.device_get(step_fn(state, sharding.to_global(arrays, mesh), smpl_model, None, baseline))
             sums = out if sums is None else {k: sums[k] + out[k] for k in out}
-    return trainer.finalize_eval(sums)
+    return steps.finalize_eval(sums)
 
 
 def _assert_matches(report, expected):
@@ -106,7 +102,7 @@ def test_model_metrics_match_trainer_validation(run):
 def test_flip_test_in_evaluate_matches_trainer_validation(run, tmp_path):
     """--flip_test: evaluate's numbers == the trainer's validation with config eval.flip_test, and
     they differ from the plain prediction's (the mirrored prediction is averaged in)."""
-    report = ev.evaluate(
+    report = evaluation.evaluate(
         run["workdir"],
         split="validation",
         checkpoint="latest",
@@ -114,7 +110,7 @@ def test_flip_test_in_evaluate_matches_trainer_validation(run, tmp_path):
         out_path=str(tmp_path / "flip.json"),
         flip_test=True,
     )
-    assert report["flip_test"] is True and "flip test" in ev.format_table(report)
+    assert report["flip_test"] is True and "flip test" in evaluation.format_table(report)
     config = run["config"].copy_and_resolve_references()
     config.eval.flip_test = True
     _assert_matches(report, _trainer_validation(config, run["workdir"]))
@@ -154,23 +150,23 @@ def test_protocol_masks_and_actions():
         dict(subject="S11", action="Eating", camera="54138969", frame=10),
         dict(subject="S1", action="Eating", camera="60457274", frame=1),
     ]
-    masks = ev.h36m_protocol_masks(rows)
+    masks = evaluation.h36m_protocol_masks(rows)
     np.testing.assert_array_equal(masks["p1"], [True, False, True, True, False])
     np.testing.assert_array_equal(masks["p2"], [True, False, True, False, False])
-    assert ev.h36m_protocol_masks([dict(subject="S9", action="x", camera="1")]) is None  # no frame
-    assert ev.canonical_action("Directions_1") == "Directions"
-    assert ev.canonical_action("TakingPhoto") == "Photo"
-    assert ev.canonical_action("WalkingDog 1") == "WalkDog"
+    assert evaluation.h36m_protocol_masks([dict(subject="S9", action="x", camera="1")]) is None  # no frame
+    assert evaluation.canonical_action("Directions_1") == "Directions"
+    assert evaluation.canonical_action("TakingPhoto") == "Photo"
+    assert evaluation.canonical_action("WalkingDog 1") == "WalkDog"
 
 
 def test_errors_name_the_problem(run, tmp_path):
     with pytest.raises(ValueError, match=r"step 99 .* found steps \[3\]"):
-        ev.evaluate(run["workdir"], checkpoint="99", progress=False)
+        evaluation.evaluate(run["workdir"], checkpoint="99", progress=False)
     with pytest.raises(FileNotFoundError, match="config.json"):
-        ev.evaluate(str(tmp_path), progress=False)
+        evaluation.evaluate(str(tmp_path), progress=False)
     with pytest.raises(ValueError, match="--checkpoint"):
-        ev.parse_checkpoint("first")
+        workdir_lib.parse_checkpoint("first")
     bad = tmp_path / "empty.npy"
     bad.write_bytes(b"")
     with pytest.raises(ValueError, match="h36m-regressor"):
-        ev.load_h36m_regressor(str(bad))
+        evaluation.load_h36m_regressor(str(bad))

@@ -11,8 +11,6 @@ from hmr_jax import body_model, config_checks, losses, sharding, skeleton, smpl,
 from hmr_jax import state as state_lib
 from hmr_jax.models import cpu_kernels, hmr, keypoint_head, resnet
 
-th.enable_compilation_cache()
-
 KEY = jax.random.key(0, impl="rbg")
 B, IMG, J = 3, 32, 24
 HEAD = dict(num_keypoints=J, channels=8)

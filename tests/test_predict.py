@@ -5,19 +5,14 @@ import os
 import subprocess
 import sys
 
+import eval_helpers as eh
+import numpy as np
+import pytest
 import trainer_helpers as th
+from PIL import Image
 
-os.environ.setdefault("XLA_FLAGS", th.FAST_COMPILE_FLAGS)  # cheap XLA CPU compiles (if jax not loaded yet)
-
-import eval_helpers as eh  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from hmr_jax import body_model, geometry, smpl  # noqa: E402
-from hmr_jax import predict as pr  # noqa: E402
-
-th.enable_compilation_cache()
+from hmr_jax import body_model, geometry, inference, skeleton, smpl, steps
+from hmr_jax import state as state_lib
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +57,7 @@ def cli_run(tmp_path_factory):
     return dict(proc=proc, out=out, a=a, b=b, bad=bad)
 
 
+@pytest.mark.slow
 def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
     proc, out = cli_run["proc"], cli_run["out"]
     assert proc.returncode == 1, proc.stderr[-3000:]  # one image failed
@@ -95,19 +91,19 @@ def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
 def test_crop_matches_the_box():
     img = np.zeros((20, 40, 3), np.uint8)
     img[5:15, 10:20] = 255  # a white square
-    cx, cy, side = pr.crop_box(img.shape[:2], bbox=(10, 5, 10, 10), bbox_scale=1.0)
+    cx, cy, side = inference.crop_box(img.shape[:2], bbox=(10, 5, 10, 10), bbox_scale=1.0)
     assert (cx, cy, side) == (15.0, 10.0, 10.0)
-    out = pr.crop(img, cx, cy, side, 10)
+    out = inference.crop(img, cx, cy, side, 10)
     np.testing.assert_array_equal(out, 255)  # exactly the square
-    whole = pr.crop(img, *pr.crop_box(img.shape[:2]), 40)
+    whole = inference.crop(img, *inference.crop_box(img.shape[:2]), 40)
     assert whole.shape == (40, 40, 3)
     assert whole[:10].max() == 0 and whole[30:].max() == 0  # black padding above and below
     np.testing.assert_array_equal(whole[15:25, 10:20], 255)
     with pytest.raises(ValueError, match="--bbox"):
-        pr.parse_bbox("1,2,3")
+        inference.parse_bbox("1,2,3")
     with pytest.raises(ValueError, match="--bbox"):
-        pr.parse_bbox("1,2,0,4")
-    assert pr.parse_bbox("1, 2, 3, 4") == (1.0, 2.0, 3.0, 4.0)
+        inference.parse_bbox("1,2,0,4")
+    assert inference.parse_bbox("1, 2, 3, 4") == (1.0, 2.0, 3.0, 4.0)
 
 
 def test_load_image_errors(tmp_path):
@@ -117,19 +113,19 @@ def test_load_image_errors(tmp_path):
     text.write_text("not an image")
     big = tmp_path / "big.png"
     Image.new("RGB", (64, 48)).save(big)
-    with pytest.raises(pr.ImageError, match="empty file"):
-        pr.load_image(str(empty))
-    with pytest.raises(pr.ImageError, match="Pillow can decode|corrupt"):
-        pr.load_image(str(text))
-    with pytest.raises(pr.ImageError, match="no such file"):
-        pr.load_image(str(tmp_path / "missing.jpg"))
-    with pytest.raises(pr.ImageError, match=r"64x48 px .* over the 0.001 MP limit"):
-        pr.load_image(str(big), max_megapixels=0.001)
-    assert pr.load_image(str(big)).shape == (48, 64, 3)
-    images, errors = pr.list_images([str(tmp_path)])
+    with pytest.raises(inference.ImageError, match="empty file"):
+        inference.load_image(str(empty))
+    with pytest.raises(inference.ImageError, match="Pillow can decode|corrupt"):
+        inference.load_image(str(text))
+    with pytest.raises(inference.ImageError, match="no such file"):
+        inference.load_image(str(tmp_path / "missing.jpg"))
+    with pytest.raises(inference.ImageError, match=r"64x48 px .* over the 0.001 MP limit"):
+        inference.load_image(str(big), max_megapixels=0.001)
+    assert inference.load_image(str(big)).shape == (48, 64, 3)
+    images, errors = inference.list_images([str(tmp_path)])
     assert sorted(os.path.basename(p) for p in images) == ["big.png", "empty.jpg", "notes.png"]
     (tmp_path / "sub").mkdir()
-    images, errors = pr.list_images([str(tmp_path / "sub")])
+    images, errors = inference.list_images([str(tmp_path / "sub")])
     assert images == [] and "no image files" in errors[0][1]
 
 
@@ -155,18 +151,18 @@ def test_load_image_decodes_every_format_as_training_does(tmp_path):
     for name, im in images.items():
         path = tmp_path / name
         im.save(path)
-        ours = pr.load_image(str(path))
+        ours = inference.load_image(str(path))
         theirs = tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False).numpy()
         assert ours.dtype == np.uint8 and ours.shape == (24, 32, 3), name
         # JPEG: TensorFlow's default IDCT is the fast integer one (dct_method ''), Pillow's the
         # accurate one: a few levels apart. PNGs are exact.
         tol = 4 if name.endswith(".jpg") else 0
         np.testing.assert_allclose(ours.astype(int), theirs.astype(int), atol=tol, err_msg=name)
-    assert pr.load_image(str(tmp_path / "gray16.png")).max() > 250  # not clipped to white
+    assert inference.load_image(str(tmp_path / "gray16.png")).max() > 250  # not clipped to white
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: display = rotate 90 deg clockwise
     Image.fromarray(rgb).save(tmp_path / "exif6.png", exif=exif)
-    np.testing.assert_array_equal(pr.load_image(str(tmp_path / "exif6.png")), np.rot90(rgb, k=-1))
+    np.testing.assert_array_equal(inference.load_image(str(tmp_path / "exif6.png")), np.rot90(rgb, k=-1))
 
 
 def test_keypoints_map_back_to_the_image_pixels_they_came_from():
@@ -177,14 +173,14 @@ def test_keypoints_map_back_to_the_image_pixels_they_came_from():
         img[:] = 0
         img[v, u] = 255
         box = (22.0, 15.0, float(size))  # edge coordinates: crop = image [14, 30) x [7, 23), 1:1
-        c = pr.crop(img, *box, size)
+        c = inference.crop(img, *box, size)
         j, i = np.unravel_index(np.argmax(c[..., 0]), c.shape[:2])
         xy_norm = 2.0 * np.array([[i, j]], np.float64) / size - 1.0  # crop px -> normalised (training keypoints)
-        np.testing.assert_allclose(pr.crop_to_image_px(xy_norm, box, size), [[u, v]], atol=1e-9)
+        np.testing.assert_allclose(inference.crop_to_image_px(xy_norm, box, size), [[u, v]], atol=1e-9)
     # the crop's centre is the principal point written in the JSON
     cx, cy, side = 30.5, 12.25, 37.0
     np.testing.assert_allclose(
-        pr.crop_to_image_px(np.zeros((1, 2)), (cx, cy, side), 96),
+        inference.crop_to_image_px(np.zeros((1, 2)), (cx, cy, side), 96),
         [[cx + 0.5 * side / 96 - 0.5, cy + 0.5 * side / 96 - 0.5]],
     )
 
@@ -203,10 +199,12 @@ def test_overlay_camera_matches_the_weak_perspective_projection():
     body = smpl.forward(model, betas, pose, transl=transl)
     raw = smpl.forward(model, betas, pose).joints  # the loss projects joints without translation
     xy = (np.asarray(geometry.weak_perspective_project(raw, cam))[0] + 1.0) * display / 2.0  # (24, 2) px
-    result = pr.render_front(np.asarray(body.vertices[0]), np.asarray(model.faces), focal * display / size, display)
+    result = inference.render_front(
+        np.asarray(body.vertices[0]), np.asarray(model.faces), focal * display / size, display
+    )
     for j in (0, 3, 6, 9, 12, 15, 1, 2):  # pelvis, spine, neck, head, hips
         x, y = np.round(xy[j]).astype(int)
-        assert result.mask[y, x], (smpl.JOINT_NAMES[j], x, y)
+        assert result.mask[y, x], (skeleton.SMPL24_NAMES[j], x, y)
     ys, xs = np.nonzero(result.mask)
     assert abs(xs.mean() - xy[[0, 3, 6, 9]].mean(0)[0]) < 3.0  # horizontally centred on the spine
 
@@ -218,18 +216,17 @@ def test_predict_fn_with_flip_test_returns_the_averaged_body(tmp_path):
 
     import jax
 
-    from hmr_jax import trainer
     from hmr_jax.models import hmr
 
     config = th.tiny_config(tmp_path)
-    models = trainer.make_models(config)
-    state = jax.jit(functools.partial(trainer.init_state, config, models))(jax.random.PRNGKey(0))
+    models = state_lib.make_static_parts(config)
+    state = jax.jit(functools.partial(state_lib.init_state, config, models))(jax.random.PRNGKey(0))
     body = smpl.load(body_model.default_body_model_path())
     size = config.data.img_size
     images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
-    plain = jax.jit(pr.make_predict_fn(config, models))(state, images, body)
+    plain = jax.jit(steps.make_predict(config, models))(state, images, body)
     config.eval.flip_test = True
-    flip = jax.jit(pr.make_predict_fn(config, models))(state, images, body)
+    flip = jax.jit(steps.make_predict(config, models))(state, images, body)
     avg = hmr.apply_generator_flip_test(models.gen, state.gen_params, state.gen_batch_stats, images)
     np.testing.assert_allclose(flip["betas"], avg["betas"], atol=1e-5)
     np.testing.assert_allclose(flip["cam"], avg["cam"], atol=1e-5)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from fake_data import make_arrays, write_images
 
+from hmr_jax import mean_params
 from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data import pipeline
 
@@ -49,10 +50,8 @@ def test_tfds_build_and_read(tmp_path):
     np.testing.assert_allclose(meta["mean_shape_train"], want[1], atol=1e-6)
     import trainer_helpers as th  # the trainer reads them from there
 
-    from hmr_jax import trainer
-
     config = th.tiny_config(tmp_path / "tfds", **{"data.source": "tfds"})
-    resolved = trainer.resolve_mean_params(config, (str(tmp_path / "tfds"), "", ""))
+    resolved = mean_params.resolve_mean_params(config, (str(tmp_path / "tfds"), "", ""))
     np.testing.assert_allclose(resolved.model.mean_pose, want[0], atol=1e-6)
     np.testing.assert_allclose(resolved.model.mean_betas, want[1], atol=1e-6)
     # same eval batches from the records as straight from the folder (corrupt file removed there)

@@ -12,14 +12,13 @@ import pytest
 import trainer_helpers as th
 
 from hmr_jax import checkpoint as ckpt_lib
-from hmr_jax import trainer
+from hmr_jax import optim, sharding, time_budget, trainer
 
-th.enable_compilation_cache()
 _IMPORTED = time.time()
 
 
 def _optax_reference(opt, num_steps):
-    """The schedules as optax builds them (the reference for `trainer.learning_rate`)."""
+    """The schedules as optax builds them (the reference for `optim.learning_rate`)."""
     lr, warmup = opt.learning_rate, opt.warmup_steps
     if opt.schedule == "warmup_cosine":
         return optax.warmup_cosine_decay_schedule(
@@ -42,10 +41,10 @@ def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule
         schedule=schedule, warmup_steps=warmup, learning_rate=3e-3, end_factor=0.05, decay_every=40, decay_factor=0.3
     )
     counts = np.arange(0, 260)
-    traced = jax.jit(jax.vmap(lambda c, n: trainer.learning_rate(opt, c, n), in_axes=(0, None)))
+    traced = jax.jit(jax.vmap(lambda c, n: optim.learning_rate(opt, c, n), in_axes=(0, None)))
     for num_steps in (200, 120):
         ref = np.array([float(_optax_reference(opt, num_steps)(c)) for c in counts])
-        np.testing.assert_allclose(np.asarray(trainer.learning_rate(opt, counts, num_steps)), ref, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(np.asarray(optim.learning_rate(opt, counts, num_steps)), ref, rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(np.asarray(traced(counts, jnp.int32(num_steps))), ref, rtol=1e-5, atol=1e-9)
 
 
@@ -69,16 +68,16 @@ def test_train_step_follows_the_run_length_in_the_state(tiny):
             "adversarial.disc_loss_weight": 0.0,
         },
     )
-    mesh = trainer.make_mesh()
+    mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
         _, state, body, step = th.train_parts(config, mesh)
-        batch = trainer.to_global(th.fixed_batch(tiny), mesh)
+        batch = sharding.to_global(th.fixed_batch(tiny), mesh)
         for n, moves in ((7, False), (50, True)):
             s = dataclasses.replace(
-                state, step=trainer.replicate(np.int32(7), mesh), num_steps=trainer.replicate(np.int32(n), mesh)
+                state, step=sharding.replicate(np.int32(7), mesh), num_steps=sharding.replicate(np.int32(n), mesh)
             )
             new, metrics = step(s, batch, body, None, None)
-            expected = float(trainer.learning_rate(config.optim.gen, 7, n))
+            expected = float(optim.learning_rate(config.optim.gen, 7, n))
             assert float(metrics["lr/gen"]) == pytest.approx(expected, rel=1e-6)
             change = max(
                 float(jnp.max(jnp.abs(a - b)))
@@ -100,15 +99,15 @@ def test_steps_within_budget_counts_steps_evaluations_and_images():
         image_seconds=0.0,
     )
     # 100 more steps (50 s) + the evaluation at 200 (4 s) = 54 s; 101 steps would add one more eval too
-    assert trainer.steps_within_budget(seconds_left=54.0, **kw) == 200
-    assert trainer.steps_within_budget(seconds_left=53.9, **kw) == 199  # 99 steps + the final eval: 53.5 s
-    assert trainer.steps_within_budget(seconds_left=1e9, **kw) == 10_000  # the cap
-    assert trainer.steps_within_budget(seconds_left=-5.0, **kw) == 100  # nothing fits: stop now
+    assert time_budget.steps_within_budget(seconds_left=54.0, **kw) == 200
+    assert time_budget.steps_within_budget(seconds_left=53.9, **kw) == 199  # 99 steps + the final eval: 53.5 s
+    assert time_budget.steps_within_budget(seconds_left=1e9, **kw) == 10_000  # the cap
+    assert time_budget.steps_within_budget(seconds_left=-5.0, **kw) == 100  # nothing fits: stop now
     # image grids at every 50th step: 2 per 100 steps
     with_images = dict(kw, image_every=50, image_seconds=3.0)
-    assert trainer.steps_within_budget(seconds_left=60.0, **with_images) == 200
+    assert time_budget.steps_within_budget(seconds_left=60.0, **with_images) == 200
     no_eval = dict(kw, eval_every=0, final_eval=False)
-    assert trainer.steps_within_budget(seconds_left=50.0, **no_eval) == 200
+    assert time_budget.steps_within_budget(seconds_left=50.0, **no_eval) == 200
 
 
 def test_budget_planner_waits_for_timings_then_follows_the_speed():
@@ -117,7 +116,7 @@ def test_budget_planner_waits_for_timings_then_follows_the_speed():
         **{"train.time_budget_min": 1.0, "train.num_steps": 10_000, "train.eval_every": 0, "train.image_every": 0},
     )
     now = 1000.0
-    planner = trainer.BudgetPlanner(config, start_time=now, final_eval=False)
+    planner = time_budget.BudgetPlanner(config, start_time=now, final_eval=False)
     for seconds in (30.0, 0.1, 0.1):  # the first window holds the compilation
         planner.window(seconds)
         assert planner.plan(step=20, num_steps=10_000, now=now) is None
@@ -144,7 +143,7 @@ def test_run_length_from_the_budget_is_kept_on_resume(tiny, tmp_path):
     over = {"train.log_every": 1, "train.eval_every": 0, "train.checkpoint_every": 0}
     spent = th.tiny_config(tiny, **over, **{"train.time_budget_min": 1.0})
     first = trainer.train_and_evaluate(spent, workdir, start_time=time.time() - 3600.0)
-    planned = 1 + trainer.BudgetPlanner.WARMUP_WINDOWS  # log windows of one step each
+    planned = 1 + time_budget.BudgetPlanner.WARMUP_WINDOWS  # log windows of one step each
     assert first["step"] == planned and int(first["state"].num_steps) == planned
     manager = ckpt_lib.make_manager(f"{workdir}/checkpoints", 1)
     assert manager.latest_step() == planned
@@ -172,17 +171,17 @@ def test_ample_budget_runs_every_step(tiny, tmp_path):
 
 
 def test_process_start_time_is_before_this_test_module_ran():
-    started = trainer.process_start_time()
+    started = time_budget.process_start_time()
     assert started <= _IMPORTED <= time.time()
     assert _IMPORTED - started < 24 * 3600.0
 
 
 def test_cost_once_compiled_replaces_the_compiling_call_by_the_others():
     # input waits 0.5 s; the first of 4 calls compiled (9 s), the others take 1 s each
-    assert trainer.cost_once_compiled(0.5, [9.0, 1.0, 1.0, 1.0]) == pytest.approx(4.5)
-    assert trainer.cost_once_compiled(0.5, [1.0, 2.0, 3.0]) == pytest.approx(0.5 + 3 * 2.5)
-    assert trainer.cost_once_compiled(0.25, [3.0]) == pytest.approx(3.25)  # one call: as timed
-    assert trainer.cost_once_compiled(0.0, []) == 0.0
+    assert time_budget.cost_once_compiled(0.5, [9.0, 1.0, 1.0, 1.0]) == pytest.approx(4.5)
+    assert time_budget.cost_once_compiled(0.5, [1.0, 2.0, 3.0]) == pytest.approx(0.5 + 3 * 2.5)
+    assert time_budget.cost_once_compiled(0.25, [3.0]) == pytest.approx(3.25)  # one call: as timed
+    assert time_budget.cost_once_compiled(0.0, []) == 0.0
 
 
 def test_budgeted_run_with_evaluations_and_images_times_them_once_compiled(tiny, tmp_path):
@@ -200,7 +199,7 @@ def test_budgeted_run_with_evaluations_and_images_times_them_once_compiled(tiny,
         },
     )
     result = trainer.train_and_evaluate(config, workdir, start_time=time.time() - 3600.0)
-    planned = 1 + trainer.BudgetPlanner.WARMUP_WINDOWS
+    planned = 1 + time_budget.BudgetPlanner.WARMUP_WINDOWS
     assert result["step"] == planned
     assert sorted(os.listdir(f"{workdir}/images")) == [f"step_{s:07d}.png" for s in range(2, planned + 1, 2)]
     assert np.isfinite(result["eval"]["val/mpjpe"])

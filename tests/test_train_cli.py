@@ -13,6 +13,9 @@ import orbax.checkpoint as ocp
 import pytest
 import trainer_helpers as th
 
+pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses
+
+
 STEPS = 20  # the tiny config's train.num_steps
 
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import trainer_helpers as th
 
-from hmr_jax import body_model, config_checks, smpl, trainer
+from hmr_jax import body_model, config_checks, mean_params, optim, sharding, smpl, steps, trainer
 from hmr_jax import checkpoint as ckpt_lib
-from hmr_jax import joints as joints_lib
+from hmr_jax import state as state_lib
+from hmr_jax.data import setup as data_setup
+from hmr_jax.data.synthetic.writer import GENERATOR_VERSION
 from hmr_jax.models import regressor as regressor_lib
-
-th.enable_compilation_cache()
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     config = th.tiny_config(
         data_dir, **{"train.nan_policy": "skip", "loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0}
     )
-    mesh = trainer.make_mesh()
+    mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
         models, state, smpl_model, step = th.train_parts(config, mesh)
         yield dict(
@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
 
 
 def test_train_step_overfits_fixed_samples(setup):
-    state, batch = setup["state"], trainer.to_global(setup["batch"], setup["mesh"])
+    state, batch = setup["state"], sharding.to_global(setup["batch"], setup["mesh"])
     losses = []
     for _ in range(150):
         state, metrics = setup["step"](state, batch, setup["smpl"], None, None)
@@ -60,7 +60,7 @@ def test_nan_skip_keeps_state(setup):
     bad["image"] = np.full_like(bad["image"], np.nan)
     state = setup["state"]
     before = jax.device_get(state.gen_params)
-    new_state, metrics = setup["step"](state, trainer.to_global(bad, setup["mesh"]), setup["smpl"], None, None)
+    new_state, metrics = setup["step"](state, sharding.to_global(bad, setup["mesh"]), setup["smpl"], None, None)
     assert float(metrics["skipped"]) == 1.0
     assert int(new_state.step) == int(state.step) + 1
     after = jax.device_get(new_state.gen_params)
@@ -76,10 +76,10 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
     reg[0, 5], reg[1, 6], reg[1, 7], reg[2:, v + 3] = 1.0, 0.5, 0.5, 1.0
     config.train.vertex_loss_stride = 1  # the whole body, as given
     regs_in = {"h36m17": reg}
-    body, regs = trainer.training_body(config, host, regs_in)
+    body, regs = data_setup.training_body(config, host, regs_in)
     assert body is host and regs is regs_in
     config.train.vertex_loss_stride = 4
-    body, regs = trainer.training_body(config, host, {"h36m17": reg})
+    body, regs = data_setup.training_body(config, host, {"h36m17": reg})
     idx = np.array(sorted(set(range(0, v, 4)) | {5, 6, 7}))
     assert body.num_vertices == len(idx) and regs["h36m17"].shape == (17, len(idx) + 24)
     rng = np.random.default_rng(0)
@@ -87,14 +87,14 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
     full, sub = smpl.forward(host, betas, pose), smpl.forward(body, betas, pose)
     np.testing.assert_allclose(sub.vertices, np.asarray(full.vertices)[:, idx], atol=1e-6)
     np.testing.assert_allclose(
-        joints_lib.model_joints("h36m17", sub.joints, sub.vertices, regs),
-        joints_lib.model_joints("h36m17", full.joints, full.vertices, {"h36m17": reg}),
+        smpl.model_joints("h36m17", sub.joints, sub.vertices, regs),
+        smpl.model_joints("h36m17", full.joints, full.vertices, {"h36m17": reg}),
         atol=1e-6,
     )
     # The step on the subset: the same non-vertex terms, vertex terms as means over a quarter.
-    batch = trainer.to_global(setup["batch"], setup["mesh"])
+    batch = sharding.to_global(setup["batch"], setup["mesh"])
     _, m_full = setup["step"](setup["state"], batch, setup["smpl"], None, None)
-    _, m_sub = setup["step"](setup["state"], batch, trainer.replicate(body, setup["mesh"]), None, None)
+    _, m_sub = setup["step"](setup["state"], batch, sharding.replicate(body, setup["mesh"]), None, None)
     for k in ("pose", "beta", "joints_3d", "joints_2d", "keypoints_2d"):
         np.testing.assert_allclose(m_sub[f"loss/{k}"], m_full[f"loss/{k}"], rtol=1e-5, atol=1e-7)
     for k in ("vertex_l1", "vertex_l2"):
@@ -108,7 +108,7 @@ def test_weight_decay_as_torch_optimisers(name):
     torch = pytest.importorskip("torch")
     cfg = th.load_config("quickstart").optim.gen
     cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0, schedule="constant", warmup_steps=0)
-    tx = trainer.make_optimizer(cfg)
+    tx = optim.make_optimizer(cfg)
     rng = np.random.default_rng(0)
     p0, grads = rng.normal(size=6).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
 
@@ -134,7 +134,7 @@ def test_weight_decay_as_torch_optimisers(name):
     decayed = run(tx)
     np.testing.assert_allclose(decayed, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
     cfg.weight_decay = 0.0
-    assert np.max(np.abs(decayed - run(trainer.make_optimizer(cfg)))) > 1e-3  # the decay acts
+    assert np.max(np.abs(decayed - run(optim.make_optimizer(cfg)))) > 1e-3  # the decay acts
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
@@ -155,9 +155,9 @@ def test_lr_scale_scales_one_modules_updates(name):
             out.append(u)
         return out
 
-    plain = updates(trainer.make_optimizer(cfg))
+    plain = updates(optim.make_optimizer(cfg))
     cfg.lr_scale.regressor = 0.25
-    scaled = updates(trainer.make_optimizer(cfg))
+    scaled = updates(optim.make_optimizer(cfg))
     for u0, u1 in zip(plain, scaled):
         np.testing.assert_allclose(u1["regressor"]["w"], 0.25 * u0["regressor"]["w"], rtol=1e-6, atol=1e-8)
         np.testing.assert_array_equal(u1["encoder"]["w"], u0["encoder"]["w"])
@@ -287,9 +287,9 @@ def test_checkpoint_of_another_config_names_the_arrays(setup, tmp_path):
 
 def test_reduce_on_plateau_scales_learning_rate(setup):
     config = setup["config"]
-    plateau_tx = trainer.make_plateau(config.optim.plateau)
+    plateau_tx = optim.make_plateau(config.optim.plateau)
     state = setup["state"]
-    update = jax.jit(lambda s, v: trainer.update_plateau(plateau_tx, s, v))
+    update = jax.jit(lambda s, v: steps.update_plateau(plateau_tx, s, v))
     state = update(state, jnp.float32(1.0))
     for _ in range(config.optim.plateau.patience + 1):
         state = update(state, jnp.float32(2.0))
@@ -301,11 +301,11 @@ def test_schedules():
     opt = config.optim.gen
     opt.learning_rate, opt.warmup_steps = 1.0, 10
     opt.schedule = "warmup_cosine"
-    sched = functools.partial(trainer.learning_rate, opt, num_steps=110)
+    sched = functools.partial(optim.learning_rate, opt, num_steps=110)
     assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1.0)
     assert float(sched(110)) == pytest.approx(opt.end_factor)
     opt.schedule, opt.decay_every, opt.decay_factor = "step", 50, 0.1
-    sched = functools.partial(trainer.learning_rate, opt, num_steps=110)
+    sched = functools.partial(optim.learning_rate, opt, num_steps=110)
     assert float(sched(5)) == pytest.approx(0.5)
     assert float(sched(10 + 49)) == pytest.approx(1.0) and float(sched(10 + 50)) == pytest.approx(0.1)
 
@@ -328,12 +328,12 @@ def test_mean_params_file_6d_is_read_in_spins_layout(tmp_path):
     data_dir = tmp_path / "data"
     th.make_dataset(data_dir, num=8, img_size=32)
     config = th.tiny_config(data_dir)
-    paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
+    paths = data_setup.resolve_data_paths(config, str(tmp_path / "wd"))
     columns = np.concatenate([rot[:, :, 0], rot[:, :, 1]], -1).reshape(144)  # the model's layout
     np.savez(tmp_path / "columns.npz", pose=columns, shape=np.zeros(10))
     config.model.mean_params = str(tmp_path / "columns.npz")
     with pytest.raises(config_checks.ConfigError, match=r"model\.mean_params.*joint\(s\) \[0, 1, 2"):
-        trainer.resolve_mean_params(config, paths)
+        mean_params.resolve_mean_params(config, paths)
     with pytest.raises(ValueError, match="72.*144"):
         regressor_lib.mean_pose_from_file(np.zeros(100))
 
@@ -348,15 +348,15 @@ def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
     data_dir = tmp_path / "data"
     ann_path = th.make_dataset(data_dir, num=8, img_size=32)
     config = th.tiny_config(data_dir)
-    paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
-    resolved = trainer.resolve_mean_params(config, paths)
+    paths = data_setup.resolve_data_paths(config, str(tmp_path / "wd"))
+    resolved = mean_params.resolve_mean_params(config, paths)
     assert config.model.mean_pose == ()  # the input config is not changed
     ann = ann_lib.load(ann_path)
     rows = ann_lib.split_indices(ann, "train", val_fraction=config.data.val_fraction)
     assert len(rows) == 6
     want_rot, want_betas = ann_lib.mean_smpl(ann.pose[rows], ann.shape[rows])
     np.testing.assert_allclose(resolved.model.mean_betas, want_betas, atol=1e-6)
-    kw = dict(trainer.generator_kwargs(resolved), final_init_gain=0.0)
+    kw = dict(state_lib.generator_kwargs(resolved), final_init_gain=0.0)
     graphdef, params, stats = hmr_lib.init_generator(jax.random.key(0, impl="rbg"), **kw)
     out, _ = hmr_lib.apply_generator(graphdef, params, stats, jnp.zeros((2, 32, 32, 3)), None, train=False)
     np.testing.assert_allclose(out["pose_rotmat"][1], want_rot, atol=1e-5)
@@ -364,20 +364,20 @@ def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
     np.testing.assert_allclose(out["cam"][0], config.model.mean_cam, atol=1e-7)
     # the mean is not the zero pose: the labels are random
     assert np.abs(np.asarray(resolved.model.mean_pose[3:])).max() > 1e-3
-    assert trainer.resolve_mean_params(resolved, paths) is resolved  # already filled: kept
+    assert mean_params.resolve_mean_params(resolved, paths) is resolved  # already filled: kept
 
     # SPIN's layout: per joint the 3 x 2 of R's first two columns, row-major (SPIN: x.view(-1, 3, 2))
     rot6d = np.asarray(want_rot)[:, :, :2].reshape(144)
     np.savez(tmp_path / "mean.npz", pose=rot6d, shape=want_betas, cam=np.array([0.9, 0.0, 0.0]))
     config.model.mean_params = str(tmp_path / "mean.npz")
-    from_file = trainer.resolve_mean_params(config, paths)
+    from_file = mean_params.resolve_mean_params(config, paths)
     np.testing.assert_allclose(from_file.model.mean_pose, resolved.model.mean_pose, atol=1e-5)
     np.savez(tmp_path / "bad.npz", pose=rot6d)
     config.model.mean_params = str(tmp_path / "bad.npz")
     with pytest.raises(config_checks.ConfigError, match=r"model\.mean_params.*'shape'"):
-        trainer.resolve_mean_params(config, paths)
+        mean_params.resolve_mean_params(config, paths)
     config.model.mean_params = "zero"
-    assert trainer.resolve_mean_params(config, paths).model.mean_pose == ()
+    assert mean_params.resolve_mean_params(config, paths).model.mean_pose == ()
     config.model.mean_params = "mean.npz"  # not a file
     with pytest.raises(config_checks.ConfigError, match=r"model\.mean_params"):
         config_checks.validate_config(config)
@@ -409,14 +409,14 @@ def test_val_annotations_file_is_the_validation_split(tmp_path):
     th.make_dataset(tmp_path / "val", num=3, img_size=32, seed=1)
     config = th.tiny_config(tmp_path / "data", **{"data.val_annotations": str(tmp_path / "val" / "annotations.npz")})
     config_checks.validate_config(config)
-    paths = trainer.resolve_data_paths(config, str(tmp_path / "wd"))
-    val = trainer.make_source(config, config.data.val_split, paths)
+    paths = data_setup.resolve_data_paths(config, str(tmp_path / "wd"))
+    val = data_setup.make_source(config, config.data.val_split, paths)
     assert val.annotations == str(tmp_path / "val" / "annotations.npz") and val.split is None
-    train = trainer.make_source(config, config.data.train_split, paths)
+    train = data_setup.make_source(config, config.data.train_split, paths)
     assert train.annotations == paths[1] and train.split == "train"
     config.data.val_annotations = "missing.npz"  # relative to data.dir
     with pytest.raises(config_checks.ConfigError, match=r"data\.val_annotations.*missing\.npz"):
-        trainer.make_source(config, config.data.val_split, paths)
+        data_setup.make_source(config, config.data.val_split, paths)
 
 
 def test_synthetic_render_size_renders_larger_images_for_the_same_crops(tmp_path):
@@ -426,15 +426,17 @@ def test_synthetic_render_size_renders_larger_images_for_the_same_crops(tmp_path
 
     config = th.tiny_config("", **{"data.synthetic.num": 8, "data.synthetic.render_size": 48})
     workdir = str(tmp_path / "wd")
-    data_dir, ann, root = trainer.prepare_data(config, workdir, str(body_model.default_body_model_path()))
-    assert os.path.basename(data_dir) == "synthetic_48px_8_yaw20_fps1"
+    data_dir, ann, root = data_setup.prepare_data(config, workdir, str(body_model.default_body_model_path()))
+    assert os.path.basename(data_dir) == f"{GENERATOR_VERSION}_48px_8_yaw20_fps1"
     names = sorted(os.listdir(os.path.join(data_dir, "images")))
     assert len(names) == 8 and Image.open(os.path.join(data_dir, "images", names[0])).size == (48, 48)
-    source = trainer.make_source(config, "train", (data_dir, ann, root))
-    batch = next(iter(trainer.make_input(config, source, train=False)))
+    source = data_setup.make_source(config, "train", (data_dir, ann, root))
+    batch = next(iter(data_setup.make_input(config, source, train=False)))
     assert batch["image"].shape[1:] == (32, 32, 3)
     config.data.synthetic.render_size = 0  # = data.img_size: the dataset of 32 px renders
-    assert os.path.basename(trainer.resolve_data_paths(config, workdir)[0]) == "synthetic_32px_8_yaw20_fps1"
+    assert (
+        os.path.basename(data_setup.resolve_data_paths(config, workdir)[0]) == f"{GENERATOR_VERSION}_32px_8_yaw20_fps1"
+    )
 
 
 def test_log_lines_clear_the_progress_bar_line_first():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from tool_loader import load_tool
 
-from hmr_jax import smpl, trainer
+from hmr_jax import mean_params, smpl
 from hmr_jax.config_checks import ConfigError, check_prior_file
 from hmr_jax.data import annotations as ann_lib
+from hmr_jax.data import setup as data_setup
 from hmr_jax.models import resnet
 
 
@@ -109,10 +110,10 @@ def test_prior_and_mean_parameter_files_holding_a_pickle_are_refused(tmp_path, m
     with pytest.raises((ValueError, ConfigError)):
         check_prior_file(str(path))
     with pytest.raises((ValueError, ConfigError)):
-        trainer.load_prior(str(path))
+        data_setup.load_prior(str(path))
     config = ml_collections.ConfigDict({"model": {"mean_pose": [], "mean_betas": [], "mean_params": str(path)}})
     with pytest.raises((ValueError, ConfigError)):
-        trainer.resolve_mean_params(config, ("", "", ""))
+        mean_params.resolve_mean_params(config, ("", "", ""))
 
 
 def test_resnet_converter_refuses_a_pickled_global(tmp_path, marker):

@@ -6,7 +6,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from hmr_jax import config_files
+from hmr_jax import config_files, sharding, steps
+from hmr_jax import state as state_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -127,25 +128,17 @@ def cache_env(devices: int | None = None) -> dict[str, str]:
     }
 
 
-def enable_compilation_cache() -> None:
-    import jax  # pylint: disable=g-import-not-at-top
-
-    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 def train_parts(config, mesh):
     """(models, fresh state, replicated default body model, jitted train step) of `config`; call
     inside `jax.set_mesh(mesh)`."""
     import jax  # pylint: disable=g-import-not-at-top
 
-    from hmr_jax import body_model, smpl, trainer  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, smpl  # pylint: disable=g-import-not-at-top
 
-    models = trainer.make_models(config)
-    state = trainer.create_sharded_state(config, models, mesh)
-    smpl_model = trainer.replicate(smpl.load(body_model.default_body_model_path()), mesh)
-    return models, state, smpl_model, jax.jit(trainer.make_train_step(config, models, "smpl24"))
+    models = state_lib.make_static_parts(config)
+    state = state_lib.create_sharded_state(config, models, mesh)
+    smpl_model = sharding.replicate(smpl.load(body_model.default_body_model_path()), mesh)
+    return models, state, smpl_model, jax.jit(steps.make_train_step(config, models, "smpl24"))
 
 
 def fixed_batch(data_dir, n: int = 8) -> dict:
