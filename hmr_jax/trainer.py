@@ -59,14 +59,11 @@ def train_and_evaluate(
     Returns {'state', 'step', 'train' (last logged metrics), 'eval' (last validation metrics),
     'best_metric', 'best_step', 'stopped_early', 'interrupted'}.
     """
-    # Stage 1: config and run directory (before anything is read or compiled).
+    # Stage 1: the config, checked before anything is read, written or compiled.
     start_time = time.time() if start_time is None else start_time
     config_checks.validate_config(config, jax.device_count(), jax.process_count())
     is_main = jax.process_index() == 0
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    if is_main:
-        workdir_lib.write_config(config, workdir)
     mesh = sharding.make_mesh()
     stop = StopRequest()  # SIGTERM from here on: checkpoint at the next step, then return
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -88,8 +85,6 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     paths = data_setup.prepare_data(config, workdir, workdir_lib.body_model_path(config))
     labels = mean_params.training_labels(config, paths)  # read once: the regressor's start and the baseline
     config = mean_params.resolve_mean_params(config, paths, labels)  # kept in config.json
-    if is_main:
-        workdir_lib.write_config(config, workdir)
     train_source = data_setup.make_source(config, config.data.train_split, paths)
     val_source = data_setup.make_source(config, config.data.val_split, paths) if config.data.val_split else None
     smpl_model = replicate(smpl_host)
@@ -107,6 +102,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
         logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
     else:
         state = state_lib.create_sharded_state(config, parts, mesh)
+    if is_main:  # only now: a refused run (invalid config, missing data, another config's checkpoint)
+        os.makedirs(workdir, exist_ok=True)  # leaves the workdir as it was
+        workdir_lib.write_config(config, workdir)
     budget = float(tc.time_budget_min) > 0
     if not budget:  # the config's length (a resumed run may be extended), else the planned one
         state = dataclasses.replace(state, num_steps=replicate(np.int32(tc.num_steps)))

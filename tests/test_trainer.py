@@ -230,6 +230,25 @@ def test_missing_dataset_names_the_key(tmp_path):
     config = th.tiny_config(tmp_path / "no_data")
     with pytest.raises(config_checks.ConfigError, match=r"data\.annotations"):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
+    assert not (tmp_path / "wd").exists()  # a refused run creates nothing
+
+
+def _tree_bytes(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_run_refused_for_another_configs_checkpoint_leaves_the_workdir_as_it_was(tmp_path):
+    data = tmp_path / "data"
+    th.make_dataset(data, num=16, img_size=32)
+    workdir = tmp_path / "wd"
+    short = {"train.num_steps": 2, "train.eval_every": 0, "train.checkpoint_every": 0}
+    trainer.train_and_evaluate(th.tiny_config(data, **short), str(workdir))
+    before = _tree_bytes(workdir)
+    assert {"config.json", "config.py"} <= {str(p) for p in before}
+    wider = th.tiny_config(data, **{**short, "model.width": 16, "train.num_steps": 4})
+    with pytest.raises(ckpt_lib.CheckpointMismatchError):
+        trainer.train_and_evaluate(wider, str(workdir))
+    assert _tree_bytes(workdir) == before
 
 
 def test_checkpoint_roundtrip_latest_and_best(setup, tmp_path):
