@@ -80,8 +80,10 @@ def resolve_mean_params(
 
 
 def training_labels(config, paths) -> tuple[np.ndarray, np.ndarray] | None:
-    """(pose (N, 72), shape (N, 10)) of the training split's SMPL-labelled rows (folder sources;
-    None for tfds or when no row has SMPL labels)."""
+    """(pose (N, 72), shape (N, 10)) of the training split's SMPL-labelled rows that the input
+    pipeline uses (rows `annotations.find_invalid` rejects, e.g. a non-finite pose or shape, are
+    skipped here as there); folder sources; None for tfds (whose records store these means) or
+    when no such row exists."""
     if config.data.source != "folder":
         return None
     ann = ann_lib.load(paths[1])
@@ -90,6 +92,8 @@ def training_labels(config, paths) -> tuple[np.ndarray, np.ndarray] | None:
         if config.data.train_split
         else np.arange(len(ann.pose))
     )
+    bad = ann_lib.find_invalid(ann.select(rows))
+    rows = np.asarray([r for i, r in enumerate(rows) if i not in bad], np.int64)
     rows = rows[np.asarray(ann.has_smpl)[rows] > 0]
     if len(rows) == 0:
         return None

@@ -152,15 +152,25 @@ def _float(x, name: str, shape: tuple, n: int, source: str) -> np.ndarray:
     return x.astype(np.float32)
 
 
+class MissingFieldError(KeyError, ValueError):
+    """An annotation file lacks a field it needs. A KeyError (a missing key) and a ValueError (a bad
+    input file, as the CLIs report in one line), whose message is the plain sentence."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def from_arrays(arrays: Mapping[str, Any], source: str = "<arrays>") -> Annotations:
     """Validate shapes of a SPIN-layout mapping (npz contents or a dict) and build `Annotations`."""
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:
-        raise KeyError(
+        raise MissingFieldError(
             f"{source}: missing required field(s) {missing}; expected {list(_REQUIRED)}, found {sorted(arrays.keys())}"
         )
     imgname = _str_array(arrays["imgname"], "imgname", source)
     n = len(imgname)
+    if n == 0:
+        raise ValueError(f"annotation file {source!r}: no rows (0 samples); expected at least one")
     center = np.asarray(arrays["center"])
     if center.ndim == 3 and center.shape[1:] == (1, 2):  # (N, 1, 2) as in some 4D-Humans files
         center = center[:, 0]
@@ -193,7 +203,7 @@ def from_arrays(arrays: Mapping[str, Any], source: str = "<arrays>") -> Annotati
             kw[name] = _float(arrays[name], name, trail, n, source)
     cams = [k for k in ("cam_focal", "cam_center", "cam_t") if k in kw]
     if cams and len(cams) != 3:
-        raise KeyError(
+        raise MissingFieldError(
             f"{source}: camera fields come together: expected cam_focal, cam_center, cam_t; found only {cams}"
         )
     for name in _OPTIONAL_STR:
@@ -340,7 +350,7 @@ def from_4dhumans_arrays(d: Mapping[str, Any], source: str = "<arrays>") -> Anno
     """Map 4D-Humans' npz keys to the SPIN layout (see module docstring)."""
     for k in ("imgname", "center", "scale"):
         if k not in d:
-            raise KeyError(f"{source}: 4D-Humans file: missing required field {k!r}; found {sorted(d)}")
+            raise MissingFieldError(f"{source}: 4D-Humans file: missing required field {k!r}; found {sorted(d)}")
     imgname = np.asarray(d["imgname"])
     n = len(imgname)
     center = np.asarray(d["center"], np.float32).reshape(n, -1)
@@ -373,7 +383,9 @@ def from_4dhumans_arrays(d: Mapping[str, Any], source: str = "<arrays>") -> Anno
         bp = np.asarray(d["body_pose"], np.float32).reshape(n, -1)
         if bp.shape[1] == 69:
             if "global_orient" not in d:
-                raise KeyError(f"{source}: body_pose has 69 values (no global orientation) and no global_orient field")
+                raise MissingFieldError(
+                    f"{source}: body_pose has 69 values (no global orientation) and no global_orient field"
+                )
             go = np.asarray(d["global_orient"], np.float32)
             go = _axis_angle_from_matrix(go.reshape(n, 3, 3)) if go.size == 9 * n else go.reshape(n, 3)
             bp = np.concatenate([go, bp], axis=1)
