@@ -283,7 +283,7 @@ def test_train_step_head_and_lift_terms(tmp_path):
     the head's own keypoints, so it equals the weighted 3D terms of the main pass (noise is moot)."""
     th.make_dataset(tmp_path, num=8, img_size=IMG)
     config = th.tiny_config(tmp_path, **{"loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0})
-    assert config.model.keypoint_head.enabled and config.loss_weights.lift > 0  # the quickstart's
+    assert config.model.keypoint_head.enabled and config.loss_weights.lift > 0  # the tiny config's
     mesh = sharding.make_mesh()
     batch = th.fixed_batch(tmp_path)
     with jax.set_mesh(mesh):

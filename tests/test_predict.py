@@ -71,7 +71,7 @@ def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
         assert len(rec["translation"]) == 3 and rec["translation"][2] > 0
         assert np.all(np.isfinite(rec["pose"] + rec["betas"] + rec["cam"] + rec["translation"]))
         assert rec["checkpoint_step"] == 3
-        kp = np.asarray(rec["keypoints_2d_image_px"])  # the tiny config has the quickstart's keypoint head
+        kp = np.asarray(rec["keypoints_2d_image_px"])  # the tiny config has a keypoint head
         assert kp.shape == (24, 2) and np.all(np.isfinite(kp))
         with open(os.path.join(out, f"{stem}.obj")) as f:
             lines = f.read().splitlines()

@@ -36,7 +36,7 @@ def _optax_reference(opt, num_steps):
 @pytest.mark.parametrize("schedule", ["warmup_cosine", "warmup_linear", "constant", "step"])
 @pytest.mark.parametrize("warmup", [0, 25])
 def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule, warmup):
-    opt = th.load_config("quickstart").optim.gen
+    opt = th.tiny_config("/unused").optim.gen
     opt.update(
         schedule=schedule, warmup_steps=warmup, learning_rate=3e-3, end_factor=0.05, decay_every=40, decay_factor=0.3
     )

@@ -106,7 +106,7 @@ def test_weight_decay_as_torch_optimisers(name):
     """optim.*.weight_decay: decoupled for adamw, an L2 gradient term for adam and sgd, as
     torch.optim.AdamW / Adam / SGD take it (the reference)."""
     torch = pytest.importorskip("torch")
-    cfg = th.load_config("quickstart").optim.gen
+    cfg = th.tiny_config("/unused").optim.gen
     cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0, schedule="constant", warmup_steps=0)
     tx = optim.make_optimizer(cfg)
     rng = np.random.default_rng(0)
@@ -141,9 +141,9 @@ def test_weight_decay_as_torch_optimisers(name):
 def test_lr_scale_scales_one_modules_updates(name):
     """optim.gen.lr_scale: a module's updates (weight decay included) are its factor times those of
     the unscaled optimiser, step after step; the other modules' are unchanged."""
-    cfg = th.load_config("quickstart").optim.gen
+    cfg = th.tiny_config("/unused").optim.gen
     cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0)
-    cfg.lr_scale.regressor = 1.0  # (the quickstart's is 1/3)
+    cfg.lr_scale.regressor = 1.0  # (the tiny config's is 1/3)
     rng = np.random.default_rng(0)
     params = {m: {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)} for m in ("encoder", "regressor")}
     grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params) for _ in range(3)]

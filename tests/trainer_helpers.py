@@ -12,11 +12,6 @@ from hmr_jax import state as state_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_config(name: str = "quickstart", arg=None):
-    """configs/<name>.py's get_config(arg), loaded by path (as the CLI does)."""
-    return config_files.load(REPO / "configs" / f"{name}.py", arg)
-
-
 def make_dataset(out_dir, num: int = 16, img_size: int = 32, seed: int = 0) -> str:
     """A small SPIN-layout dataset ('smpl24'): random pose/shape, GT joints from the default body
     model, keypoints from a weak-perspective camera, noise JPEGs (content is irrelevant for the
@@ -57,42 +52,13 @@ def make_dataset(out_dir, num: int = 16, img_size: int = 32, seed: int = 0) -> s
     return str(path)
 
 
-TINY = {
-    # quickstart shrunk to seconds: ResNet-18 width 8, 32 px, batch 8, 2 iterations
-    "data.annotations": "annotations.npz",
-    "data.image_root": "",
-    "data.synthetic.num": 0,
-    "data.img_size": 32,
-    "data.batch_size": 8,
-    "data.eval_batch_size": 8,
-    "data.val_fraction": 0.25,
-    "data.augment.enabled": False,
-    "model.width": 8,
-    "model.hidden": (32,),
-    "model.n_iter": 2,
-    "model.dropout": 0.0,
-    "model.disc.joint_hidden": (8,),
-    "model.disc.pose_hidden": (16,),
-    "optim.gen.schedule": "constant",
-    "optim.gen.warmup_steps": 0,
-    "train.num_steps": 20,
-    "train.time_budget_min": 0.0,  # a fixed length (tests/test_time_budget.py: the budget)
-    "train.log_every": 5,
-    "train.eval_every": 10,
-    "train.checkpoint_every": 10,
-    "train.image_every": 0,
-    "train.num_images": 4,
-    "train.progress_bar": False,
-    # the full method, discriminators included (the quickstart itself turns them off)
-    "loss_weights.adversarial": 0.01,
-    "adversarial.disc_loss_weight": 1.0,
-}
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.py"
 
 
 def tiny_config(data_dir, **overrides):
-    """configs/quickstart.py with `TINY` and then `overrides` ({'a.b': value}) applied."""
-    c = load_config("quickstart")
-    for key, value in {"data.dir": os.fspath(data_dir), **TINY, **overrides}.items():
+    """tests/configs/tiny.py with data.dir and then `overrides` ({'a.b': value}) applied."""
+    c = config_files.load(TINY_CONFIG)
+    for key, value in {"data.dir": os.fspath(data_dir), **overrides}.items():
         node = c
         *parents, leaf = key.split(".")
         for p in parents:
@@ -103,8 +69,8 @@ def tiny_config(data_dir, **overrides):
 
 def cli_args(data_dir, workdir, **overrides) -> list[str]:
     """`python -m hmr_jax.train` arguments for the same tiny config."""
-    args = ["--config=" + str(REPO / "configs" / "quickstart.py"), f"--workdir={workdir}"]
-    for key, value in {"data.dir": os.fspath(data_dir), **TINY, **overrides}.items():
+    args = [f"--config={TINY_CONFIG}", f"--workdir={workdir}"]
+    for key, value in {"data.dir": os.fspath(data_dir), **overrides}.items():
         args.append(f"--config.{key}={value}")
     return args
 
