@@ -10,6 +10,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from hmr_jax import skeleton
+from hmr_jax.data import annotation_transforms, augment_config, crop_geometry, image_warp
 from hmr_jax.data import augment as aug
 
 SIZE = 64
@@ -87,26 +88,32 @@ def test_pixels_move_with_keypoints(fmt, rot_deg, scale, flip):
 def test_flip_twice_is_identity():
     arrays = make_arrays(4, np.random.default_rng(3))
     flip, no = tf.constant(True), tf.constant(False)
-    crop_flip = aug.crop_matrix(
+    crop_flip = crop_geometry.crop_matrix(
         tf.constant([(SIZE - 1) / 2] * 2), tf.constant(float(SIZE)), tf.constant(0.0), flip, SIZE
     )  # mirror in crop space
     for i in range(4):
         part, S, pose = (tf.constant(arrays[k][i]) for k in ("part", "S", "pose"))
-        once = aug.transform_keypoints_2d(part, crop_flip, flip, PERM)
+        once = annotation_transforms.transform_keypoints_2d(part, crop_flip, flip, PERM)
         assert not np.allclose(once.numpy(), part.numpy())
-        np.testing.assert_allclose(aug.transform_keypoints_2d(once, crop_flip, flip, PERM), part, atol=1e-4)
-        S2 = aug.transform_joints_3d(aug.transform_joints_3d(S, 0.0, flip, PERM), 0.0, flip, PERM)
+        np.testing.assert_allclose(
+            annotation_transforms.transform_keypoints_2d(once, crop_flip, flip, PERM), part, atol=1e-4
+        )
+        S2 = annotation_transforms.transform_joints_3d(
+            annotation_transforms.transform_joints_3d(S, 0.0, flip, PERM), 0.0, flip, PERM
+        )
         np.testing.assert_allclose(S2, S, atol=1e-6)
-        p2 = aug.transform_pose(aug.transform_pose(pose, tf.constant(0.0), flip), tf.constant(0.0), flip)
+        p2 = annotation_transforms.transform_pose(
+            annotation_transforms.transform_pose(pose, tf.constant(0.0), flip), tf.constant(0.0), flip
+        )
         np.testing.assert_allclose(p2, pose, atol=1e-5)
         # no flip, no rotation: identity
-        np.testing.assert_allclose(aug.transform_pose(pose, tf.constant(0.0), no), pose, atol=1e-5)
+        np.testing.assert_allclose(annotation_transforms.transform_pose(pose, tf.constant(0.0), no), pose, atol=1e-5)
 
 
 def test_pose_flip_is_matrix_mirroring():
     rng = np.random.default_rng(4)
     pose = (rng.normal(size=72) * 0.8).astype(np.float32)
-    flipped = aug.flip_pose(tf.constant(pose)).numpy().reshape(24, 3)
+    flipped = annotation_transforms.flip_pose(tf.constant(pose)).numpy().reshape(24, 3)
     M = np.diag([-1.0, 1.0, 1.0])
     perm = skeleton.SMPL24_FLIP_PERM
     for j in range(24):
@@ -121,7 +128,7 @@ def test_pose_flip_is_matrix_mirroring():
 def test_global_orient_rotation_about_camera_z(aa, rot_deg):
     aa = np.asarray(aa, np.float32)
     th = np.deg2rad(rot_deg)
-    out = aug.rotate_global_orient(tf.constant(aa), tf.constant(th, tf.float32)).numpy()
+    out = annotation_transforms.rotate_global_orient(tf.constant(aa), tf.constant(th, tf.float32)).numpy()
     Rz = Rotation.from_rotvec([0, 0, th]).as_matrix()
     np.testing.assert_allclose(
         Rotation.from_rotvec(out).as_matrix(), Rz @ Rotation.from_rotvec(aa).as_matrix(), atol=1e-5
@@ -131,7 +138,7 @@ def test_global_orient_rotation_about_camera_z(aa, rot_deg):
 
 def test_sample_params_ranges_and_determinism():
     cfg = aug.AugmentConfig()
-    p = aug.sample_params(np.random.default_rng(7), 2000, cfg)
+    p = augment_config.sample_params(np.random.default_rng(7), 2000, cfg)
     rot = np.rad2deg(p["rot"])
     assert np.abs(rot).max() <= 60.0 + 1e-4 and np.abs(rot).max() > 50
     assert 0.55 < np.mean(rot == 0) < 0.65
@@ -139,22 +146,24 @@ def test_sample_params_ranges_and_determinism():
     assert abs(np.median(p["scale"]) - 1) < 0.03
     assert 0.45 < p["flip"].mean() < 0.55
     assert p["noise"].min() >= 0.6 and p["noise"].max() <= 1.4 and p["noise"].shape == (2000, 3)
-    again = aug.sample_params(np.random.default_rng(7), 2000, cfg)
+    again = augment_config.sample_params(np.random.default_rng(7), 2000, cfg)
     for k in p:
         np.testing.assert_array_equal(again[k], p[k])
-    off = aug.sample_params(np.random.default_rng(7), 3, aug.AugmentConfig(enabled=False))
+    off = augment_config.sample_params(np.random.default_rng(7), 3, aug.AugmentConfig(enabled=False))
     assert not off["rot"].any() and (off["scale"] == 1).all() and not off["flip"].any()
 
 
 def test_batched_geometry_matches_per_sample():
     arrays = make_arrays(5, np.random.default_rng(10))
-    p = aug.sample_params(np.random.default_rng(1), 5, aug.AugmentConfig(flip_prob=0.5, rot_prob_zero=0.2))
+    p = augment_config.sample_params(np.random.default_rng(1), 5, aug.AugmentConfig(flip_prob=0.5, rot_prob_zero=0.2))
     keys = ("center", "scale", "part", "S", "pose", "cam_focal", "cam_center", "cam_t")
     ex = {k: tf.constant(arrays[k]) for k in keys}
-    A = aug.crop_matrix(ex["center"], 200 * ex["scale"] * p["scale"], p["rot"], p["flip"], SIZE)
+    A = crop_geometry.crop_matrix(ex["center"], 200 * ex["scale"] * p["scale"], p["rot"], p["flip"], SIZE)
     batched = aug.augment_annotations(ex, A, tf.constant(p["rot"]), tf.constant(p["flip"]), PERM)
     for i in range(5):
-        Ai = aug.crop_matrix(ex["center"][i], 200 * ex["scale"][i] * p["scale"][i], p["rot"][i], p["flip"][i], SIZE)
+        Ai = crop_geometry.crop_matrix(
+            ex["center"][i], 200 * ex["scale"][i] * p["scale"][i], p["rot"][i], p["flip"][i], SIZE
+        )
         one = aug.augment_annotations(
             {k: v[i] for k, v in ex.items()}, Ai, tf.constant(p["rot"][i]), tf.constant(p["flip"][i]), PERM
         )
@@ -201,9 +210,11 @@ def test_box_outside_image_is_invalid():
 @pytest.mark.parametrize("flip", [False, True])
 def test_crop_resize_and_projective_warps_agree(flip):
     img = tf.constant(np.random.default_rng(9).integers(0, 256, (50, 60, 3)), tf.uint8)
-    A = aug.crop_matrix(tf.constant([25.0, 20.0]), tf.constant(40.0), tf.constant(0.0), tf.constant(flip), SIZE)
-    fast = aug.warp(img, A, SIZE, axis_aligned=True).numpy()
-    slow = aug.warp(img, A, SIZE, axis_aligned=False).numpy()
+    A = crop_geometry.crop_matrix(
+        tf.constant([25.0, 20.0]), tf.constant(40.0), tf.constant(0.0), tf.constant(flip), SIZE
+    )
+    fast = image_warp.warp(img, A, SIZE, axis_aligned=True).numpy()
+    slow = image_warp.warp(img, A, SIZE, axis_aligned=False).numpy()
     assert np.abs(fast - slow)[2:-2, 2:-2].max() <= 1.0  # uint8 rounding of the projective warp
 
 
@@ -235,21 +246,22 @@ def test_scaled_jpeg_decode_keeps_pixels_on_keypoints(img_size, ratio, rot_deg, 
         cfg = aug.AugmentConfig(img_size=img_size, max_decode_ratio=max_ratio)
         out = aug.crop_image(data, tf.constant(center), tf.constant(side / 200), params, cfg)
         A = out["crop_matrix"]
-        r = aug.DECODE_RATIOS[int(aug.decode_ratio(A, img_size, max_ratio))]
+        r = augment_config.DECODE_RATIOS[int(crop_geometry.decode_ratio(A, img_size, max_ratio))]
         assert r == min(ratio, max_ratio)
-        u = aug.apply_affine(A, tf.constant(point[None])).numpy()[0]
+        u = crop_geometry.apply_affine(A, tf.constant(point[None])).numpy()[0]
         got = _dot_centroid(out["image"].numpy())
         assert np.abs(got - u).max() < 0.25, (r, got, u)
 
 
 def test_decode_ratio_choice():
     sides = tf.constant([100.0, 223.0, 224.0, 447.0, 450.0, 900.0, 1800.0, 5000.0])
-    A = aug.crop_matrix(tf.zeros([8, 2]), sides, tf.fill([8], 0.3), tf.zeros([8], bool), 224)
+    A = crop_geometry.crop_matrix(tf.zeros([8, 2]), sides, tf.fill([8], 0.3), tf.zeros([8], bool), 224)
     np.testing.assert_array_equal(
-        np.take(aug.DECODE_RATIOS, aug.decode_ratio(A, 224).numpy()), [1, 1, 1, 1, 2, 4, 8, 8]
+        np.take(augment_config.DECODE_RATIOS, crop_geometry.decode_ratio(A, 224).numpy()), [1, 1, 1, 1, 2, 4, 8, 8]
     )
     np.testing.assert_array_equal(
-        np.take(aug.DECODE_RATIOS, aug.decode_ratio(A, 224, max_ratio=2).numpy()), [1, 1, 1, 1, 2, 2, 2, 2]
+        np.take(augment_config.DECODE_RATIOS, crop_geometry.decode_ratio(A, 224, max_ratio=2).numpy()),
+        [1, 1, 1, 1, 2, 2, 2, 2],
     )
     with pytest.raises(ValueError, match="max_decode_ratio"):
         aug.AugmentConfig(max_decode_ratio=3)

@@ -242,9 +242,9 @@ def test_generator_outputs(tiny):
 
 def test_mirror_outputs_is_the_pipelines_flip():
     """Mirrored rotation matrices == those of the data pipeline's axis-angle pose flip (TF,
-    `augment.flip_pose`); camera x and keypoint x negated, left/right swapped; an involution."""
+    `annotation_transforms.flip_pose`); camera x and keypoint x negated, left/right swapped; an involution."""
     from hmr_jax import skeleton
-    from hmr_jax.data import augment
+    from hmr_jax.data import annotation_transforms
 
     rng = np.random.default_rng(3)
     aa = rng.normal(0.0, 0.6, (4, 72)).astype(np.float32)
@@ -256,7 +256,7 @@ def test_mirror_outputs_is_the_pipelines_flip():
     }
     perm = np.asarray(skeleton.SMPL24_FLIP_PERM)
     m = hmr.mirror_outputs(out, skeleton.SMPL24_FLIP_PERM)
-    flipped = np.asarray(augment.flip_pose(aa)).reshape(4, 24, 3)
+    flipped = np.asarray(annotation_transforms.flip_pose(aa)).reshape(4, 24, 3)
     np.testing.assert_allclose(m["pose_rotmat"], geometry.axis_angle_to_matrix(flipped), atol=1e-5)
     np.testing.assert_array_equal(m["betas"], out["betas"])
     np.testing.assert_allclose(m["cam"], out["cam"] * np.array([1.0, -1.0, 1.0]))

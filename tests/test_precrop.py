@@ -14,7 +14,7 @@ from PIL import Image
 from hmr_jax import skeleton
 from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data import augment as aug
-from hmr_jax.data import pipeline
+from hmr_jax.data import augment_config, crop_geometry, pipeline
 
 IMG = 48  # training crop px
 CROP_PX = 2 * IMG  # stored box crops (the recommended 2 x img_size)
@@ -225,12 +225,12 @@ def test_bad_options_and_mismatches(data, tmp_path):
 
 
 def test_required_crop_factor():
-    assert aug.required_crop_factor(aug.AugmentConfig()) == pytest.approx(1.25 * np.sqrt(2))
+    assert augment_config.required_crop_factor(aug.AugmentConfig()) == pytest.approx(1.25 * np.sqrt(2))
     quick = aug.AugmentConfig(rot_max_deg=20.0, rot_std_deg=10.0, scale_max=1.1, scale_std=0.1, scale_min=0.9)
     th = np.deg2rad(20.0)
-    assert aug.required_crop_factor(quick) == pytest.approx(1.1 * (np.cos(th) + np.sin(th)))
-    assert aug.required_crop_factor(aug.AugmentConfig(enabled=False)) == 1.0
-    assert aug.required_crop_factor(aug.AugmentConfig(rot_prob_zero=1.0, scale_std=0.0)) == 1.0
+    assert augment_config.required_crop_factor(quick) == pytest.approx(1.1 * (np.cos(th) + np.sin(th)))
+    assert augment_config.required_crop_factor(aug.AugmentConfig(enabled=False)) == 1.0
+    assert augment_config.required_crop_factor(aug.AugmentConfig(rot_prob_zero=1.0, scale_std=0.0)) == 1.0
 
 
 @pytest.mark.parametrize("rot_deg", [0.0, 25.0])
@@ -241,7 +241,7 @@ def test_warp_without_xla_matches(monkeypatch, rot_deg):
     yy, xx = np.mgrid[0:70, 0:90].astype(np.float32)
     img = np.stack([xx * 2.5, yy * 3.0, xx + yy], -1) + rng.normal(0, 3, (70, 90, 3))
     img = tf.constant(np.clip(img, 0, 255).astype(np.uint8))
-    A = aug.crop_matrix(
+    A = crop_geometry.crop_matrix(
         tf.constant([40.0, 30.0]),
         tf.constant(50.0),
         tf.constant(np.deg2rad(rot_deg), tf.float32),

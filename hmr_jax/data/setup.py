@@ -12,7 +12,7 @@ import numpy as np
 
 from hmr_jax import config_checks, sharding, skeleton, smpl
 from hmr_jax.config_checks import ConfigError
-from hmr_jax.data import augment as augment_lib
+from hmr_jax.data import augment_config as augment_lib
 from hmr_jax.data import pipeline, synthetic
 from hmr_jax.data.synthetic.writer import GENERATOR_VERSION
 
