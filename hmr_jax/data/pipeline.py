@@ -13,7 +13,7 @@ missing image files for folders) -> resample (k = round(1/ratio): every k-th fra
 each sequence when the annotations carry `frame`, else every k-th position in the split; see
 `annotations.resample_rank`) -> equal contiguous chunk per host
 (floor(n / process_count)) -> per epoch: shuffle with seed (seed, epoch) -> skip the samples of
-steps already done -> crop geometry (augment.crop_geometry), vectorised over the epoch (folders)
+steps already done -> crop geometry (crop_geometry.crop_geometry), vectorised over the epoch (folders)
 or over groups of 64 records (TFDS), with parameters drawn in numpy per epoch from (seed, epoch)
 for each sample id (the same whatever the parallelism) -> parallel read + decode + fused warp /
 noise / normalisation of each image -> batch -> keypoint / joint / pose transforms once per
