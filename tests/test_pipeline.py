@@ -215,6 +215,20 @@ def test_bad_samples_skipped_and_counted(tmp_path):
     assert not {3, 5, 6, 8} & set(got.tolist())
     msgs = " ".join(str(x.message) for x in w)
     assert "non-finite S" in msgs and "skipped 3 of 9" in msgs and "img_0003.jpg" in msgs
+    assert st.skipped_labels == 1 and "epoch 0: skipped 1 for their labels (non-finite S)" in msgs
+
+
+def test_label_skips_reported_every_epoch(tmp_path):
+    src = _bad_dataset(tmp_path)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        it = pipeline.make_iterator(src, batch_size=2, train=True, augment=AUG, num_epochs=2)
+        for _ in it:
+            pass
+    assert [s.skipped_labels for s in it.epoch_stats] == [1, 1]
+    msgs = [str(x.message) for x in w]
+    for epoch in (0, 1):
+        assert any(m.startswith(f"input pipeline: epoch {epoch}: skipped 1 for their labels") for m in msgs), msgs
     ev = pipeline.make_iterator(src, batch_size=4, train=False, augment=AUG)
     batches = _collect(ev)
     assert len(batches) == ev.num_batches == 3  # 9 usable by annotation -> 3 batches, padded

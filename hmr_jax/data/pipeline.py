@@ -69,6 +69,7 @@ class EpochStats:
     produced: int = 0  # samples that came out of the pipeline (incl. a dropped remainder)
     dropped_remainder: int = 0
     skipped: int = 0  # run-time drops: corrupt / missing image, box outside the image
+    skipped_labels: int = 0  # left out up front for their labels (`annotations.find_invalid`)
     skipped_indices: tuple[int, ...] = ()
 
 
@@ -205,14 +206,21 @@ class BatchIterator(Iterator):
         if stats.skipped and self._plan.ann is not None:
             got = set(np.concatenate(seen).tolist()) if seen else set()
             stats.skipped_indices = tuple(int(i) for i in self._expected_order()[self._skip :] if int(i) not in got)
-        if stats.skipped:
-            names = ""
-            if stats.skipped_indices:
-                names = ": " + ", ".join(f"#{i} {self._plan.ann.imgname[i]}" for i in stats.skipped_indices[:10])
-            msg = (
-                f"input pipeline: epoch {stats.epoch}: skipped {stats.skipped} of {stats.expected} "
-                f"samples (corrupt / missing image or box outside the image){names}"
-            )
+        stats.skipped_labels = len(self._plan.invalid)
+        if stats.skipped or stats.skipped_labels:
+            parts = []
+            if stats.skipped_labels:
+                reasons = sorted(set(self._plan.invalid.values()))
+                parts.append(f"skipped {stats.skipped_labels} for their labels ({', '.join(reasons[:5])})")
+            if stats.skipped:
+                names = ""
+                if stats.skipped_indices:
+                    names = ": " + ", ".join(f"#{i} {self._plan.ann.imgname[i]}" for i in stats.skipped_indices[:10])
+                parts.append(
+                    f"skipped {stats.skipped} of {stats.expected} at run time (corrupt / missing image or box outside "
+                    f"the image){names}"
+                )
+            msg = f"input pipeline: epoch {stats.epoch}: " + "; ".join(parts)
             logging.warning(msg)
             warnings.warn(msg)
 
