@@ -95,7 +95,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     parts = state_lib.make_static_parts(config)
     manager = ckpt_lib.make_manager(os.path.join(workdir, "checkpoints"), tc.keep_checkpoints)
     meta = {"best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False}
-    restored = ckpt_lib.restore(manager, state_lib.abstract_state(config, parts, mesh))
+    restored = ckpt_lib.restore_newest(manager, state_lib.abstract_state(config, parts, mesh))  # skips damaged
     if restored is not None:
         state, saved_meta = restored
         meta.update(saved_meta)
@@ -221,6 +221,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
             batch = sharding.to_global(data_setup.step_arrays(next(train_iter)), mesh)
             state, metrics = train_step(state, batch, train_body, prior, train_regressors)
             step += 1
+            ckpt_lib.check_saved(manager)  # a background save that failed (disk full) stops the run now
             bar.update(1)
             if step % tc.log_every == 0 or step == num_steps:
                 values = _host_metrics(metrics, step, tc)
@@ -272,7 +273,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     finally:
         for handler in log_handlers:
             handler.removeFilter(clear_bar)
-        manager.wait_until_finished()
+        ckpt_lib.finish(manager)
         writer.flush()
     if is_main and os.path.exists(metrics_log.path):
         plot_lib.plot_run(workdir)

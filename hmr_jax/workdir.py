@@ -117,12 +117,16 @@ def restore_checkpoint(workdir: str, config, parts: StaticParts, mesh, which: st
     if not steps:
         raise FileNotFoundError(f"--workdir {workdir!r}: expected a checkpoint in {ckpt_dir!r}, found none")
     abstract = abstract_state(config, parts, mesh)
-    state, meta = ckpt_lib.restore(manager, abstract, which)  # an absent step: ValueError naming the steps
+    try:  # an absent step: ValueError naming the steps
+        state, meta = ckpt_lib.restore(manager, abstract, which)
+    except ckpt_lib.CheckpointCorruptError as e:
+        raise ckpt_lib.CheckpointCorruptError(f"{e} (--checkpoint=STEP picks one)") from None
+    finally:
+        manager.close()
     note = f"step {which}" if isinstance(which, int) else which
     if which == "best" and (meta.get("best_step") is None or meta.get("best_step") not in steps):
         note = "best requested, none recorded: latest"
     step = int(jax.device_get(state.step))
-    manager.close()
     return state, meta, step, note
 
 
