@@ -5,6 +5,7 @@ before compilation with a message naming the key). The choices a key may take ar
 below; the trainer builds its optimisers, models and evaluation from the same names.
 """
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from hmr_jax import losses
-from hmr_jax.data import augment as augment_lib
+from hmr_jax.data import augment_config as augment_lib
 from hmr_jax.models import keypoint_head
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -26,6 +27,7 @@ ROT_REPRS = ("aa", "6d")
 ENCODER_DEPTHS = (18, 34, 50)
 DTYPES = ("float32", "bfloat16")
 EVAL_METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2")
+STAGES = ("train", "evaluate", "predict")
 
 
 class ConfigError(ValueError):
@@ -89,6 +91,10 @@ def _file_or_empty(config, key):
     return _check(config, key, lambda v: isinstance(v, str) and (not v or os.path.isfile(v)), "'' or an existing file")
 
 
+def _str(config, key):
+    return _check(config, key, lambda v: isinstance(v, str), "a path or ''")
+
+
 def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
     name = _one_of(config, f"{prefix}.name", OPTIMIZERS)
     _positive(config, f"{prefix}.learning_rate")
@@ -116,11 +122,19 @@ def _validate_optimizer(config, prefix: str, num_steps: int) -> None:
         )
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None, num_processes: int = 1) -> None:
+def validate_config(
+    config: ml_collections.ConfigDict, num_devices: int | None = None, num_processes: int = 1, stage: str = "train"
+) -> None:
     """Check every config value the trainer uses; raise `ConfigError` naming the first bad key.
 
-    Runs before any data is read or anything is compiled.
+    Runs before any data is read or anything is compiled. `stage` 'evaluate' / 'predict' checks a
+    run's config.json (`check_run_config`): files only training reads (pretrained encoder,
+    adversarial prior, a mean-parameter .npz already resolved into model.mean_pose) need not
+    exist any more, nor, for 'predict', the data's joint regressor.
     """
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected one of {list(STAGES)}, found {stage!r}")
+    training = stage == "train"
     _nonneg_int(config, "seed")
     # data
     _one_of(config, "data.source", ("folder", "tfds"))
@@ -160,7 +174,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     )
     batch = _positive_int(config, "data.batch_size")
     eval_batch = _positive_int(config, "data.eval_batch_size")
-    _file_or_empty(config, "data.joint_regressor")
+    (_file_or_empty if stage != "predict" else _str)(config, "data.joint_regressor")
     _check(config, "data.augment", lambda v: hasattr(v, "items"), "a group of augmentation settings")
     try:
         augment_lib.AugmentConfig.from_mapping({**config.data.augment, "img_size": config.data.img_size})
@@ -177,10 +191,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _positive_int(config, "model.width")
     _one_of(config, "model.dtype", DTYPES)
     _one_of(config, "model.rot_repr", ROT_REPRS)
+    resolved = len(config.model.get("mean_pose", ()) or ()) > 0  # filled in by training (config.json)
     _check(
         config,
         "model.mean_params",
-        lambda v: v in ("train", "zero") or (isinstance(v, str) and os.path.isfile(v)),
+        lambda v: v in ("train", "zero") or (isinstance(v, str) and (os.path.isfile(v) or (resolved and not training))),
         "'train', 'zero' or an existing .npz of mean parameters",
     )
     _check(config, "model.mean_cam", lambda v: len(v) == 3 and all(_is_num(x) for x in v), "3 numbers (s, tx, ty)")
@@ -197,7 +212,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _nonneg(config, "model.final_init_gain")
     _unit(config, "model.bn_momentum")
     _check(config, "model.zero_init_residual", lambda v: isinstance(v, bool), "True or False")
-    _file_or_empty(config, "model.pretrained_encoder")
+    (_file_or_empty if training else _str)(config, "model.pretrained_encoder")
     head = _check(config, "model.keypoint_head.enabled", lambda v: isinstance(v, bool), "True or False")
     _positive_int(config, "model.keypoint_head.channels")
     _positive_int(config, "model.keypoint_head.num_keypoints")
@@ -243,8 +258,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
             "(model.keypoint_head.enabled=True); set it to 1 without the head"
         )
     _nonneg(config, "adversarial.disc_loss_weight")
-    prior = _file_or_empty(config, "adversarial.prior_file")
-    if prior:
+    prior = (_file_or_empty if training else _str)(config, "adversarial.prior_file")
+    if prior and training:
         check_prior_file(prior)
     # training loop
     num_steps = _positive_int(config, "train.num_steps")
@@ -285,7 +300,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
             f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}"
         )
     _positive(config, "images.focal_length_224")
-    _check(config, "eval.flip_test", lambda v: isinstance(v, bool), "True or False")
+    if training or "flip_test" in _get(config, "eval"):  # runs written before it: no flip test
+        _check(config, "eval.flip_test", lambda v: isinstance(v, bool), "True or False")
 
 
 def check_prior_file(path: str) -> None:
@@ -301,3 +317,44 @@ def check_prior_file(path: str) -> None:
                     f"config 'adversarial.prior_file': {path!r} array {key!r}: expected "
                     f"(N, {width}) with N > 0, found {f[key].shape}"
                 )
+
+
+def check_run_config(config: ml_collections.ConfigDict, workdir: str, stage: str) -> list[str]:
+    """Check a run's config.json (as `workdir.load_run_config` read it) before evaluate / predict
+    use it: `validate_config` for `stage`, its error naming the file (ConfigError, one line).
+
+    Returns the keys whose values differ from config.py, the copy that hmr_jax.train wrote beside it
+    (['data.img_size: 32 -> 48', ...]; [] when they agree or config.py is absent or unreadable):
+    the checkpoint was trained with config.py's values, so an edit there changes what the model
+    sees (a crop size, the regressor's iterations) without changing any parameter's shape.
+    """
+    path = os.path.join(workdir, "config.json")
+    try:
+        validate_config(config, stage=stage)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    written = _config_py_values(os.path.join(workdir, "config.py"))
+    if written is None:
+        return []
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(written, config.to_dict(), "")]
+
+
+def _config_py_values(path: str) -> dict | None:
+    """The JSON text that `workdir.write_config` embeds in config.py, parsed (the file is not run)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        start = text.index("_CONFIG = r'''") + len("_CONFIG = r'''")
+        return json.loads(text[start : text.index("'''", start)])
+    except (OSError, ValueError):
+        return None
+
+
+def _diff(a: Any, b: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731  (JSON has no tuples)
+    return [] if norm(a) == norm(b) else [(prefix, a, b)]

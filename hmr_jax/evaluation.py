@@ -39,9 +39,11 @@ not carry subject/camera/frame, the H36M-joint metrics are reported over the who
 """
 
 import json
+import logging
 import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,7 +52,7 @@ import jax
 import numpy as np
 import tqdm
 
-from hmr_jax import mean_params, sharding, smpl, steps
+from hmr_jax import config_checks, mean_params, sharding, smpl, steps
 from hmr_jax import state as state_lib
 from hmr_jax import workdir as workdir_lib
 from hmr_jax.data import annotations as ann_lib
@@ -209,6 +211,25 @@ def default_output_path(workdir: str, split: str, step: int) -> str:
     return os.path.join(os.path.abspath(workdir), "eval", f"{split or 'all'}_step{step}.json")
 
 
+def check_output_file(path: str, what: str = "--out") -> None:
+    """Raise ValueError (one line naming `what` and the path) unless `path` can be written: not a
+    folder, its folder creatable and writable (a probe file is created there and removed)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r}: expected a file path, found a folder")
+    folder = parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{what} {path!r}: cannot create its folder under {parent!r}, which is a file")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_probe_"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path!r}: cannot write in {folder!r} ({e.strerror or e})") from None
+
+
 def evaluate(
     workdir: str,
     split: str = "validation",
@@ -226,10 +247,18 @@ def evaluate(
 
     Returns the report (also written as JSON to `out_path`, default
     `default_output_path(workdir, split, step)`, on process 0; the path is in report['output']).
+    Before anything loads, the run's config.json is checked (`config_checks.check_run_config`:
+    ConfigError naming the key and the file; values edited since training are logged and listed
+    in report['config_edits']) and the output path tested for writing (ValueError).
     """
     t0 = time.time()
     workdir = os.path.abspath(workdir)
     config = workdir_lib.load_run_config(workdir)
+    edits = config_checks.check_run_config(config, workdir, "evaluate")
+    if edits:
+        logging.warning("%s/config.json differs from the config.py training wrote: %s", workdir, "; ".join(edits))
+    if jax.process_index() == 0:  # before the model loads: a bad --out fails in seconds
+        check_output_file(out_path or default_output_path(workdir, split, 0), "--out" if out_path else "eval folder")
     split = "" if split in ("all", "") else split
     checkpoint = workdir_lib.parse_checkpoint(checkpoint) if not isinstance(checkpoint, int) else checkpoint
     if batch_size is not None:
@@ -298,6 +327,7 @@ def evaluate(
             "cam": np.asarray(baseline["cam"]).tolist(),
         },
         "skipped_samples": {int(k): v for k, v in iterator.invalid.items()},
+        **({"config_edits": edits} if edits else {}),
         **build_report(values, index, info, bool(h36m_path)),
         "seconds": round(time.time() - t0, 2),
     }

@@ -4,9 +4,11 @@
         [--bbox x,y,w,h] [--checkpoint best|latest|STEP] [--batch-size N]
 
 PATH is an image file or a folder (its image files, not recursive). Each image is cropped to a
-square (around `--bbox`, a box in image pixels, top-left x, y, width, height, enlarged by
-`--bbox-scale` as the training crops are; or the whole image, centred and padded with black),
-resized to the run's crop size and run through the model in batches. Per image, OUT gets:
+square (around `--bbox`, a box in image pixels, top-left x, y, width, height, clipped to the
+image and enlarged by `--bbox-scale` as the training crops are; or the whole image, centred and
+padded with black), resized to the run's crop size and run through the model in batches. Per
+image (<name> its file name's stem, made unique: a second 'a' becomes 'a_1'; an image named
+'predictions' becomes 'predictions_1', the summary keeping its name), OUT gets:
 
   <name>.json          pose (72 axis-angle, SMPL order, global orientation in the camera frame),
                        betas (10), cam (s, tx, ty: weak perspective, normalised crop coordinates),
@@ -18,16 +20,23 @@ resized to the run's crop size and run through the model in batches. Per image, 
   <name>.obj           the mesh in the camera frame (OpenCV axes: +y down, +z forward; metres);
   <name>_overlay.png   the crop | the mesh drawn over it at the predicted camera | a side view.
 
-and OUT/predictions.json lists every image with its outputs or its error. An image that cannot be
-used (missing, unreadable, empty, zero-size, over --max-megapixels) gets a one-line error and the
-others go on; the exit status is 1 when any image failed. The body model is the one the run was
-trained with (config `body_model_path`, else the procedural default).
+and OUT/predictions.json (`SUMMARY_NAME`) lists every image with its outputs or its error. An
+image that cannot be used (missing, unreadable, empty, zero-size, over --max-megapixels, --bbox
+wholly outside it, or a crop less than 1% image, `MIN_IMAGE_SHARE`, the rest black padding) gets
+a one-line error and the others go on; a --bbox reaching past the image is clipped to it, with a
+note. The exit status is 1 when any image failed. Before the model loads, the run's config.json
+is checked (`config_checks.check_run_config`: an invalid value is an error naming the key and the
+file; a value edited since training, which config.py still holds, a warning) and OUT is created
+and tested for writing (a file, a folder under a file or an unwritable folder: an error).
+The body model is the one the run was trained with (config `body_model_path`, else the
+procedural default).
 """
 
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,7 +47,7 @@ import tqdm
 from jaxtyping import Float, UInt8
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hmr_jax import render, sharding, smpl, steps
+from hmr_jax import config_checks, render, sharding, smpl, steps
 from hmr_jax import state as state_lib
 from hmr_jax import workdir as workdir_lib
 from hmr_jax.data import augment as augment_lib
@@ -47,6 +56,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 DEFAULT_MAX_MEGAPIXELS = 50.0
 DEFAULT_BBOX_SCALE = 1.2  # the synthetic data's and SPIN's box margin around the person
 MAX_DISPLAY_SIZE = 512  # overlay crops: the box's own resolution, capped at this size
+MIN_IMAGE_SHARE = 0.01  # a crop less than 1% image (the rest black padding) is refused
+SUMMARY_NAME = "predictions.json"  # OUT/<this>: the run summary; no image's outputs take its name
 
 
 class ImageError(ValueError):
@@ -139,19 +150,54 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return box
 
 
+def clip_bbox(image_hw: tuple[int, int], bbox: Sequence[float]) -> tuple[tuple[float, float, float, float], bool]:
+    """The box (x, y, w, h, image pixels) intersected with the image [0, W] x [0, H] -> (box, clipped?).
+
+    Raises ValueError when nothing of the box lies in the image."""
+    h, w = image_hw
+    x, y, bw, bh = (float(v) for v in bbox)
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(
+            f"--bbox {x:g},{y:g},{bw:g},{bh:g} lies outside the {w}x{h} px image (expected a box overlapping "
+            f"[0, {w}] x [0, {h}])"
+        )
+    box = (x0, y0, x1 - x0, y1 - y0)
+    return box, box != (x, y, bw, bh)
+
+
+def image_share(image_hw: tuple[int, int], cx: float, cy: float, side: float) -> float:
+    """The share of the square crop (centre, side; edge coordinates) covered by the image's pixels."""
+    h, w = image_hw
+    ox = max(0.0, min(cx + side / 2.0, w) - max(cx - side / 2.0, 0.0))
+    oy = max(0.0, min(cy + side / 2.0, h) - max(cy - side / 2.0, 0.0))
+    return ox * oy / (side * side)
+
+
 def crop_box(
     image_hw: tuple[int, int], bbox: Sequence[float] | None = None, bbox_scale: float = DEFAULT_BBOX_SCALE
 ) -> tuple[float, float, float]:
     """Square crop (centre x, centre y, side) in pixel-edge coordinates (the image spans [0, W] x [0, H]).
 
-    With `bbox` (x, y, w, h): centred on the box, side = max(w, h) * bbox_scale. Without: the whole
-    image, centred, side = max(H, W) (the shorter side padded with black).
+    With `bbox` (x, y, w, h): the box clipped to the image (`clip_bbox`; a box wholly outside it
+    raises ValueError), centred on it, side = max(w, h) * bbox_scale. Without: the whole image,
+    centred, side = max(H, W) (the shorter side padded with black). A crop less than
+    `MIN_IMAGE_SHARE` of which is image (the rest is black padding) raises ValueError.
     """
     h, w = image_hw
     if bbox is None:
-        return w / 2.0, h / 2.0, float(max(h, w))
-    x, y, bw, bh = bbox
-    return x + bw / 2.0, y + bh / 2.0, float(max(bw, bh) * bbox_scale)
+        cx, cy, side = w / 2.0, h / 2.0, float(max(h, w))
+    else:
+        (x, y, bw, bh), _ = clip_bbox(image_hw, bbox)
+        cx, cy, side = x + bw / 2.0, y + bh / 2.0, float(max(bw, bh) * bbox_scale)
+    share = image_share(image_hw, cx, cy, side)
+    if share < MIN_IMAGE_SHARE:
+        raise ValueError(
+            f"the {side:.4g} px square crop around ({cx:.4g}, {cy:.4g}) holds {100 * share:.2g}% image pixels "
+            f"(the rest black padding), expected at least {100 * MIN_IMAGE_SHARE:g}% "
+            f"(image {w}x{h} px{', --bbox' if bbox is not None else ''})"
+        )
+    return cx, cy, side
 
 
 def crop(image: UInt8[np.ndarray, "h w 3"], cx: float, cy: float, side: float, size: int) -> UInt8[np.ndarray, "s s 3"]:
@@ -159,14 +205,42 @@ def crop(image: UInt8[np.ndarray, "h w 3"], cx: float, cy: float, side: float, s
     (size, size) (bilinear, antialiased when shrinking; outside the image = black), uint8.
 
     Same geometry as the training crops (`data.augment`: box centre -> crop centre, side -> size).
+    Only the output pixels the image reaches are resampled, from the image plus a black margin as
+    wide as the filter (the result is that of resampling the whole zero-padded square), so a square
+    far larger than the image costs no more memory than the image; when even that window would be
+    large (a tiny share of image in a huge square), the image is first shrunk by an integer factor.
     """
-
+    h, w = image.shape[:2]
+    scale = side / size  # image px per output px
     x0, y0 = cx - side / 2.0, cy - side / 2.0
+    reach = max(scale, 1.0)  # the bilinear filter's support in image px
+    margin = math.ceil(4.0 * reach) + 3
     xi0, yi0 = math.floor(x0), math.floor(y0)
     xi1, yi1 = math.ceil(x0 + side), math.ceil(y0 + side)
-    window = Image.fromarray(image).crop((xi0, yi0, xi1, yi1))  # zero-padded outside the image
-    box = (x0 - xi0, y0 - yi0, x0 - xi0 + side, y0 - yi0 + side)
-    return np.asarray(window.resize((size, size), Image.BILINEAR, box=box))
+    wx0, wy0, wx1, wy1 = max(xi0, -margin), max(yi0, -margin), min(xi1, w + margin), min(yi1, h + margin)
+    if (wx1 - wx0) * (wy1 - wy0) > 4 * h * w + (1 << 20) and scale >= 4.0:
+        f = int(scale // 2)
+        small = np.asarray(Image.fromarray(image).reduce(f))
+        return crop(small, cx * small.shape[1] / w, cy * small.shape[0] / h, side * small.shape[1] / w, size)
+
+    def span(origin: float, extent: int) -> tuple[int, int]:  # output px whose filter may touch the image
+        lo = math.floor((-reach - 1.0 - origin) / scale - 0.5)
+        hi = math.ceil((extent + reach + 1.0 - origin) / scale - 0.5) + 1
+        return max(lo, 0), min(hi, size)
+
+    (u0, u1), (v0, v1) = span(x0, w), span(y0, h)
+    out = np.zeros((size, size, 3), np.uint8)
+    if u1 <= u0 or v1 <= v0 or wx1 <= wx0 or wy1 <= wy0:
+        return out
+    window = np.zeros((wy1 - wy0, wx1 - wx0, 3), np.uint8)  # the image and a black margin
+    ix0, iy0, ix1, iy1 = max(wx0, 0), max(wy0, 0), min(wx1, w), min(wy1, h)
+    if ix1 > ix0 and iy1 > iy0:
+        window[iy0 - wy0 : iy1 - wy0, ix0 - wx0 : ix1 - wx0] = image[iy0:iy1, ix0:ix1]
+    box = (x0 + u0 * scale - wx0, y0 + v0 * scale - wy0, x0 + u1 * scale - wx0, y0 + v1 * scale - wy0)
+    box = (max(box[0], 0.0), max(box[1], 0.0), min(box[2], wx1 - wx0), min(box[3], wy1 - wy0))
+    part = Image.fromarray(window).resize((u1 - u0, v1 - v0), Image.BILINEAR, box=box)
+    out[v0:v1, u0:u1] = np.asarray(part)
+    return out
 
 
 def normalize(crop_u8: UInt8[np.ndarray, "s s 3"]) -> Float[np.ndarray, "s s 3"]:
@@ -213,12 +287,37 @@ def crop_to_image_px(points: Float[np.ndarray, "j 2"], box: Sequence[float], siz
 
 
 def _unique_stem(path: str, used: set[str]) -> str:
+    """The image's file stem, made unique among `used` (compared case-insensitively, as on macOS and
+    Windows file systems) and never the summary's (`SUMMARY_NAME`): 'a', 'a_1', 'a_2', ..."""
     stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "image"
+    taken = {u.lower() for u in used} | {os.path.splitext(SUMMARY_NAME)[0].lower()}
     name, k = stem, 1
-    while name in used:
+    while name.lower() in taken:
         name, k = f"{stem}_{k}", k + 1
     used.add(name)
     return name
+
+
+def check_output_dir(out_dir: str) -> str:
+    """Create `out_dir` if needed and make sure files can be written in it (a probe file is created
+    and removed); raise ValueError naming --out and why not. Returns its absolute path."""
+    path = os.path.abspath(out_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {out_dir!r}: expected a folder, found a file")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out {out_dir!r}: cannot create a folder under {parent!r}, which is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"--out {out_dir!r}: expected a writable folder, cannot write in it ({e.strerror or e})"
+        ) from None
+    return path
 
 
 def write_outputs(
@@ -302,8 +401,9 @@ def predict(
     progress: bool = True,
     log=lambda msg: print(msg, file=sys.stderr),
 ) -> dict[str, Any]:
-    """Predict every image (files or folders); returns the summary (also OUT/predictions.json):
-    {'done': [records], 'failed': [{'image', 'error'}], ...}. Bad images are logged and skipped."""
+    """Predict every image (files or folders); returns the summary (also OUT/predictions.json,
+    `SUMMARY_NAME`): {'done': [records], 'failed': [{'image', 'error'}], ...}. Bad images (and boxes
+    outside them) are logged and skipped; a bad config.json or --out raises ValueError first."""
 
     if batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive integer, found {batch_size}")
@@ -312,12 +412,15 @@ def predict(
     t0 = time.time()
     workdir = os.path.abspath(workdir)
     config = workdir_lib.load_run_config(workdir)
+    edits = config_checks.check_run_config(config, workdir, "predict")
+    if edits:
+        log(f"warning: {workdir}/config.json differs from the config.py training wrote: {'; '.join(edits)}")
     checkpoint = workdir_lib.parse_checkpoint(checkpoint) if not isinstance(checkpoint, int) else checkpoint
+    out_dir = check_output_dir(out_dir)  # before the model loads: a bad --out fails in seconds
     paths, failed = list_images(images)
     failed = [{"image": p, "error": e} for p, e in failed]
     for f in failed:
         log(f"error: {f['image']}: {f['error']}")
-    os.makedirs(out_dir, exist_ok=True)
     n_dev = jax.device_count()
     batch_size = -(-batch_size // n_dev) * n_dev  # a multiple of the devices (the batch is sharded)
     size = config.data.img_size
@@ -374,12 +477,16 @@ def predict(
         for path in paths:
             try:
                 img = load_image(path, max_megapixels)
-            except ImageError as e:
+                box = crop_box(img.shape[:2], bbox, bbox_scale)
+            except ValueError as e:  # ImageError, or a box outside the image / a crop of mostly padding
                 failed.append({"image": path, "error": str(e).removeprefix(f"{path}: ")})
-                say(f"error: {e}")
+                say(f"error: {path}: {str(e).removeprefix(f'{path}: ')}")
                 bar.update(1)
                 continue
-            pending.append((path, img, crop_box(img.shape[:2], bbox, bbox_scale)))
+            if bbox is not None and clip_bbox(img.shape[:2], bbox)[1]:
+                clipped = ",".join(f"{v:g}" for v in clip_bbox(img.shape[:2], bbox)[0])
+                say(f"note: {path}: --bbox clipped to the {img.shape[1]}x{img.shape[0]} px image: {clipped}")
+            pending.append((path, img, box))
             if len(pending) == batch_size:
                 flush()
         flush()
@@ -388,11 +495,12 @@ def predict(
         "workdir": workdir,
         "checkpoint": {"requested": str(checkpoint), "step": step, "loaded": note},
         "bbox": list(bbox) if bbox is not None else None,
+        **({"config_edits": edits} if edits else {}),
         "done": done,
         "failed": failed,
         "seconds": round(time.time() - t0, 2),
     }
-    with open(os.path.join(out_dir, "predictions.json"), "w") as f:
+    with open(os.path.join(out_dir, SUMMARY_NAME), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
     return summary

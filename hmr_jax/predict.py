@@ -1,5 +1,6 @@
 """Turn images into SMPL parameters, meshes and overlays with a trained HMR checkpoint
-(`hmr_jax.inference` does the work; its docstring lists what OUT receives).
+(`hmr_jax.inference` does the work; its docstring lists what OUT receives: per image
+<name>.json / .obj / _overlay.png, and the run summary OUT/predictions.json).
 
     python -m hmr_jax.predict --workdir=DIR --images PATH [PATH ...] --out OUT
         [--bbox x,y,w,h] [--checkpoint best|latest|STEP] [--batch-size N]
@@ -16,7 +17,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-from hmr_jax.inference import DEFAULT_BBOX_SCALE, DEFAULT_MAX_MEGAPIXELS, parse_bbox, predict
+from hmr_jax.inference import DEFAULT_BBOX_SCALE, DEFAULT_MAX_MEGAPIXELS, SUMMARY_NAME, parse_bbox, predict
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by hmr_jax.train.", required=True)
 _IMAGES = flags.DEFINE_multi_string("images", [], "Image files or folders (several may follow --images).")
@@ -55,7 +56,7 @@ def main(argv):
     n_ok, n_bad = len(summary["done"]), len(summary["failed"])
     print(
         f"{n_ok} image(s) done, {n_bad} failed (checkpoint step {summary['checkpoint']['step']}); outputs in "
-        f"{os.path.abspath(_OUT.value)} (summary: predictions.json)"
+        f"{os.path.abspath(_OUT.value)} (summary: {SUMMARY_NAME})"
     )
     if n_bad:
         print(

@@ -1,0 +1,240 @@
+"""predict / evaluate at the edges: boxes past or outside the image, crops of mostly padding, an
+image named like the summary, an unusable --out, and a run's config.json edited after training."""
+
+import json
+import os
+import time
+
+import eval_helpers as eh
+import numpy as np
+import pytest
+import trainer_helpers as th
+from PIL import Image
+
+from hmr_jax import config_checks, evaluation, inference, trainer
+from hmr_jax import workdir as workdir_lib
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("data")
+    eh.make_h36m_dataset(data_dir)
+    workdir = str(tmp_path_factory.mktemp("run"))
+    eh.make_run(workdir, data_dir, step=3)
+    return dict(workdir=workdir, data_dir=data_dir)
+
+
+# --------------------------------------------------------------------------------- boxes and crops
+
+
+def test_a_box_past_the_image_is_clipped_and_the_crop_stays_small():
+    img = np.full((480, 640, 3), 200, np.uint8)
+    cx, cy, side = inference.crop_box(img.shape[:2], bbox=(0, 0, 20000, 20000), bbox_scale=1.2)
+    assert (cx, cy, side) == (320.0, 240.0, pytest.approx(640 * 1.2))  # the box clipped to the image
+    assert inference.clip_bbox(img.shape[:2], (0, 0, 20000, 20000)) == ((0.0, 0.0, 640.0, 480.0), True)
+    assert inference.clip_bbox(img.shape[:2], (10, 20, 30, 40)) == ((10.0, 20.0, 30.0, 40.0), False)
+    # crop() itself: a square far larger than the image (was PIL's DecompressionBombError)
+    t0 = time.time()
+    out = inference.crop(img, 320.0, 240.0, 60000.0, 32)
+    assert out.shape == (32, 32, 3) and out.max() > 0 and time.time() - t0 < 5.0
+    np.testing.assert_array_equal(out[0], 0)  # padding around the image
+    assert inference.crop(img, 1e7, 1e7, 100.0, 16).max() == 0  # nowhere near the image: black
+
+
+def test_crop_matches_resampling_the_whole_padded_square():
+    """The windowed crop gives the same pixels (within 1 level of rounding) as resizing the whole
+    zero-padded square, for squares inside, across and mostly outside the image."""
+    rng = np.random.default_rng(0)
+    worst = 0
+    for _ in range(200):
+        h, w = rng.integers(5, 80, 2)
+        img = rng.integers(0, 256, (h, w, 3), np.uint8)
+        side = float(rng.uniform(2, 3 * max(h, w)))
+        cx, cy = rng.uniform(-side / 2, w + side / 2), rng.uniform(-side / 2, h + side / 2)
+        size = int(rng.choice([8, 16, 32, 50]))
+        x0, y0 = cx - side / 2, cy - side / 2
+        xi0, yi0 = int(np.floor(x0)), int(np.floor(y0))
+        window = Image.fromarray(img).crop((xi0, yi0, int(np.ceil(x0 + side)), int(np.ceil(y0 + side))))
+        box = (x0 - xi0, y0 - yi0, x0 - xi0 + side, y0 - yi0 + side)
+        ref = np.asarray(window.resize((size, size), Image.BILINEAR, box=box)).astype(int)
+        worst = max(worst, np.abs(ref - inference.crop(img, cx, cy, side, size).astype(int)).max())
+    assert worst <= 1
+
+
+def test_a_box_outside_the_image_or_a_crop_of_padding_is_refused():
+    with pytest.raises(ValueError, match=r"--bbox 700,10,50,50 lies outside the 640x480 px image"):
+        inference.crop_box((480, 640), bbox=(700, 10, 50, 50))
+    with pytest.raises(ValueError, match=r"outside"):
+        inference.crop_box((480, 640), bbox=(-100, -100, 100, 100))  # touching the corner only
+    # a 400x3 strip: the whole-image square is 0.75% image
+    with pytest.raises(ValueError, match=r"holds 0.75% image pixels .* at least 1%"):
+        inference.crop_box((3, 400))
+    # a box whose enlarged square is almost all padding
+    with pytest.raises(ValueError, match=r"holds 0.75% image pixels .*, --bbox\)"):
+        inference.crop_box((3, 400), bbox=(0, 0, 400, 3), bbox_scale=1.0)
+    with pytest.raises(ValueError, match=r"image pixels"):
+        inference.crop_box((480, 640), bbox=(300, 200, 10, 10), bbox_scale=1000.0)
+    assert inference.crop_box((4, 400)) == (200.0, 2.0, 400.0)  # 1%: accepted
+    assert inference.image_share((4, 400), 200.0, 2.0, 400.0) == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------------------------- output names
+
+
+def test_no_image_takes_the_summary_name_or_another_image_name():
+    used: set[str] = set()
+    names = [
+        inference._unique_stem(p, used)
+        for p in ("x/predictions.jpg", "y/Predictions.png", "a.jpg", "b/A.png", "c/a.jpg", "a_1.png")
+    ]
+    assert names == ["predictions_1", "Predictions_2", "a", "A_1", "a_2", "a_1_1"]
+    assert len({n.lower() for n in names}) == len(names)
+    assert os.path.splitext(inference.SUMMARY_NAME)[0] not in {n.lower() for n in names}
+
+
+# ------------------------------------------------------------------------------------- --out checks
+
+
+def test_output_folder_checked(tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=r"--out .*file.txt.*: expected a folder, found a file"):
+        inference.check_output_dir(str(a_file))
+    with pytest.raises(ValueError, match=r"cannot create a folder under .*file.txt.*, which is a file"):
+        inference.check_output_dir(str(a_file / "sub" / "out"))
+    with pytest.raises(ValueError, match=r"--out '/proc/.*': expected a writable folder"):
+        inference.check_output_dir("/proc/hmr_jax_out")  # not writable, even as root
+    made = inference.check_output_dir(str(tmp_path / "new" / "out"))
+    assert os.path.isdir(made) and os.listdir(made) == []  # the probe file is gone
+    with pytest.raises(ValueError, match=r"--out .*: expected a file path, found a folder"):
+        evaluation.check_output_file(str(tmp_path))
+    with pytest.raises(ValueError, match=r"which is a file"):
+        evaluation.check_output_file(str(a_file / "report.json"))
+    with pytest.raises(ValueError, match=r"cannot write in '/proc'"):
+        evaluation.check_output_file("/proc/report.json")
+
+
+def test_bad_out_fails_before_the_model_loads(tiny_run, tmp_path, monkeypatch):
+    def no_restore(*args, **kwargs):
+        raise AssertionError("the checkpoint was restored before --out was checked")
+
+    monkeypatch.setattr(workdir_lib, "restore_checkpoint", no_restore)
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    img = tmp_path / "img.png"
+    Image.new("RGB", (32, 32)).save(img)
+    with pytest.raises(ValueError, match=r"--out .*taken.*: expected a folder, found a file"):
+        inference.predict(tiny_run["workdir"], [str(img)], str(a_file), progress=False)
+    with pytest.raises(ValueError, match=r"--out .*which is a file"):
+        evaluation.evaluate(tiny_run["workdir"], out_path=str(a_file / "r.json"), progress=False)
+
+
+# ------------------------------------------------------------------------ predict end to end (in process)
+
+
+def test_predict_clips_refuses_per_file_and_keeps_the_summary(tiny_run, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    src = os.path.join(tiny_run["data_dir"], "images", eh.H36M_NAMES[4])
+    Image.open(src).save(inputs / "predictions.jpg")  # the summary's name
+    Image.open(src).resize((400, 3)).save(inputs / "strip.png")  # clipped box, enlarged 1.2x: 0.52% image
+    out = tmp_path / "out"
+    logs: list[str] = []
+    summary = inference.predict(
+        tiny_run["workdir"],
+        [str(inputs)],
+        str(out),
+        bbox=(0, 0, 20000, 20000),
+        checkpoint="latest",
+        batch_size=2,
+        progress=False,
+        log=logs.append,
+    )
+    assert [os.path.basename(r["json"]) for r in summary["done"]] == ["predictions_1.json"]
+    assert [(os.path.basename(f["image"]), f["error"].split(" holds ")[1][:21]) for f in summary["failed"]] == [
+        ("strip.png", "0.52% image pixels (t")
+    ]
+    assert any("note:" in m and "--bbox clipped to the 32x32 px image" in m for m in logs), logs
+    assert any("error:" in m and "strip.png" in m for m in logs), logs
+    with open(out / inference.SUMMARY_NAME) as f:
+        saved = json.load(f)
+    assert len(saved["done"]) == 1 and len(saved["failed"]) == 1  # the summary, not an image's record
+    with open(out / "predictions_1.json") as f:
+        rec = json.load(f)
+    assert rec["crop_box"]["side"] == pytest.approx(32 * inference.DEFAULT_BBOX_SCALE)
+    assert not (out / "strip.json").exists()
+
+
+# ------------------------------------------------------------------------------- run config checks
+
+
+def _edit_config(workdir, key, value):
+    path = os.path.join(workdir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    old, node[leaf] = node[leaf], value
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return old
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "predict"])
+def test_an_invalid_edit_of_config_json_is_one_line_naming_key_and_file(tiny_run, tmp_path, stage):
+    old = _edit_config(tiny_run["workdir"], "data.img_size", 8)
+    try:
+        path = os.path.join(tiny_run["workdir"], "config.json")
+        with pytest.raises(config_checks.ConfigError) as info:
+            if stage == "evaluate":
+                evaluation.evaluate(tiny_run["workdir"], progress=False)
+            else:
+                inference.predict(tiny_run["workdir"], [str(tmp_path)], str(tmp_path / "out"), progress=False)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{path}: config 'data.img_size'"), message
+        assert "found 8" in message
+        assert not (tmp_path / "out").exists()  # nothing written
+    finally:
+        _edit_config(tiny_run["workdir"], "data.img_size", old)
+
+
+def test_a_valid_edit_of_config_json_is_reported(tiny_run):
+    workdir = tiny_run["workdir"]
+    assert config_checks.check_run_config(workdir_lib.load_run_config(workdir), workdir, "evaluate") == []
+    old = _edit_config(workdir, "model.n_iter", 4)
+    try:
+        config = workdir_lib.load_run_config(workdir)
+        for stage in ("evaluate", "predict"):
+            assert config_checks.check_run_config(config, workdir, stage) == [f"model.n_iter: {old!r} -> 4"]
+    finally:
+        _edit_config(workdir, "model.n_iter", old)
+
+
+def test_the_config_json_that_training_writes_passes(tmp_path):
+    """A real (2-step) run: config.json holds the resolved mean parameters, lists for tuples, and
+    file paths only training reads; evaluate's and predict's checks accept it as written."""
+    data = tmp_path / "data"
+    th.make_dataset(data, num=16, img_size=32)
+    prior = tmp_path / "prior.npz"
+    rng = np.random.default_rng(0)
+    np.savez(prior, pose=rng.normal(size=(8, 72)) * 0.1, shape=rng.normal(size=(8, 10)))
+    config = th.tiny_config(
+        data,
+        **{
+            "train.num_steps": 2,
+            "train.eval_every": 2,
+            "train.checkpoint_every": 0,
+            "adversarial.prior_file": str(prior),
+        },
+    )
+    workdir = str(tmp_path / "wd")
+    trainer.train_and_evaluate(config, workdir)
+    written = workdir_lib.load_run_config(workdir)
+    assert len(written.model.mean_pose) == 72
+    os.remove(prior)  # gone since training: evaluate / predict do not read it
+    for stage in ("evaluate", "predict"):
+        assert config_checks.check_run_config(written, workdir, stage) == []
+    with pytest.raises(config_checks.ConfigError, match="adversarial.prior_file"):
+        config_checks.validate_config(written)  # training would read it
