@@ -28,7 +28,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from hmr_jax import checkpoint, config_checks, time_budget, trainer
+from hmr_jax import checkpoint, config_checks, model_files, time_budget, trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs, images).", required=True)
@@ -148,7 +148,7 @@ def main(argv):
     _initialize_distributed()
     try:
         result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, start_time=time_budget.process_start_time())
-    except (config_checks.ConfigError, checkpoint.CheckpointMismatchError, FloatingPointError) as e:
+    except (config_checks.ConfigError, checkpoint.CheckpointError, model_files.ModelFileError, FloatingPointError) as e:
         _fail(e)
     except (ValueError, FileNotFoundError) as e:
         if not raised_by_data(e):  # elsewhere: a bug, with its traceback
