@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -213,21 +212,14 @@ def default_output_path(workdir: str, split: str, step: int) -> str:
 
 def check_output_file(path: str, what: str = "--out") -> None:
     """Raise ValueError (one line naming `what` and the path) unless `path` can be written: not a
-    folder, its folder creatable and writable (a probe file is created there and removed)."""
+    folder, its folder creatable and writable."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r}: expected a file path, found a folder")
-    folder = parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{what} {path!r}: cannot create its folder under {parent!r}, which is a file")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_probe_"):
-            pass
-    except OSError as e:
-        raise ValueError(f"{what} {path!r}: cannot write in {folder!r} ({e.strerror or e})") from None
+    folder = os.path.dirname(path)
+    if os.path.isfile(folder):
+        raise ValueError(f"{what} {path!r}: cannot create its folder under {folder!r}, which is a file")
+    workdir_lib.ensure_writable_folder(folder, f"{what} {path!r}")
 
 
 def evaluate(

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -299,25 +298,9 @@ def _unique_stem(path: str, used: set[str]) -> str:
 
 
 def check_output_dir(out_dir: str) -> str:
-    """Create `out_dir` if needed and make sure files can be written in it (a probe file is created
-    and removed); raise ValueError naming --out and why not. Returns its absolute path."""
-    path = os.path.abspath(out_dir)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--out {out_dir!r}: expected a folder, found a file")
-    parent = path
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"--out {out_dir!r}: cannot create a folder under {parent!r}, which is a file")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
-            pass
-    except OSError as e:
-        raise ValueError(
-            f"--out {out_dir!r}: expected a writable folder, cannot write in it ({e.strerror or e})"
-        ) from None
-    return path
+    """Create `out_dir` if needed and make sure files can be written in it; raise ValueError
+    naming --out and why not. Returns its absolute path."""
+    return workdir_lib.ensure_writable_folder(out_dir, f"--out {out_dir!r}")
 
 
 def write_outputs(

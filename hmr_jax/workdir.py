@@ -3,6 +3,7 @@ grids, and checkpoint restoring for evaluate / predict."""
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -144,3 +145,22 @@ def config_value(config: ml_collections.ConfigDict, key: str, default: Any = Non
         except (KeyError, AttributeError, TypeError):
             return default
     return node
+
+
+def ensure_writable_folder(folder: str, label: str) -> str:
+    """Create `folder` if needed and check that files can be written in it (a probe file is created
+    and removed); else a ValueError naming `label` and why. Returns its absolute path."""
+    path = parent = os.path.abspath(folder)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{label}: expected a folder, found a file")
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{label}: cannot create a folder under {parent!r}, which is a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{label}: expected a writable folder, cannot write in {path!r} ({e.strerror or e})") from None
+    return path
