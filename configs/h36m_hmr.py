@@ -150,7 +150,8 @@ def get_config(arg=None):
     c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
     # Flip test: validation, hmr_jax.evaluate and hmr_jax.predict average each prediction with the
     # mirrored prediction for the mirror image (twice the inference cost; off as in HMR and SPIN).
-    c.eval = ml_collections.ConfigDict(dict(flip_test=False))
+    # h36m_regressor: a (17, V) J_regressor_h36m.npy for hmr_jax.evaluate's Human3.6M protocols.
+    c.eval = ml_collections.ConfigDict(dict(flip_test=False, h36m_regressor=""))
     c.images = ml_collections.ConfigDict(dict(focal_length_224=5000.0))  # drawing only
     return c
 

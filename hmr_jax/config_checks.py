@@ -300,8 +300,8 @@ def validate_config(
             f"val_split={config.data.val_split!r}, eval_every={config.train.eval_every}"
         )
     _positive(config, "images.focal_length_224")
-    if training or "flip_test" in _get(config, "eval"):  # runs written before it: no flip test
-        _check(config, "eval.flip_test", lambda v: isinstance(v, bool), "True or False")
+    _check(config, "eval.flip_test", lambda v: isinstance(v, bool), "True or False")
+    _check(config, "eval.h36m_regressor", lambda v: isinstance(v, str), "a path or ''")
 
 
 def check_prior_file(path: str) -> None:

@@ -16,7 +16,7 @@ validation), PVE (mm, pelvis-aligned meshes), v2v L2 (m^2, the report's score, n
 `pose_outside_limits` (share of the 23 body joints outside simple anatomical limits; see
 `metrics.pose_outside_limits`). The same numbers for the mean-pose baseline: the prediction the
 regressor starts from (its mean pose, shape and camera), whatever the image ('baseline'), and,
-for folder datasets, the training split's mean pose and shape (`trainer.training_mean_body`, the
+for folder datasets, the training split's mean pose and shape (`mean_params.training_mean`, the
 trainer's val/mean_baseline; 'train_mean_baseline').
 
 Per action: when the image names are Human3.6M's ('S9_Directions_1.60457274_000001.jpg'), each
@@ -62,7 +62,6 @@ H36M_METRICS = ("mpjpe", "pa_mpjpe")
 UNITS = {"mpjpe": "mm", "pa_mpjpe": "mm", "pve": "mm", "v2v_l2": "m^2", "pose_outside_limits": "share of 23 joints"}
 H36M_P2_CAMERA = "60457274"
 H36M_FRAME_STRIDE = 5
-H36M_REGRESSOR_KEYS = ("eval.h36m_regressor", "data.h36m_regressor")  # config keys, first set wins
 _ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
 
 
@@ -93,7 +92,7 @@ def sample_info(config, split: str, paths: tuple[str, str, str]) -> list[dict] |
     """Per sample of the split (by the pipeline's 'index'): imgname and, when known, H36M subject,
     action, camera, frame (from the name, else the annotation's fields). None for TFDS sources."""
 
-    if workdir_lib.config_value(config, "data.source", "folder") != "folder":
+    if config.data.source != "folder":
         return None
     ann = ann_lib.load(paths[1])
     rows = (
@@ -259,9 +258,7 @@ def evaluate(
     bs = config.data.eval_batch_size
     if bs < 1 or bs % n_dev or bs % jax.process_count():
         raise ValueError(f"--batch-size: expected a positive multiple of the {n_dev} devices, found {bs}")
-    h36m_path = h36m_regressor or next(
-        (workdir_lib.config_value(config, k) for k in H36M_REGRESSOR_KEYS if workdir_lib.config_value(config, k)), ""
-    )
+    h36m_path = h36m_regressor or config.eval.h36m_regressor
 
     mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
@@ -307,7 +304,7 @@ def evaluate(
         "workdir": workdir,
         "split": split or "all",
         "checkpoint": {"requested": str(checkpoint), "step": step, "loaded": note},
-        "annotations": paths[1] if workdir_lib.config_value(config, "data.source", "folder") == "folder" else paths[0],
+        "annotations": paths[1] if config.data.source == "folder" else paths[0],
         "joint_set": joint_set,
         "flip_test": flip_test,
         "body_model": workdir_lib.body_model_path(config),

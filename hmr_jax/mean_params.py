@@ -12,7 +12,6 @@ from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data import tfds_builder
 from hmr_jax.models import regressor as regressor_lib
 from hmr_jax.state import generator_kwargs
-from hmr_jax.workdir import config_value
 
 
 def mean_body(pose: np.ndarray, shape: np.ndarray) -> dict[str, np.ndarray]:
@@ -56,7 +55,7 @@ def resolve_mean_params(
                 raise ConfigError(
                     f"{key}: 'train' needs the split's mean SMPL parameters in the records' "
                     f"metadata (mean_pose_{split}), missing in {paths[0]!r} (built by an "
-                    "older version: rebuild it); or use 'zero' or an .npz of mean parameters"
+                    "rebuild the records); or use 'zero' or an .npz of mean parameters"
                 )
             pose, betas = np.asarray(meta[f"mean_pose_{split}"]), np.asarray(meta[f"mean_shape_{split}"])
     else:
@@ -121,7 +120,7 @@ def regressor_start(config) -> dict[str, np.ndarray]:
 def training_mean(config, paths) -> dict[str, np.ndarray] | None:
     """`mean_body` of the training split's SMPL labels (folder sources; the trainer's
     val/mean_baseline), or None when there are none or they cannot be read (a warning says why)."""
-    if not config_value(config, "data.train_split", ""):
+    if not config.data.train_split:
         return None
     try:
         labels = training_labels(config, paths)

@@ -54,13 +54,12 @@ class StaticParts(NamedTuple):
 def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`hmr.build_generator`'s arguments. The regressor starts from model.mean_pose / mean_betas
     once `resolve_mean_params` has filled them (a run's config.json holds them), else from
-    `regressor.default_mean_params`; its camera from model.mean_cam (the default's when absent)."""
+    `regressor.default_mean_params`; its camera from model.mean_cam (the default's when empty)."""
     m = config.model
-    mean_pose, mean_betas = tuple(m.get("mean_pose", ())), tuple(m.get("mean_betas", ()))
     return dict(
-        mean_pose=mean_pose or None,
-        mean_betas=mean_betas or None,
-        mean_cam=tuple(m.mean_cam) if "mean_cam" in m else None,  # absent in older runs
+        mean_pose=tuple(m.mean_pose) or None,
+        mean_betas=tuple(m.mean_betas) or None,
+        mean_cam=tuple(m.mean_cam) or None,
         depth=m.depth,
         width=m.width,
         dtype=m.dtype,
@@ -76,16 +75,15 @@ def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def keypoint_head_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-    """`build_generator`'s keypoint_head: None when off (or absent: runs older than the head).
-    Runs from before `stride` / `input_scale` existed had 8 and 1."""
-    head = config.model.get("keypoint_head")
-    if head is None or not head.enabled:
+    """`build_generator`'s keypoint_head: None when model.keypoint_head is off."""
+    head = config.model.keypoint_head
+    if not head.enabled:
         return None
     return dict(
         num_keypoints=int(head.num_keypoints),
         channels=int(head.channels),
-        stride=int(head.get("stride", 8)),
-        input_scale=float(head.get("input_scale", 1.0)),
+        stride=int(head.stride),
+        input_scale=float(head.input_scale),
     )
 
 

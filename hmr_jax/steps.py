@@ -197,8 +197,8 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
 
 
 def flip_test_enabled(config: ml_collections.ConfigDict) -> bool:
-    """config eval.flip_test (absent in configs written before it existed: False)."""
-    return bool(config.get("eval", {}).get("flip_test", False))
+    """config eval.flip_test: predict with the flip test."""
+    return bool(config.eval.flip_test)
 
 
 def make_inference(parts: StaticParts, *, flip_test: bool, joint_set: str | None) -> Callable:

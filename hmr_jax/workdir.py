@@ -5,7 +5,6 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import ml_collections
@@ -133,18 +132,7 @@ def restore_checkpoint(workdir: str, config, parts: StaticParts, mesh, which: st
 
 def body_model_path(config) -> str:
     """The body model the run trained with (config `body_model_path`, else the procedural default)."""
-    return config_value(config, "body_model_path", "") or str(body_model.default_body_model_path())
-
-
-def config_value(config: ml_collections.ConfigDict, key: str, default: Any = None) -> Any:
-    """`config[a][b]...` for the dotted `key`, or `default` when a part is missing."""
-    node = config
-    for part in key.split("."):
-        try:
-            node = node[part]
-        except (KeyError, AttributeError, TypeError):
-            return default
-    return node
+    return config.body_model_path or str(body_model.default_body_model_path())
 
 
 def ensure_writable_folder(folder: str, label: str) -> str:

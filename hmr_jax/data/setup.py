@@ -68,8 +68,8 @@ def training_body(
 
 
 def synthetic_render_size(config) -> int:
-    """data.synthetic.render_size, 0 (or absent, in configs written before it) = data.img_size."""
-    return int(config.data.synthetic.get("render_size", 0) or config.data.img_size)
+    """data.synthetic.render_size, 0 = data.img_size."""
+    return int(config.data.synthetic.render_size or config.data.img_size)
 
 
 def resolve_data_paths(config, workdir: str) -> tuple[str, str, str]:
@@ -125,7 +125,7 @@ def make_source(config, split: str, paths: tuple[str, str, str]):
     data_dir, ann, root = paths
     if config.data.source == "tfds":
         return pipeline.TfdsSource(data_dir=data_dir, split=split)
-    val_ann = config.data.get("val_annotations", "")  # absent in runs written before it existed
+    val_ann = config.data.val_annotations
     if split and split == config.data.val_split and val_ann:
         val_ann = val_ann if os.path.isabs(val_ann) else os.path.join(data_dir, val_ann)
         if not os.path.isfile(val_ann):
@@ -155,7 +155,7 @@ def make_input(config, source, *, train: bool, start_step: int = 0):
         strict=config.data.strict,
         shuffle_buffer=config.data.shuffle_buffer,
         threads=config.data.threads or None,
-        cache_mb=config.data.get("cache_decoded_mb", 0.0) if train else 0.0,
+        cache_mb=config.data.cache_decoded_mb if train else 0.0,
     )
 
 

@@ -82,11 +82,10 @@ class Plan:
                     f"{[k[8:] for k in meta if k.startswith('indices_')]}"
                 )
             positions = np.asarray(meta[key], np.int64)  # stored (kept) sample indices, record order
-            rank_key = f"resample_rank_{source.split}"  # aligned with positions (absent: old builds)
             ranks = np.zeros(int(positions.max()) + 1 if len(positions) else 0, np.int64)
-            ranks[positions] = np.asarray(meta[rank_key], np.int64) if rank_key in meta else positions
+            ranks[positions] = np.asarray(meta[f"resample_rank_{source.split}"], np.int64)  # aligned with positions
             self.joint_set = meta["joint_set"]
-            self.box_crop = meta.get("box_crop")  # None: full frames (also builds before box crops)
+            self.box_crop = meta["box_crop"]  # None: full frames
             self.ann = None
         else:
             raise TypeError(f"source: expected FolderSource or TfdsSource, found {type(source).__name__}")
