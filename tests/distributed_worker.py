@@ -1,34 +1,33 @@
-"""Run a few training steps of the tiny config on a fixed global batch; write metrics as JSON.
+"""Run a few training steps of a config on a fixed global batch; write metrics as JSON.
 
 Used by test_distributed.py in subprocesses (device count / process count set from outside):
-    python tests/distributed_worker.py DATA_DIR OUT_JSON [PROCESS_ID NUM_PROCESSES PORT]
+    python tests/distributed_worker.py CONFIG DATA_DIR OUT_JSON [PROCESS_ID NUM_PROCESSES PORT]
+CONFIG is the tests' tiny config (data.dir set to DATA_DIR); DATA_DIR/batch.npz holds the global
+batch (data.batch_size samples), of which each process trains on its slice.
 """
 
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NUM_STEPS = 3
 
 
 def main(argv):
-    data_dir, out = argv[1], argv[2]
+    config_path, data_dir, out = argv[1], argv[2], argv[3]
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
 
-    if len(argv) > 3:
-        pid, nproc, port = int(argv[3]), int(argv[4]), int(argv[5])
+    if len(argv) > 4:
+        pid, nproc, port = int(argv[4]), int(argv[5]), int(argv[6])
         jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
-    import trainer_helpers as th  # pylint: disable=g-import-not-at-top
 
-    from hmr_jax import body_model, sharding, smpl, steps  # pylint: disable=g-import-not-at-top
+    from hmr_jax import body_model, config_files, sharding, smpl, steps  # pylint: disable=g-import-not-at-top
     from hmr_jax import state as state_lib
 
-    config = th.tiny_config(data_dir)
-    batch = th.fixed_batch(data_dir, n=config.data.batch_size)
+    config = config_files.load(config_path)
+    config.data.dir = data_dir
+    with np.load(f"{data_dir}/batch.npz") as f:
+        batch = {k: f[k] for k in f.files}
     n, i = jax.process_count(), jax.process_index()
     per_host = config.data.batch_size // n
     local = {k: v[i * per_host : (i + 1) * per_host] for k, v in batch.items()}  # this host's slice

@@ -4,14 +4,13 @@ import pathlib
 
 import numpy as np
 import pytest
-from fake_data import make_arrays, write_images
 from scipy.spatial.transform import Rotation
 
 from hmr_jax.data import annotations as ann_lib
 
 
-def test_round_trip(tmp_path):
-    arrays = make_arrays(5, np.random.default_rng(0))
+def test_round_trip(tmp_path, fake_arrays):
+    arrays = fake_arrays(5, np.random.default_rng(0))
     path = tmp_path / "a.npz"
     ann_lib.save_spin(path, arrays)
     ann = ann_lib.load(path)
@@ -26,8 +25,8 @@ def test_round_trip(tmp_path):
         assert all(f[k].dtype != object for k in f.files)
 
 
-def test_spin_defaults(tmp_path):
-    arrays = make_arrays(3, np.random.default_rng(1))
+def test_spin_defaults(tmp_path, fake_arrays):
+    arrays = fake_arrays(3, np.random.default_rng(1))
     minimal = {k: arrays[k] for k in ("imgname", "center", "scale", "part")}
     minimal["imgname"] = np.array([b"S9_Directions_1.60457274_000001.jpg"] * 3)  # bytes, as SPIN
     np.savez(tmp_path / "spin.npz", **minimal)
@@ -40,8 +39,8 @@ def test_spin_defaults(tmp_path):
     assert ann.camera[0] == "60457274" and not ann.has_camera
 
 
-def test_structural_errors(tmp_path):
-    arrays = make_arrays(3, np.random.default_rng(2))
+def test_structural_errors(tmp_path, fake_arrays):
+    arrays = fake_arrays(3, np.random.default_rng(2))
     bad = dict(arrays)
     del bad["part"]
     with pytest.raises(KeyError, match="missing required field.*'part'"):
@@ -57,8 +56,8 @@ def test_structural_errors(tmp_path):
         ann_lib.load(tmp_path / "nope.npz")
 
 
-def test_nan_found_and_refused_on_save(tmp_path):
-    arrays = make_arrays(4, np.random.default_rng(3))
+def test_nan_found_and_refused_on_save(tmp_path, fake_arrays):
+    arrays = fake_arrays(4, np.random.default_rng(3))
     arrays["S"][2, 5, 0] = np.nan
     arrays["scale"][3] = 0.0
     ann = ann_lib.from_arrays(arrays)
@@ -69,21 +68,21 @@ def test_nan_found_and_refused_on_save(tmp_path):
     sizes = np.array([[160, 200]] * 4)
     ann2 = ann_lib.from_arrays(
         dict(
-            make_arrays(4, np.random.default_rng(3)),
+            fake_arrays(4, np.random.default_rng(3)),
             center=np.array([[100, 80], [-500, 80], [100, 900], [100, 80]], np.float32),
         )
     )
     assert set(ann_lib.find_invalid(ann2, sizes)) == {1, 2}
 
 
-def test_missing_images(tmp_path):
-    arrays = make_arrays(3, np.random.default_rng(4))
-    write_images(tmp_path, arrays["imgname"][:2], np.random.default_rng(0))
+def test_missing_images(tmp_path, fake_arrays, fake_images):
+    arrays = fake_arrays(3, np.random.default_rng(4))
+    fake_images(tmp_path, arrays["imgname"][:2], np.random.default_rng(0))
     missing = ann_lib.find_missing_images(ann_lib.from_arrays(arrays), tmp_path)
     assert list(missing) == [2] and "img_0002.jpg" in missing[2]
 
 
-def test_h36m_names_and_subject_split():
+def test_h36m_names_and_subject_split(fake_arrays):
     assert ann_lib.parse_h36m_name("images/S11_Walking Dog_2.55011271_001234.jpg") == {
         "subject": "S11",
         "action": "Walking Dog_2",
@@ -91,7 +90,7 @@ def test_h36m_names_and_subject_split():
         "frame": 1234,
     }
     assert ann_lib.parse_h36m_name("coco/000000123.jpg") is None
-    arrays = make_arrays(6, np.random.default_rng(5))
+    arrays = fake_arrays(6, np.random.default_rng(5))
     arrays["imgname"] = np.array([f"S{s}_Eating.54138969_{i:06d}.jpg" for i, s in enumerate([1, 9, 5, 11, 8, 2])])
     ann = ann_lib.from_arrays(arrays)
     with pytest.warns(UserWarning, match="S2"):
@@ -100,8 +99,8 @@ def test_h36m_names_and_subject_split():
         np.testing.assert_array_equal(ann_lib.split_indices(ann, "validation"), [1, 3])
 
 
-def test_generic_subject_split_is_subject_disjoint():
-    arrays = make_arrays(8, np.random.default_rng(9))
+def test_generic_subject_split_is_subject_disjoint(fake_arrays):
+    arrays = fake_arrays(8, np.random.default_rng(9))
     arrays["subject"] = np.array(["sub2", "sub0", "sub1", "sub2", "sub0", "sub3", "sub3", "sub1"])
     ann = ann_lib.from_arrays(arrays)
     np.testing.assert_array_equal(
@@ -110,8 +109,8 @@ def test_generic_subject_split_is_subject_disjoint():
     np.testing.assert_array_equal(ann_lib.split_indices(ann, "train", val_fraction=0.25), [0, 1, 2, 3, 4, 7])
 
 
-def test_fraction_split():
-    ann = ann_lib.from_arrays(make_arrays(20, np.random.default_rng(6)))
+def test_fraction_split(fake_arrays):
+    ann = ann_lib.from_arrays(fake_arrays(20, np.random.default_rng(6)))
     tr = ann_lib.split_indices(ann, "train", val_fraction=0.2)
     va = ann_lib.split_indices(ann, "validation", val_fraction=0.2)
     np.testing.assert_array_equal(tr, np.arange(16))
@@ -127,8 +126,8 @@ def test_resample():
         ann_lib.resample_step(0.0)
 
 
-def test_frame_and_sequence_fields(tmp_path):
-    arrays = make_arrays(6, np.random.default_rng(2))
+def test_frame_and_sequence_fields(tmp_path, fake_arrays):
+    arrays = fake_arrays(6, np.random.default_rng(2))
     arrays["frame"] = np.array([4, 0, 2, 1, 3, 5])
     arrays["sequence"] = np.array(["walk", "walk", "walk", "run", "run", "run"])
     ann_lib.save_spin(tmp_path / "f.npz", arrays)
@@ -154,14 +153,14 @@ def test_frame_and_sequence_fields(tmp_path):
         ann_lib.from_arrays(dict(arrays, sequence=np.array(["a"] * 4)))
     # H36M names give the frame number too
     h36m = dict(
-        make_arrays(2, np.random.default_rng(0)),
+        fake_arrays(2, np.random.default_rng(0)),
         imgname=np.array(["S9_Eating.54138969_000011.jpg", "S9_Eating.54138969_000006.jpg"]),
     )
     assert list(ann_lib.from_arrays(h36m).frame) == [11, 6]
 
 
-def test_resample_by_frame_within_sequences():
-    arrays = make_arrays(9, np.random.default_rng(3))
+def test_resample_by_frame_within_sequences(fake_arrays):
+    arrays = fake_arrays(9, np.random.default_rng(3))
     # rows shuffled in time; two sequences; frames step by 5 (already thinned, as SPIN's H36M)
     arrays["sequence"] = np.array([1, 2, 1, 2, 1, 2, 1, 1, 2])
     arrays["frame"] = np.array([10, 6, 0, 1, 5, 11, 15, 20, 16])
@@ -183,9 +182,9 @@ def test_resample_by_frame_within_sequences():
 
 
 @pytest.mark.parametrize("joint_set", ann_lib.FILE_JOINT_SETS)
-def test_file_joint_sets(joint_set):
+def test_file_joint_sets(joint_set, fake_arrays):
     # Flip permutations and names of every joint set: tests/test_skeleton.py.
-    arrays = make_arrays(2, np.random.default_rng(0))
+    arrays = fake_arrays(2, np.random.default_rng(0))
     assert ann_lib.from_arrays(dict(arrays, joint_set=np.array(joint_set))).joint_set == joint_set
     with pytest.raises(ValueError, match="joint_set"):  # the evaluation regressor's set, not a file's
         ann_lib.from_arrays(dict(arrays, joint_set=np.array("h36m17")))

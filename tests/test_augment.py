@@ -5,7 +5,6 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
-from fake_data import make_arrays, project
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
@@ -48,8 +47,10 @@ PARAM_CASES = [
 
 
 @pytest.mark.parametrize("rot_deg,scale,flip", PARAM_CASES)
-def test_projection_of_augmented_joints_lands_on_augmented_keypoints(rot_deg, scale, flip):
-    arrays = make_arrays(3, np.random.default_rng(1))
+def test_projection_of_augmented_joints_lands_on_augmented_keypoints(
+    rot_deg, scale, flip, fake_arrays, pinhole_project
+):
+    arrays = fake_arrays(3, np.random.default_rng(1))
     img = np.zeros((160, 200, 3), np.uint8)
     data = tf.constant(_encode(img, "PNG"))
     cfg = aug.AugmentConfig(img_size=SIZE)
@@ -57,7 +58,7 @@ def test_projection_of_augmented_joints_lands_on_augmented_keypoints(rot_deg, sc
         out = aug.augment_example(data, _example(arrays, i), _params(rot_deg, scale, flip), cfg, PERM)
         kp = out["keypoints_2d"].numpy()
         cam_pts = out["joints_3d"].numpy()[:, :3] + out["cam_t"].numpy()
-        proj = project(cam_pts, out["cam_focal"].numpy(), out["cam_center"].numpy())
+        proj = pinhole_project(cam_pts, out["cam_focal"].numpy(), out["cam_center"].numpy())
         np.testing.assert_allclose(proj, kp[:, :2], atol=2e-3)
         # visibility / confidence carried along, crop px in float
         np.testing.assert_array_equal(kp[:, 2], 1.0)
@@ -66,8 +67,8 @@ def test_projection_of_augmented_joints_lands_on_augmented_keypoints(rot_deg, sc
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 @pytest.mark.parametrize("rot_deg,scale,flip", PARAM_CASES[1:4])
-def test_pixels_move_with_keypoints(fmt, rot_deg, scale, flip):
-    arrays = make_arrays(1, np.random.default_rng(2))
+def test_pixels_move_with_keypoints(fmt, rot_deg, scale, flip, fake_arrays):
+    arrays = fake_arrays(1, np.random.default_rng(2))
     j = 7  # a joint away from the centre
     x, y = arrays["part"][0, j, :2]
     img = np.zeros((160, 200, 3), np.uint8)
@@ -85,8 +86,8 @@ def test_pixels_move_with_keypoints(fmt, rot_deg, scale, flip):
     assert abs(cx - u) < 0.6 and abs(cy - v) < 0.6, ((cx, cy), (u, v))
 
 
-def test_flip_twice_is_identity():
-    arrays = make_arrays(4, np.random.default_rng(3))
+def test_flip_twice_is_identity(fake_arrays):
+    arrays = fake_arrays(4, np.random.default_rng(3))
     flip, no = tf.constant(True), tf.constant(False)
     crop_flip = crop_geometry.crop_matrix(
         tf.constant([(SIZE - 1) / 2] * 2), tf.constant(float(SIZE)), tf.constant(0.0), flip, SIZE
@@ -153,8 +154,8 @@ def test_sample_params_ranges_and_determinism():
     assert not off["rot"].any() and (off["scale"] == 1).all() and not off["flip"].any()
 
 
-def test_batched_geometry_matches_per_sample():
-    arrays = make_arrays(5, np.random.default_rng(10))
+def test_batched_geometry_matches_per_sample(fake_arrays):
+    arrays = fake_arrays(5, np.random.default_rng(10))
     p = augment_config.sample_params(np.random.default_rng(1), 5, aug.AugmentConfig(flip_prob=0.5, rot_prob_zero=0.2))
     keys = ("center", "scale", "part", "S", "pose", "cam_focal", "cam_center", "cam_t")
     ex = {k: tf.constant(arrays[k]) for k in keys}
@@ -171,9 +172,9 @@ def test_batched_geometry_matches_per_sample():
             np.testing.assert_allclose(batched[k][i], one[k], atol=1e-4)
 
 
-def test_noise_and_normalisation():
+def test_noise_and_normalisation(fake_arrays):
     img = np.full((160, 200, 3), 128, np.uint8)
-    arrays = make_arrays(1, np.random.default_rng(5))
+    arrays = fake_arrays(1, np.random.default_rng(5))
     params = _params(0.0, 1.0, False)
     params["noise"] = tf.constant([0.6, 1.0, 1.4])
     out = aug.augment_example(
@@ -193,8 +194,8 @@ def test_config_errors():
     assert cfg.img_size == 96 and cfg.flip_prob == 0.0 and not cfg.eval_config().enabled
 
 
-def test_box_outside_image_is_invalid():
-    arrays = make_arrays(1, np.random.default_rng(6))
+def test_box_outside_image_is_invalid(fake_arrays):
+    arrays = fake_arrays(1, np.random.default_rng(6))
     ex = _example(arrays, 0)
     ex["center"] = tf.constant([900.0, 900.0])
     out = aug.augment_example(

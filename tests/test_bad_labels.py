@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import trainer_helpers as th
 
 from hmr_jax import mean_params, trainer
 from hmr_jax.data import annotations as ann_lib
@@ -27,11 +26,11 @@ def _corrupt(data_dir, **rows):
     np.savez(path, **arrays)
 
 
-def test_nonfinite_pose_shape_and_joints_rows_are_skipped_not_averaged(tmp_path):
+def test_nonfinite_pose_shape_and_joints_rows_are_skipped_not_averaged(tmp_path, make_dataset, tiny_config):
     data = tmp_path / "data"
-    th.make_dataset(data, num=16, img_size=32)
+    make_dataset(data, num=16, img_size=32)
     _corrupt(data, pose=(0, np.inf), shape=(1, np.nan), S=(2, np.nan))
-    config = th.tiny_config(data, **SHORT)
+    config = tiny_config(data, **SHORT)
     result = trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert result["step"] == 2
     with open(tmp_path / "wd" / "config.json") as f:
@@ -50,12 +49,12 @@ def test_nonfinite_pose_shape_and_joints_rows_are_skipped_not_averaged(tmp_path)
     np.testing.assert_array_equal(shape, ann.shape[good])
 
 
-def test_annotation_file_with_no_rows_names_the_file(tmp_path):
+def test_annotation_file_with_no_rows_names_the_file(tmp_path, make_dataset, tiny_config):
     data = tmp_path / "data"
-    th.make_dataset(data, num=16, img_size=32)
+    make_dataset(data, num=16, img_size=32)
     path = data / "annotations.npz"
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: (f[k][:0] if f[k].ndim else f[k]) for k in f.files}
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=r"annotations\.npz.*(no samples|no rows|0 rows|at least)"):
-        trainer.train_and_evaluate(th.tiny_config(data, **SHORT), str(tmp_path / "wd"))
+        trainer.train_and_evaluate(tiny_config(data, **SHORT), str(tmp_path / "wd"))

@@ -1,7 +1,6 @@
 """The PyTorch side of the side-by-side benchmarks (benchmarks/torch_hmr.py) is the same model as
 hmr_jax's: equal parameter and BatchNorm-statistic counts, so the speed ratios compare like with like."""
 
-import pathlib
 import sys
 
 import jax
@@ -13,7 +12,6 @@ from hmr_jax import state as state_lib
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("smplx")
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _count(tree):
@@ -21,12 +19,12 @@ def _count(tree):
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_torch_benchmark_model_has_hmr_jax_parameter_counts(depth, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+def test_torch_benchmark_model_has_hmr_jax_parameter_counts(depth, monkeypatch, repo):
+    monkeypatch.syspath_prepend(str(repo / "benchmarks"))
     sys.modules.pop("torch_hmr", None)
     import torch_hmr  # pylint: disable=g-import-not-at-top
 
-    config = config_files.load(REPO / "configs" / "h36m_hmr.py")
+    config = config_files.load(repo / "configs" / "h36m_hmr.py")
     config.model.depth = depth
     models = state_lib.make_static_parts(config)
     state = jax.eval_shape(lambda key: state_lib.init_state(config, models, key), jax.random.PRNGKey(0))

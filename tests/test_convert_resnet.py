@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from tool_loader import load_tool
 
 from hmr_jax.models import hmr, resnet
 
@@ -18,7 +17,9 @@ torch = pytest.importorskip("torch")
 tnn = torch.nn
 
 
-def _load_tool():
+@pytest.fixture
+def tool(load_tool):
+    """tools/convert_resnet50_weights.py, loaded afresh for each test."""
     return load_tool("convert_resnet50_weights")
 
 
@@ -106,7 +107,7 @@ def _randomise_bn(model, gen):
             m.running_var.data = 0.5 + torch.rand(n, generator=gen)
 
 
-def _convert_and_compare(tmp_path, block, layers, width, depth):
+def _convert_and_compare(tool, tmp_path, block, layers, width, depth):
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -118,7 +119,6 @@ def _convert_and_compare(tmp_path, block, layers, width, depth):
     torch.save(model.state_dict(), src)
     dst = tmp_path / "encoder.npz"
 
-    tool = _load_tool()
     assert tool.convert_file(src, dst) == (depth, width)
 
     x = torch.randn(2, 3, 64, 64, generator=gen)
@@ -139,8 +139,8 @@ def _convert_and_compare(tmp_path, block, layers, width, depth):
     return dst
 
 
-def test_resnet50_conversion_matches_torch(tmp_path):
-    dst = _convert_and_compare(tmp_path, TorchBottleneck, (3, 4, 6, 3), width=64, depth=50)
+def test_resnet50_conversion_matches_torch(tmp_path, tool):
+    dst = _convert_and_compare(tool, tmp_path, TorchBottleneck, (3, 4, 6, 3), width=64, depth=50)
     # The converted file also loads into a full generator's state.
     graphdef, params, stats = jax.eval_shape(lambda k: hmr.init_generator(k, depth=50, width=64), jax.random.key(0))
     new_params, new_stats = hmr.load_pretrained_encoder(params, stats, str(dst))
@@ -148,13 +148,12 @@ def test_resnet50_conversion_matches_torch(tmp_path):
     assert jax.tree_util.tree_structure(new_stats) == jax.tree_util.tree_structure(stats)
 
 
-def test_safetensors_gives_the_same_encoder_as_pth(tmp_path):
+def test_safetensors_gives_the_same_encoder_as_pth(tmp_path, tool):
     from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
 
-    pth = _convert_and_compare(tmp_path / "pth", TorchBasicBlock, (2, 2, 2, 2), width=8, depth=18)
+    pth = _convert_and_compare(tool, tmp_path / "pth", TorchBasicBlock, (2, 2, 2, 2), width=8, depth=18)
     state = torch.load(tmp_path / "pth" / "resnet.pth", weights_only=True)
     save_file(state, tmp_path / "resnet.safetensors")
-    tool = _load_tool()
     assert tool.convert_file(tmp_path / "resnet.safetensors", tmp_path / "st.npz") == (18, 8)
     with np.load(pth) as a, np.load(tmp_path / "st.npz") as b:
         assert sorted(a.files) == sorted(b.files)
@@ -162,22 +161,21 @@ def test_safetensors_gives_the_same_encoder_as_pth(tmp_path):
             np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_resnet18_conversion_matches_torch(tmp_path):
-    _convert_and_compare(tmp_path, TorchBasicBlock, (2, 2, 2, 2), width=16, depth=18)
+def test_resnet18_conversion_matches_torch(tmp_path, tool):
+    _convert_and_compare(tool, tmp_path, TorchBasicBlock, (2, 2, 2, 2), width=16, depth=18)
 
 
-def test_load_pretrained_encoder_rejects_wrong_architecture(tmp_path):
+def test_load_pretrained_encoder_rejects_wrong_architecture(tmp_path, tool):
     torch.manual_seed(0)
     model = TorchResNet(TorchBasicBlock, (2, 2, 2, 2), width=8)
     src, dst = tmp_path / "r18.pth", tmp_path / "r18.npz"
     torch.save(model.state_dict(), src)
-    _load_tool().convert_file(src, dst)
+    tool.convert_file(src, dst)
     _, params, stats = jax.eval_shape(lambda k: hmr.init_generator(k, depth=34, width=8), jax.random.key(0))
     with pytest.raises(ValueError, match="layout mismatch"):
         hmr.load_pretrained_encoder(params, stats, str(dst))
 
 
-def test_convert_rejects_non_resnet_keys():
-    tool = _load_tool()
+def test_convert_rejects_non_resnet_keys(tool):
     with pytest.raises(ValueError, match="not torchvision/timm ResNet"):
         tool.convert_state_dict({"conv1.weight": np.zeros((8, 3, 7, 7)), "head.weight": np.zeros((2, 2))})

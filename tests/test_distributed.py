@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import trainer_helpers as th
 
 pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses
 
@@ -17,26 +16,31 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_w
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tmp_path_factory, make_dataset, fixed_batch, tiny_config):
+    """8 samples, and the worker's global batch of them (batch.npz): every run trains on the same."""
     d = tmp_path_factory.mktemp("data")
-    th.make_dataset(d, num=8, img_size=32)
+    make_dataset(d, num=8, img_size=32)
+    np.savez(d / "batch.npz", **fixed_batch(d, n=tiny_config(d).data.batch_size))
     return d
 
 
-def _env(devices):
-    env = dict(os.environ, **th.cache_env(devices))
-    env["PYTHONPATH"] = str(th.REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+@pytest.fixture(scope="module")
+def start(tiny_config_path, cache_env, repo):
+    """`start(data_dir, out, devices, *extra)`: the worker in a subprocess on `devices` CPU devices
+    (extra: process id, process count, coordinator port)."""
 
+    def start_worker(data_dir, out, devices, *extra):
+        env = dict(os.environ, **cache_env(devices))
+        env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen(
+            [sys.executable, WORKER, str(tiny_config_path), str(data_dir), str(out), *map(str, extra)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
-def _start(data_dir, out, devices, *extra):
-    return subprocess.Popen(
-        [sys.executable, WORKER, str(data_dir), str(out), *map(str, extra)],
-        env=_env(devices),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_worker
 
 
 def _finish(proc, out, timeout=300):
@@ -52,9 +56,9 @@ def _finish(proc, out, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def one_device(data_dir, tmp_path_factory):
+def one_device(data_dir, start, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "out.json"
-    return _finish(_start(data_dir, out, 1), out)
+    return _finish(start(data_dir, out, 1), out)
 
 
 def _assert_same(a, b, rtol=None):
@@ -78,19 +82,19 @@ def _assert_same(a, b, rtol=None):
     np.testing.assert_allclose(b["checksum"], a["checksum"], rtol=rtol or 1e-5)
 
 
-def test_eight_devices_match_one(data_dir, one_device, tmp_path):
+def test_eight_devices_match_one(data_dir, start, one_device, tmp_path):
     out = tmp_path / "eight.json"
-    eight = _finish(_start(data_dir, out, 8), out)
+    eight = _finish(start(data_dir, out, 8), out)
     assert (one_device["devices"], eight["devices"]) == (1, 8)
     _assert_same(one_device, eight)
 
 
-def test_two_processes_agree(data_dir, one_device, tmp_path):
+def test_two_processes_agree(data_dir, start, one_device, tmp_path):
     with socket.socket() as s:  # one free port, chosen here and given to both processes
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     outs = [tmp_path / f"p{i}.json" for i in range(2)]
-    procs = [_start(data_dir, outs[i], 1, i, 2, port) for i in range(2)]
+    procs = [start(data_dir, outs[i], 1, i, 2, port) for i in range(2)]
     results = [_finish(p, o) for p, o in zip(procs, outs)]
     assert [r["processes"] for r in results] == [2, 2] and results[0]["devices"] == 2
     _assert_same(results[0], results[1], rtol=1e-6)

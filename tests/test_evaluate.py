@@ -5,7 +5,6 @@ import json
 import math
 import os
 
-import eval_helpers as eh
 import jax
 import numpy as np
 import pytest
@@ -16,16 +15,24 @@ from hmr_jax import workdir as workdir_lib
 from hmr_jax.data import setup as data_setup
 
 
+def _make_h36m_regressor(path, num_vertices: int, seed: int = 0) -> str:
+    """A (17, V) regressor: each joint the mean of 8 random vertices (rows sum to 1)."""
+    rng = np.random.default_rng(seed)
+    reg = np.zeros((17, num_vertices), np.float32)
+    for j in range(17):
+        reg[j, rng.choice(num_vertices, 8, replace=False)] = 1.0 / 8
+    np.save(path, reg)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("data")
-    eh.make_h36m_dataset(data_dir)
-    workdir = str(tmp_path_factory.mktemp("run"))
-    config = eh.make_run(workdir, data_dir, step=3)
+def run(trained_workdir):
+    """The trained run (workdir, data_dir, config, expected) and its evaluation report (best checkpoint)."""
+    workdir = trained_workdir["workdir"]
     n_vertices = smpl.load(body_model.default_body_model_path()).num_vertices
-    reg = eh.make_h36m_regressor(os.path.join(workdir, "J_regressor_h36m.npy"), n_vertices)
+    reg = _make_h36m_regressor(os.path.join(workdir, "J_regressor_h36m.npy"), n_vertices)
     report = evaluation.evaluate(workdir, split="validation", checkpoint="best", h36m_regressor=reg, progress=False)
-    return dict(workdir=workdir, data_dir=data_dir, config=config, report=report)
+    return dict(trained_workdir, report=report)
 
 
 def _finite_summary(s):
@@ -56,9 +63,9 @@ def test_report_written_with_expected_keys(run):
     _finite_summary(saved["model"])
     _finite_summary(saved["baseline"])
     assert saved["model"]["count"] == {
-        "valid": eh.EXPECTED["validation"],
-        "joints": eh.EXPECTED["validation"],
-        "smpl": eh.EXPECTED["validation"],
+        "valid": run["expected"]["validation"],
+        "joints": run["expected"]["validation"],
+        "smpl": run["expected"]["validation"],
     }
     assert saved["model"]["v2v_l2"] != saved["baseline"]["v2v_l2"]  # the model is not the mean
     text = evaluation.format_table(report)
@@ -132,11 +139,11 @@ def test_baseline_is_the_regressor_mean(run):
 def test_per_action_and_h36m_protocols(run):
     report = run["report"]
     counts = {a: s["model"]["count"]["valid"] for a, s in report["per_action"].items()}
-    assert counts == eh.EXPECTED["actions"]
+    assert counts == run["expected"]["actions"]
     h = report["h36m"]
     assert "note" not in h
-    assert h["p1"]["model"]["count"] == eh.EXPECTED["p1"]
-    assert h["p2"]["model"]["count"] == eh.EXPECTED["p2"]
+    assert h["p1"]["model"]["count"] == run["expected"]["p1"]
+    assert h["p2"]["model"]["count"] == run["expected"]["p2"]
     for p in ("p1", "p2"):
         for who in ("model", "baseline"):
             for m in ("mpjpe", "pa_mpjpe"):

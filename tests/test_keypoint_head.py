@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import trainer_helpers as th
 from flax import nnx
 
 from hmr_jax import body_model, config_checks, losses, sharding, skeleton, smpl, steps
@@ -244,9 +243,9 @@ def test_keypoint_heatmap_loss_zero_at_the_target_and_hand_computed():
 # -------------------------------------------------------------------------------- config + step
 
 
-def test_head_losses_need_the_head(tmp_path):
+def test_head_losses_need_the_head(tmp_path, tiny_config):
     for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
-        config = th.tiny_config(
+        config = tiny_config(
             tmp_path,
             **{
                 "model.keypoint_head.enabled": False,
@@ -258,34 +257,34 @@ def test_head_losses_need_the_head(tmp_path):
         )
         with pytest.raises(config_checks.ConfigError, match=rf"loss_weights\.{name}.*keypoint_head\.enabled"):
             config_checks.validate_config(config)
-    config = th.tiny_config(tmp_path, **{"model.keypoint_head.num_keypoints": 17})
+    config = tiny_config(tmp_path, **{"model.keypoint_head.num_keypoints": 17})
     with pytest.raises(config_checks.ConfigError, match=r"keypoint_head\.num_keypoints.*24 joints, found 17"):
         state_lib.check_keypoint_head(config, "smpl24")
-    state_lib.check_keypoint_head(th.tiny_config(tmp_path), "spin24")  # 24 joints: fine
+    state_lib.check_keypoint_head(tiny_config(tmp_path), "spin24")  # 24 joints: fine
     for key, value, expected in (
         ("model.keypoint_head.stride", 16, r"stride.*one of \(4, 8\)"),
         ("model.keypoint_head.input_scale", 0.0, "input_scale.*positive"),
         ("train.heatmap_sigma_px", 0.0, "heatmap_sigma_px.*positive"),
     ):
         with pytest.raises(config_checks.ConfigError, match=expected):
-            config_checks.validate_config(th.tiny_config(tmp_path, **{key: value}))
+            config_checks.validate_config(tiny_config(tmp_path, **{key: value}))
 
 
-def test_runs_from_before_stride_and_input_scale_load_as_they_were(tmp_path):
-    config = th.tiny_config(tmp_path)
+def test_runs_from_before_stride_and_input_scale_load_as_they_were(tmp_path, tiny_config):
+    config = tiny_config(tmp_path)
     del config.model.keypoint_head["stride"], config.model.keypoint_head["input_scale"]
     kwargs = state_lib.keypoint_head_kwargs(config)
     assert kwargs["stride"] == 8 and kwargs["input_scale"] == 1.0
 
 
-def test_train_step_head_and_lift_terms(tmp_path):
+def test_train_step_head_and_lift_terms(tmp_path, fixed_batch, make_dataset, tiny_config):
     """`lift` is the weighted 3D terms of the lifting pass: with every keypoint invisible that pass reads
     the head's own keypoints, so it equals the weighted 3D terms of the main pass (noise is moot)."""
-    th.make_dataset(tmp_path, num=8, img_size=IMG)
-    config = th.tiny_config(tmp_path, **{"loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0})
+    make_dataset(tmp_path, num=8, img_size=IMG)
+    config = tiny_config(tmp_path, **{"loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0})
     assert config.model.keypoint_head.enabled and config.loss_weights.lift > 0  # the tiny config's
     mesh = sharding.make_mesh()
-    batch = th.fixed_batch(tmp_path)
+    batch = fixed_batch(tmp_path)
     with jax.set_mesh(mesh):
         models = state_lib.make_static_parts(config)
         state = state_lib.create_sharded_state(config, models, mesh)

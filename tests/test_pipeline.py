@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-from fake_data import make_fake_dataset, write_images
 
 from hmr_jax.data import pipeline
 
@@ -13,9 +12,9 @@ AUG = {"img_size": 32}
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tmp_path_factory, fake_dataset):
     tmp = tmp_path_factory.mktemp("fake")
-    path, root, arrays = make_fake_dataset(str(tmp), n=14)
+    path, root, arrays = fake_dataset(str(tmp), n=14)
     return pipeline.FolderSource(path, root), arrays
 
 
@@ -99,8 +98,8 @@ def test_host_sharding_and_resampling(folder):
     assert np.concatenate([b["index"][b["mask"] > 0] for b in ev]).tolist() == list(range(0, 14, 2))
 
 
-def test_resampling_follows_frames(tmp_path):
-    path, root, arrays = make_fake_dataset(str(tmp_path), n=8)
+def test_resampling_follows_frames(tmp_path, fake_dataset):
+    path, root, arrays = fake_dataset(str(tmp_path), n=8)
     arrays = dict(arrays, frame=np.array([7, 6, 5, 4, 3, 2, 1, 0]), sequence=np.array(["a", "b"] * 4))
     np.savez(path, **arrays)
     src = pipeline.FolderSource(path, root)
@@ -138,11 +137,11 @@ def _assert_same_batches(got, want):
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_decoded_cache_gives_the_same_batches(tmp_path, fmt):
-    path, root, arrays = make_fake_dataset(str(tmp_path), n=14)
+def test_decoded_cache_gives_the_same_batches(tmp_path, fmt, fake_dataset, fake_images):
+    path, root, arrays = fake_dataset(str(tmp_path), n=14)
     if fmt == "PNG":  # other formats: decoded whole, at full size, in both paths
         arrays = dict(arrays, imgname=np.array([n.replace(".jpg", ".png") for n in arrays["imgname"]]))
-        write_images(root, arrays["imgname"], np.random.default_rng(1), fmt="PNG")
+        fake_images(root, arrays["imgname"], np.random.default_rng(1), fmt="PNG")
         np.savez(path, **arrays)
     src = pipeline.FolderSource(path, root)
     kw = dict(batch_size=4, train=True, augment=AUG, seed=3, num_epochs=2)
@@ -162,8 +161,8 @@ def test_decoded_cache_gives_the_same_batches(tmp_path, fmt):
     )
 
 
-def test_decoded_cache_falls_back_to_the_files(tmp_path):
-    path, root, arrays = make_fake_dataset(str(tmp_path), n=9)
+def test_decoded_cache_falls_back_to_the_files(tmp_path, fake_dataset, fake_images):
+    path, root, arrays = fake_dataset(str(tmp_path), n=9)
     arrays = dict(arrays, center=arrays["center"].copy())
     arrays["center"][2] = [5000.0, 5000.0]  # box outside the image: dropped at run time either way
     np.savez(path, **arrays)
@@ -180,15 +179,15 @@ def test_decoded_cache_falls_back_to_the_files(tmp_path):
     with pytest.warns(UserWarning, match=r"9 images of 160 x 200 .* above the limit of 0\.5 MB"):
         it = pipeline.make_iterator(src, cache_mb=0.5, **kw)
     assert it._plan.cache is None
-    write_images(root, arrays["imgname"][5:6], np.random.default_rng(2), width=120)  # one other size
+    fake_images(root, arrays["imgname"][5:6], np.random.default_rng(2), width=120)  # one other size
     with pytest.warns(UserWarning, match="not every image decodes, or not to one size"):
         it = pipeline.make_iterator(src, cache_mb=64.0, **kw)
     assert it._plan.cache is None
     assert len(_collect(it)) == 2
 
 
-def _bad_dataset(tmp):
-    path, root, arrays = make_fake_dataset(str(tmp), n=10)
+def _bad_dataset(fake_dataset, tmp):
+    path, root, arrays = fake_dataset(str(tmp), n=10)
     with open(os.path.join(root, arrays["imgname"][3]), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 10)  # JPEG magic, corrupt body
     with open(os.path.join(root, arrays["imgname"][6]), "wb") as f:
@@ -202,8 +201,8 @@ def _bad_dataset(tmp):
     return pipeline.FolderSource(path, root)
 
 
-def test_bad_samples_skipped_and_counted(tmp_path):
-    src = _bad_dataset(tmp_path)
+def test_bad_samples_skipped_and_counted(tmp_path, fake_dataset):
+    src = _bad_dataset(fake_dataset, tmp_path)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         it = pipeline.make_iterator(src, batch_size=2, train=True, augment=AUG, num_epochs=1)
@@ -218,8 +217,8 @@ def test_bad_samples_skipped_and_counted(tmp_path):
     assert st.skipped_labels == 1 and "epoch 0: skipped 1 for their labels (non-finite S)" in msgs
 
 
-def test_label_skips_reported_every_epoch(tmp_path):
-    src = _bad_dataset(tmp_path)
+def test_label_skips_reported_every_epoch(tmp_path, fake_dataset):
+    src = _bad_dataset(fake_dataset, tmp_path)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         it = pipeline.make_iterator(src, batch_size=2, train=True, augment=AUG, num_epochs=2)
@@ -235,11 +234,11 @@ def test_label_skips_reported_every_epoch(tmp_path):
     assert sorted(np.concatenate([b["index"][b["mask"] > 0] for b in batches]).tolist()) == [0, 1, 2, 4, 7, 9]
 
 
-def test_strict_mode_names_the_sample(tmp_path):
-    src = _bad_dataset(tmp_path)
+def test_strict_mode_names_the_sample(tmp_path, fake_dataset, fake_images):
+    src = _bad_dataset(fake_dataset, tmp_path)
     with pytest.raises(ValueError, match="img_0005.jpg: non-finite S"):
         pipeline.make_iterator(src, batch_size=2, train=True, augment=AUG, strict=True)
-    path, root, arrays = make_fake_dataset(str(tmp_path / "b"), n=6)
+    path, root, arrays = fake_dataset(str(tmp_path / "b"), n=6)
     with open(os.path.join(root, arrays["imgname"][2]), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 corrupt")
     it = pipeline.make_iterator(pipeline.FolderSource(path, root), batch_size=2, train=False, augment=AUG, strict=True)
@@ -254,7 +253,7 @@ def test_strict_mode_names_the_sample(tmp_path):
     )
     with pytest.raises(RuntimeError, match="(?s)img_0002.jpg.*No such file"):
         _collect(it)
-    write_images(root, arrays["imgname"][2:3], np.random.default_rng(0))
+    fake_images(root, arrays["imgname"][2:3], np.random.default_rng(0))
     it = pipeline.make_iterator(pipeline.FolderSource(path, root), batch_size=2, train=False, augment=AUG, strict=True)
     with pytest.raises(RuntimeError, match="(?s)box outside the image.*img_0003.jpg"):
         _collect(it)

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from fake_data import make_arrays, project
 from PIL import Image
 
 from hmr_jax import skeleton
@@ -39,12 +38,12 @@ def _write_photos(root, names, rng, width=200, height=160):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, fake_arrays):
     from hmr_jax.data import tfds_builder
 
     tmp = tmp_path_factory.mktemp("precrop")
     rng = np.random.default_rng(0)
-    arrays = make_arrays(N, rng)
+    arrays = fake_arrays(N, rng)
     arrays["scale"] = arrays["scale"] * rng.uniform(1.0, 3.0, N).astype(np.float32)  # some leave
     _write_photos(tmp / "img", arrays["imgname"], rng)
     ann_lib.save_spin(tmp / "ann.npz", arrays)
@@ -95,7 +94,7 @@ def _compare(a, b):
     return float(d.mean()), float(np.percentile(d, 99))
 
 
-def test_records_hold_box_crops(data):
+def test_records_hold_box_crops(data, pinhole_project):
     from hmr_jax.data import tfds_builder
 
     builder = tfds_builder.load_builder(str(data["tmp"] / "crops"))
@@ -116,7 +115,7 @@ def test_records_hold_box_crops(data):
         # the camera moved with the crop: the 3D joints project onto the stored keypoints
         S, t = ex["S"].numpy(), ex["cam_t"].numpy()
         np.testing.assert_array_equal(S, arrays["S"][i])
-        proj = project(S[:, :3] + t, ex["cam_focal"].numpy(), ex["cam_center"].numpy())
+        proj = pinhole_project(S[:, :3] + t, ex["cam_focal"].numpy(), ex["cam_center"].numpy())
         np.testing.assert_allclose(proj, ex["part"][:, :2], atol=2e-3)
         # outside the source image the stored crop is black, as the on-the-fly crop fills it (away
         # from the image by 8 stored px: JPEG's 16 px chroma blocks ring near the edge)
@@ -165,7 +164,7 @@ def test_augmented_batches_match_the_folder(data):
     assert mean < MEAN_GREY_BOUND and p99 < P99_GREY_BOUND, (mean, p99)
 
 
-def test_augmented_box_crop_keeps_projection_consistency(data):
+def test_augmented_box_crop_keeps_projection_consistency(data, pinhole_project):
     from hmr_jax.data import tfds_builder
 
     builder = tfds_builder.load_builder(str(data["tmp"] / "crops"))
@@ -183,7 +182,7 @@ def test_augmented_box_crop_keeps_projection_consistency(data):
         keys = ("center", "scale", "part", "S", "pose", "cam_focal", "cam_center", "cam_t")
         out = aug.augment_example(ex["image"], {k: ex[k] for k in keys}, params, cfg, perm)
         cam_pts = out["joints_3d"].numpy()[:, :3] + out["cam_t"].numpy()
-        proj = project(cam_pts, out["cam_focal"].numpy(), out["cam_center"].numpy())
+        proj = pinhole_project(cam_pts, out["cam_focal"].numpy(), out["cam_center"].numpy())
         np.testing.assert_allclose(proj, out["keypoints_2d"].numpy()[:, :2], atol=2e-3)
 
 

@@ -5,10 +5,8 @@ import os
 import subprocess
 import sys
 
-import eval_helpers as eh
 import numpy as np
 import pytest
-import trainer_helpers as th
 from PIL import Image
 
 from hmr_jax import body_model, geometry, inference, skeleton, smpl, steps
@@ -16,13 +14,10 @@ from hmr_jax import state as state_lib
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("data")
-    eh.make_h36m_dataset(data_dir)
-    workdir = str(tmp_path_factory.mktemp("run"))
-    eh.make_run(workdir, data_dir, step=3)
+def cli_run(tmp_path_factory, trained_workdir, cache_env, repo):
+    workdir = trained_workdir["workdir"]
     inputs = tmp_path_factory.mktemp("inputs")
-    src = os.path.join(data_dir, "images", eh.H36M_NAMES[4])
+    src = os.path.join(trained_workdir["data_dir"], "images", trained_workdir["names"][4])
     a = os.path.join(inputs, "person.jpg")
     Image.open(src).save(a)
     b = os.path.join(inputs, "wide.png")  # non-square: padded to a square crop
@@ -33,7 +28,7 @@ def cli_run(tmp_path_factory):
     with open(bad, "wb") as f:
         f.write(head)  # a truncated JPEG
     out = str(tmp_path_factory.mktemp("out"))
-    env = {**os.environ, **th.cache_env()}
+    env = {**os.environ, **cache_env()}
     proc = subprocess.run(
         [
             sys.executable,
@@ -51,7 +46,7 @@ def cli_run(tmp_path_factory):
         capture_output=True,
         text=True,
         env=env,
-        cwd=str(th.REPO),
+        cwd=str(repo),
         timeout=300,
     )
     return dict(proc=proc, out=out, a=a, b=b, bad=bad)
@@ -209,7 +204,7 @@ def test_overlay_camera_matches_the_weak_perspective_projection():
     assert abs(xs.mean() - xy[[0, 3, 6, 9]].mean(0)[0]) < 3.0  # horizontally centred on the spine
 
 
-def test_predict_fn_with_flip_test_returns_the_averaged_body(tmp_path):
+def test_predict_fn_with_flip_test_returns_the_averaged_body(tmp_path, tiny_config):
     """config eval.flip_test: pose, betas, camera and mesh from the flip test's average; the keypoints
     stay the crop's own (predict does not know the joint set's left/right pairs)."""
     import functools
@@ -218,7 +213,7 @@ def test_predict_fn_with_flip_test_returns_the_averaged_body(tmp_path):
 
     from hmr_jax.models import hmr
 
-    config = th.tiny_config(tmp_path)
+    config = tiny_config(tmp_path)
     models = state_lib.make_static_parts(config)
     state = jax.jit(functools.partial(state_lib.init_state, config, models))(jax.random.PRNGKey(0))
     body = smpl.load(body_model.default_body_model_path())

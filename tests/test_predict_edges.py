@@ -5,24 +5,12 @@ import json
 import os
 import time
 
-import eval_helpers as eh
 import numpy as np
 import pytest
-import trainer_helpers as th
 from PIL import Image
 
 from hmr_jax import config_checks, evaluation, inference, trainer
 from hmr_jax import workdir as workdir_lib
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("data")
-    eh.make_h36m_dataset(data_dir)
-    workdir = str(tmp_path_factory.mktemp("run"))
-    eh.make_run(workdir, data_dir, step=3)
-    return dict(workdir=workdir, data_dir=data_dir)
-
 
 # --------------------------------------------------------------------------------- boxes and crops
 
@@ -114,7 +102,7 @@ def test_output_folder_checked(tmp_path):
         evaluation.check_output_file("/proc/report.json")
 
 
-def test_bad_out_fails_before_the_model_loads(tiny_run, tmp_path, monkeypatch):
+def test_bad_out_fails_before_the_model_loads(trained_workdir, tmp_path, monkeypatch):
     def no_restore(*args, **kwargs):
         raise AssertionError("the checkpoint was restored before --out was checked")
 
@@ -124,24 +112,24 @@ def test_bad_out_fails_before_the_model_loads(tiny_run, tmp_path, monkeypatch):
     img = tmp_path / "img.png"
     Image.new("RGB", (32, 32)).save(img)
     with pytest.raises(ValueError, match=r"--out .*taken.*: expected a folder, found a file"):
-        inference.predict(tiny_run["workdir"], [str(img)], str(a_file), progress=False)
+        inference.predict(trained_workdir["workdir"], [str(img)], str(a_file), progress=False)
     with pytest.raises(ValueError, match=r"--out .*which is a file"):
-        evaluation.evaluate(tiny_run["workdir"], out_path=str(a_file / "r.json"), progress=False)
+        evaluation.evaluate(trained_workdir["workdir"], out_path=str(a_file / "r.json"), progress=False)
 
 
 # ------------------------------------------------------------------------ predict end to end (in process)
 
 
-def test_predict_clips_refuses_per_file_and_keeps_the_summary(tiny_run, tmp_path):
+def test_predict_clips_refuses_per_file_and_keeps_the_summary(trained_workdir, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    src = os.path.join(tiny_run["data_dir"], "images", eh.H36M_NAMES[4])
+    src = os.path.join(trained_workdir["data_dir"], "images", trained_workdir["names"][4])
     Image.open(src).save(inputs / "predictions.jpg")  # the summary's name
     Image.open(src).resize((400, 3)).save(inputs / "strip.png")  # clipped box, enlarged 1.2x: 0.52% image
     out = tmp_path / "out"
     logs: list[str] = []
     summary = inference.predict(
-        tiny_run["workdir"],
+        trained_workdir["workdir"],
         [str(inputs)],
         str(out),
         bbox=(0, 0, 20000, 20000),
@@ -183,25 +171,25 @@ def _edit_config(workdir, key, value):
 
 
 @pytest.mark.parametrize("stage", ["evaluate", "predict"])
-def test_an_invalid_edit_of_config_json_is_one_line_naming_key_and_file(tiny_run, tmp_path, stage):
-    old = _edit_config(tiny_run["workdir"], "data.img_size", 8)
+def test_an_invalid_edit_of_config_json_is_one_line_naming_key_and_file(trained_workdir, tmp_path, stage):
+    old = _edit_config(trained_workdir["workdir"], "data.img_size", 8)
     try:
-        path = os.path.join(tiny_run["workdir"], "config.json")
+        path = os.path.join(trained_workdir["workdir"], "config.json")
         with pytest.raises(config_checks.ConfigError) as info:
             if stage == "evaluate":
-                evaluation.evaluate(tiny_run["workdir"], progress=False)
+                evaluation.evaluate(trained_workdir["workdir"], progress=False)
             else:
-                inference.predict(tiny_run["workdir"], [str(tmp_path)], str(tmp_path / "out"), progress=False)
+                inference.predict(trained_workdir["workdir"], [str(tmp_path)], str(tmp_path / "out"), progress=False)
         message = str(info.value)
         assert "\n" not in message and message.startswith(f"{path}: config 'data.img_size'"), message
         assert "found 8" in message
         assert not (tmp_path / "out").exists()  # nothing written
     finally:
-        _edit_config(tiny_run["workdir"], "data.img_size", old)
+        _edit_config(trained_workdir["workdir"], "data.img_size", old)
 
 
-def test_a_valid_edit_of_config_json_is_reported(tiny_run):
-    workdir = tiny_run["workdir"]
+def test_a_valid_edit_of_config_json_is_reported(trained_workdir):
+    workdir = trained_workdir["workdir"]
     assert config_checks.check_run_config(workdir_lib.load_run_config(workdir), workdir, "evaluate") == []
     old = _edit_config(workdir, "model.n_iter", 4)
     try:
@@ -212,15 +200,14 @@ def test_a_valid_edit_of_config_json_is_reported(tiny_run):
         _edit_config(workdir, "model.n_iter", old)
 
 
-def test_the_config_json_that_training_writes_passes(tmp_path):
+def test_the_config_json_that_training_writes_passes(tmp_path, tiny_data, tiny_config):
     """A real (2-step) run: config.json holds the resolved mean parameters, lists for tuples, and
     file paths only training reads; evaluate's and predict's checks accept it as written."""
-    data = tmp_path / "data"
-    th.make_dataset(data, num=16, img_size=32)
+    data = tiny_data
     prior = tmp_path / "prior.npz"
     rng = np.random.default_rng(0)
     np.savez(prior, pose=rng.normal(size=(8, 72)) * 0.1, shape=rng.normal(size=(8, 10)))
-    config = th.tiny_config(
+    config = tiny_config(
         data,
         **{
             "train.num_steps": 2,

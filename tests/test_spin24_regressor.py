@@ -10,12 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tool_loader import load_tool
 
 from hmr_jax import body_model, skeleton, smpl
 from hmr_jax.data import setup as data_setup
 
-tool = load_tool("make_spin24_regressor")
+
+@pytest.fixture(scope="module")
+def tool(load_tool):
+    """tools/make_spin24_regressor.py."""
+    return load_tool("make_spin24_regressor")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def _random_body(model: smpl.SMPLModel, batch: int = 3, seed: int = 1) -> smpl.S
     return smpl.forward(model, betas, pose)
 
 
-def test_tables_match_spin():
+def test_tables_match_spin(tool):
     assert tool.VERTEX_IDS == {"nose": 332, "right_eye": 6260, "left_eye": 2800, "right_ear": 4071, "left_ear": 583}
     for name, k in tool.SMPL_JOINTS.items():  # SPIN24 names of kinematic joints are SMPL's names
         assert skeleton.SMPL24_NAMES[k] == name
@@ -51,7 +54,7 @@ def test_tables_match_spin():
 
 
 @pytest.mark.parametrize("size_flag", ["--smpl-model", "--num-vertices"])
-def test_tool_regressor_is_exact(tmp_path, model_path, model, size_flag, capsys):
+def test_tool_regressor_is_exact(tmp_path, model_path, model, size_flag, capsys, tool):
     v = model.num_vertices
     extra = _random_extra(v)
     np.save(tmp_path / "J_regressor_extra.npy", extra)
@@ -81,7 +84,7 @@ def test_tool_regressor_is_exact(tmp_path, model_path, model, size_flag, capsys)
     assert np.abs(smpl.regress_joints(model, body.vertices) - body.joints).max() > 1e-3
 
 
-def test_trainer_passes_v_plus_24_regressor(tmp_path, model):
+def test_trainer_passes_v_plus_24_regressor(tmp_path, model, tool):
     from types import SimpleNamespace
 
     path = tmp_path / "J_spin24.npy"
@@ -112,7 +115,7 @@ def test_regressor_shape_errors(tmp_path, model):
         smpl.model_joints("spin24", body.joints, body.vertices, {"spin24": jnp.zeros((24, v + 5))})
 
 
-def test_tool_errors(tmp_path, model):
+def test_tool_errors(tmp_path, model, tool):
     v = model.num_vertices
     out = str(tmp_path / "out.npy")
     with pytest.raises(FileNotFoundError, match="missing.npy"):

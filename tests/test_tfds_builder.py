@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from fake_data import make_arrays, write_images
 
 from hmr_jax import mean_params
 from hmr_jax.data import annotations as ann_lib
@@ -18,14 +17,14 @@ def _collect(it):
     return list(it)
 
 
-def test_tfds_build_and_read(tmp_path):
+def test_tfds_build_and_read(tmp_path, fake_arrays, fake_images, tiny_config):
     from hmr_jax.data import tfds_builder
 
     rng = np.random.default_rng(0)
-    arrays = make_arrays(12, rng)
+    arrays = fake_arrays(12, rng)
     subjects = [1, 5, 9, 1, 5, 11, 6, 7, 8, 9, 1, 1]
     arrays["imgname"] = np.array([f"S{s}_Eating.54138969_{i:06d}.jpg" for i, s in enumerate(subjects)])
-    write_images(tmp_path / "img", arrays["imgname"], rng)
+    fake_images(tmp_path / "img", arrays["imgname"], rng)
     with open(tmp_path / "img" / arrays["imgname"][4], "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 corrupt")
     ann_lib.save_spin(tmp_path / "ann.npz", arrays)
@@ -48,9 +47,8 @@ def test_tfds_build_and_read(tmp_path):
     want = ann_lib.mean_smpl_axis_angle(arrays["pose"][train_rows], arrays["shape"][train_rows])
     np.testing.assert_allclose(meta["mean_pose_train"], want[0], atol=1e-6)
     np.testing.assert_allclose(meta["mean_shape_train"], want[1], atol=1e-6)
-    import trainer_helpers as th  # the trainer reads them from there
 
-    config = th.tiny_config(tmp_path / "tfds", **{"data.source": "tfds"})
+    config = tiny_config(tmp_path / "tfds", **{"data.source": "tfds"})  # the trainer reads them from there
     resolved = mean_params.resolve_mean_params(config, (str(tmp_path / "tfds"), "", ""))
     np.testing.assert_allclose(resolved.model.mean_pose, want[0], atol=1e-6)
     np.testing.assert_allclose(resolved.model.mean_betas, want[1], atol=1e-6)

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import trainer_helpers as th
 
 from hmr_jax import checkpoint as ckpt_lib
 from hmr_jax import optim, sharding, time_budget, trainer
@@ -35,8 +34,8 @@ def _optax_reference(opt, num_steps):
 
 @pytest.mark.parametrize("schedule", ["warmup_cosine", "warmup_linear", "constant", "step"])
 @pytest.mark.parametrize("warmup", [0, 25])
-def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule, warmup):
-    opt = th.tiny_config("/unused").optim.gen
+def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule, warmup, tiny_config):
+    opt = tiny_config("/unused").optim.gen
     opt.update(
         schedule=schedule, warmup_steps=warmup, learning_rate=3e-3, end_factor=0.05, decay_every=40, decay_factor=0.3
     )
@@ -48,18 +47,11 @@ def test_learning_rate_equals_optax_schedules_also_with_a_traced_length(schedule
         np.testing.assert_allclose(np.asarray(traced(counts, jnp.int32(num_steps))), ref, rtol=1e-5, atol=1e-9)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("data")
-    th.make_dataset(data_dir, num=16, img_size=32)
-    return data_dir
-
-
-def test_train_step_follows_the_run_length_in_the_state(tiny):
+def test_train_step_follows_the_run_length_in_the_state(tiny_data, fixed_batch, tiny_config, train_parts):
     """The step's learning rate is the schedule of `state.num_steps`: at the end of a cosine to 0 the
     update is exactly zero (AdamW's decay included); a longer run at the same step still moves."""
-    config = th.tiny_config(
-        tiny,
+    config = tiny_config(
+        tiny_data,
         **{
             "optim.gen.schedule": "warmup_cosine",
             "optim.gen.warmup_steps": 2,
@@ -70,8 +62,8 @@ def test_train_step_follows_the_run_length_in_the_state(tiny):
     )
     mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
-        _, state, body, step = th.train_parts(config, mesh)
-        batch = sharding.to_global(th.fixed_batch(tiny), mesh)
+        _, state, body, step = train_parts(config, mesh)
+        batch = sharding.to_global(fixed_batch(tiny_data), mesh)
         for n, moves in ((7, False), (50, True)):
             s = dataclasses.replace(
                 state, step=sharding.replicate(np.int32(7), mesh), num_steps=sharding.replicate(np.int32(n), mesh)
@@ -110,8 +102,8 @@ def test_steps_within_budget_counts_steps_evaluations_and_images():
     assert time_budget.steps_within_budget(seconds_left=50.0, **no_eval) == 200
 
 
-def test_budget_planner_waits_for_timings_then_follows_the_speed():
-    config = th.tiny_config(
+def test_budget_planner_waits_for_timings_then_follows_the_speed(tiny_config):
+    config = tiny_config(
         "/unused",
         **{"train.time_budget_min": 1.0, "train.num_steps": 10_000, "train.eval_every": 0, "train.image_every": 0},
     )
@@ -135,13 +127,13 @@ def test_budget_planner_waits_for_timings_then_follows_the_speed():
     assert planner.plan(step=20, num_steps=30, now=now + 3600.0) == 20  # past the deadline: stop now
 
 
-def test_run_length_from_the_budget_is_kept_on_resume(tiny, tmp_path):
+def test_run_length_from_the_budget_is_kept_on_resume(tiny_data, tmp_path, tiny_config):
     """A budget already spent (the clock started an hour ago) ends the run at its first plan, with
     a final evaluation and checkpoint; resuming keeps that length; without a budget the config's
     num_steps is the length again (a run can be extended)."""
     workdir = str(tmp_path / "run")
     over = {"train.log_every": 1, "train.eval_every": 0, "train.checkpoint_every": 0}
-    spent = th.tiny_config(tiny, **over, **{"train.time_budget_min": 1.0})
+    spent = tiny_config(tiny_data, **over, **{"train.time_budget_min": 1.0})
     first = trainer.train_and_evaluate(spent, workdir, start_time=time.time() - 3600.0)
     planned = 1 + time_budget.BudgetPlanner.WARMUP_WINDOWS  # log windows of one step each
     assert first["step"] == planned and int(first["state"].num_steps) == planned
@@ -150,14 +142,14 @@ def test_run_length_from_the_budget_is_kept_on_resume(tiny, tmp_path):
     assert ckpt_lib.restore(manager, ckpt_lib.abstract_like(first["state"]))[1]["budget_planned"] is True
     again = trainer.train_and_evaluate(spent, workdir)  # budget ample now, but the length is planned
     assert again["step"] == planned
-    unbudgeted = th.tiny_config(tiny, **over, **{"train.num_steps": planned + 3})
+    unbudgeted = tiny_config(tiny_data, **over, **{"train.num_steps": planned + 3})
     extended = trainer.train_and_evaluate(unbudgeted, workdir)
     assert extended["step"] == planned + 3 and int(extended["state"].num_steps) == planned + 3
 
 
-def test_ample_budget_runs_every_step(tiny, tmp_path):
-    config = th.tiny_config(
-        tiny,
+def test_ample_budget_runs_every_step(tiny_data, tmp_path, tiny_config):
+    config = tiny_config(
+        tiny_data,
         **{
             "train.log_every": 1,
             "train.time_budget_min": 60.0,
@@ -184,12 +176,12 @@ def test_cost_once_compiled_replaces_the_compiling_call_by_the_others():
     assert time_budget.cost_once_compiled(0.0, []) == 0.0
 
 
-def test_budgeted_run_with_evaluations_and_images_times_them_once_compiled(tiny, tmp_path):
+def test_budgeted_run_with_evaluations_and_images_times_them_once_compiled(tiny_data, tmp_path, tiny_config):
     """The budgeted loop's evaluation and image-grid paths (timed for the planner as they cost once
     compiled): a spent budget ends the run at its first plan with its evaluations and grids."""
     workdir = str(tmp_path / "run")
-    config = th.tiny_config(
-        tiny,
+    config = tiny_config(
+        tiny_data,
         **{
             "train.log_every": 1,
             "train.eval_every": 2,

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import trainer_helpers as th
 
 pytestmark = pytest.mark.slow  # end-to-end runs in subprocesses
 
@@ -20,25 +19,33 @@ STEPS = 20  # the tiny config's train.num_steps
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tmp_path_factory, make_dataset):
     d = tmp_path_factory.mktemp("data")
-    th.make_dataset(d, num=40, img_size=32)
+    make_dataset(d, num=40, img_size=32)
     return d
 
 
-def _env():
-    env = dict(os.environ, **th.cache_env())  # one CPU device: same programs in every run here
-    env["PYTHONPATH"] = str(th.REPO) + os.pathsep + env.get("PYTHONPATH", "")
+@pytest.fixture(scope="module")
+def env(cache_env, repo):
+    """The subprocesses' environment: one CPU device (same programs in every run here), the repo importable."""
+    env = dict(os.environ, **cache_env())
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def _start(data_dir, workdir, **overrides):
-    cmd = [sys.executable, "-m", "hmr_jax.train", *th.cli_args(data_dir, workdir, **overrides)]
-    return subprocess.Popen(cmd, cwd=th.REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@pytest.fixture(scope="module")
+def start(env, tiny_cli_args, repo):
+    """`start(data_dir, workdir, **overrides)`: `python -m hmr_jax.train` of the tiny config, started."""
+
+    def start_train(data_dir, workdir, **overrides):
+        cmd = [sys.executable, "-m", "hmr_jax.train", *tiny_cli_args(data_dir, workdir, **overrides)]
+        return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    return start_train
 
 
-def _run(data_dir, workdir, timeout=300, **overrides):
-    proc = _start(data_dir, workdir, **overrides)
+def _run(start, data_dir, workdir, timeout=300, **overrides):
+    proc = start(data_dir, workdir, **overrides)
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out
 
@@ -66,14 +73,14 @@ def _steps(workdir):
 
 
 @pytest.fixture(scope="module")
-def full_run(data_dir, tmp_path_factory):
+def full_run(start, data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full")
-    code, out = _run(data_dir, workdir, **{"train.image_every": 10})
+    code, out = _run(start, data_dir, workdir, **{"train.image_every": 10})
     assert code == 0, out[-3000:]
     return workdir, out
 
 
-def test_cli_end_to_end_outputs(full_run):
+def test_cli_end_to_end_outputs(full_run, env):
     wd, out = full_run
     # Its own log lines show; orbax's INFO chatter (several lines per save) does not.
     assert "logging_writer.py" in out and "Done: {'step': 20" in out, out[-3000:]
@@ -110,24 +117,24 @@ def test_cli_end_to_end_outputs(full_run):
             "import runpy; c = runpy.run_path('config.py')['get_config']();assert c.data.img_size == 32",
         ],
         cwd=wd,
-        env=_env(),
+        env=env,
         capture_output=True,
     )
     assert code.returncode == 0, code.stderr
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(data_dir, full_run, tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted_run(start, data_dir, full_run, tmp_path):
     workdir = tmp_path / "killed"
     # Same training as `full_run` (constant learning rate: num_steps changes nothing before
     # step 20), checkpoints every 3 steps; killed as soon as one exists (orbax finalises a step
     # directory atomically, so a kill mid-save leaves only complete checkpoints).
-    proc = _start(data_dir, workdir, **{"train.checkpoint_every": 3, "train.num_steps": 100000})
+    proc = start(data_dir, workdir, **{"train.checkpoint_every": 3, "train.num_steps": 100000})
     assert _wait_for(lambda: _steps(workdir), proc, timeout=240, poll=0.05), proc.communicate()[0][-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     killed_at = max(_steps(workdir))
     assert killed_at < STEPS, f"killed only at step {killed_at}: nothing left to resume"
-    code, out = _run(data_dir, workdir)
+    code, out = _run(start, data_dir, workdir)
     assert code == 0, out[-3000:]
     assert "Resumed" in out and STEPS in _steps(workdir)
     expected = _final_params(full_run[0], STEPS)
@@ -151,9 +158,9 @@ def _leaves(tree, prefix=""):
     return out
 
 
-def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
+def test_sigterm_saves_and_exits_cleanly(start, data_dir, tmp_path):
     workdir = tmp_path / "term"
-    proc = _start(
+    proc = start(
         data_dir,
         workdir,
         **{"train.num_steps": 100000, "train.eval_every": 0, "train.checkpoint_every": 0, "early_stopping.patience": 0},
@@ -167,8 +174,9 @@ def test_sigterm_saves_and_exits_cleanly(data_dir, tmp_path):
     assert steps and 5 <= steps[-1] < 100000
 
 
-def test_nan_stop_names_step_and_term(data_dir, tmp_path):
+def test_nan_stop_names_step_and_term(start, data_dir, tmp_path):
     code, out = _run(
+        start,
         data_dir,
         tmp_path / "nan",
         **{

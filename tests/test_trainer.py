@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-import trainer_helpers as th
 
 from hmr_jax import body_model, config_checks, mean_params, optim, sharding, smpl, steps, trainer
 from hmr_jax import checkpoint as ckpt_lib
@@ -21,16 +20,16 @@ from hmr_jax.models import regressor as regressor_lib
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, fixed_batch, make_dataset, tiny_config, train_parts):
     """Tiny config (nan_policy 'skip': one compiled step serves both tests), state, fixed batch."""
     data_dir = tmp_path_factory.mktemp("data")
-    th.make_dataset(data_dir, num=8, img_size=32)
-    config = th.tiny_config(
+    make_dataset(data_dir, num=8, img_size=32)
+    config = tiny_config(
         data_dir, **{"train.nan_policy": "skip", "loss_weights.adversarial": 0.0, "adversarial.disc_loss_weight": 0.0}
     )
     mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):
-        models, state, smpl_model, step = th.train_parts(config, mesh)
+        models, state, smpl_model, step = train_parts(config, mesh)
         yield dict(
             config=config,
             mesh=mesh,
@@ -38,7 +37,7 @@ def setup(tmp_path_factory):
             state=state,
             smpl=smpl_model,
             step=step,
-            batch=th.fixed_batch(data_dir),
+            batch=fixed_batch(data_dir),
         )
 
 
@@ -102,11 +101,11 @@ def test_training_body_keeps_every_kth_vertex_and_the_regressors_support(setup):
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
-def test_weight_decay_as_torch_optimisers(name):
+def test_weight_decay_as_torch_optimisers(name, tiny_config):
     """optim.*.weight_decay: decoupled for adamw, an L2 gradient term for adam and sgd, as
     torch.optim.AdamW / Adam / SGD take it (the reference)."""
     torch = pytest.importorskip("torch")
-    cfg = th.tiny_config("/unused").optim.gen
+    cfg = tiny_config("/unused").optim.gen
     cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0, schedule="constant", warmup_steps=0)
     tx = optim.make_optimizer(cfg)
     rng = np.random.default_rng(0)
@@ -138,10 +137,10 @@ def test_weight_decay_as_torch_optimisers(name):
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
-def test_lr_scale_scales_one_modules_updates(name):
+def test_lr_scale_scales_one_modules_updates(name, tiny_config):
     """optim.gen.lr_scale: a module's updates (weight decay included) are its factor times those of
     the unscaled optimiser, step after step; the other modules' are unchanged."""
-    cfg = th.tiny_config("/unused").optim.gen
+    cfg = tiny_config("/unused").optim.gen
     cfg.update(name=name, learning_rate=0.05, weight_decay=0.2, clip_norm=0.0)
     cfg.lr_scale.regressor = 1.0  # (the tiny config's is 1/3)
     rng = np.random.default_rng(0)
@@ -183,8 +182,8 @@ def test_lr_scale_scales_one_modules_updates(name):
         ("optim.gen.lr_scale.regressor", 0.0, "optim.gen.lr_scale.regressor"),
     ],
 )
-def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
-    config = th.tiny_config(tmp_path / "no_data", **{key: value})
+def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle, tiny_config):
+    config = tiny_config(tmp_path / "no_data", **{key: value})
     start = time.time()
     with pytest.raises(config_checks.ConfigError, match=needle.replace(".", r"\.")):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
@@ -192,8 +191,8 @@ def test_invalid_config_fails_fast_naming_the_key(tmp_path, key, value, needle):
     assert not (tmp_path / "wd" / "checkpoints").exists()
 
 
-def test_lr_scale_of_an_absent_keypoint_head_is_an_error(tmp_path):
-    config = th.tiny_config(tmp_path / "no_data", **{"optim.gen.lr_scale.keypoint_head": 0.5})
+def test_lr_scale_of_an_absent_keypoint_head_is_an_error(tmp_path, tiny_config):
+    config = tiny_config(tmp_path / "no_data", **{"optim.gen.lr_scale.keypoint_head": 0.5})
     config.model.keypoint_head.enabled = False
     for name in ("keypoints_2d", "keypoint_heatmap", "lift"):
         config.loss_weights[name] = 0.0
@@ -203,31 +202,31 @@ def test_lr_scale_of_an_absent_keypoint_head_is_an_error(tmp_path):
         config_checks.validate_config(config)
 
 
-def test_lr_scale_of_an_unknown_module_is_an_error(tmp_path):
-    config = th.tiny_config(tmp_path / "no_data")
+def test_lr_scale_of_an_unknown_module_is_an_error(tmp_path, tiny_config):
+    config = tiny_config(tmp_path / "no_data")
     config.optim.gen.lr_scale.encoders = 2.0  # a typo would otherwise scale nothing
     with pytest.raises(config_checks.ConfigError, match=r"optim\.gen\.lr_scale\.encoders.*not a module"):
         config_checks.validate_config(config)
 
 
-def test_flip_test_must_be_a_bool(tmp_path):
-    config = th.tiny_config(tmp_path / "no_data")
+def test_flip_test_must_be_a_bool(tmp_path, tiny_config):
+    config = tiny_config(tmp_path / "no_data")
     config.eval = ml_collections.ConfigDict(dict(flip_test="yes"))  # a config file's own group: any type
     with pytest.raises(config_checks.ConfigError, match=r"eval\.flip_test"):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
 
 
 @pytest.mark.parametrize("key", ["data.batch_size", "data.eval_batch_size"])
-def test_batch_not_a_multiple_of_the_devices_names_the_key(tmp_path, key):
+def test_batch_not_a_multiple_of_the_devices_names_the_key(tmp_path, key, tiny_config):
     # The check itself; the 8-device run is in test_distributed.py (a subprocess with 8 devices).
-    config = th.tiny_config(tmp_path / "no_data", **{key: 12})
+    config = tiny_config(tmp_path / "no_data", **{key: 12})
     config_checks.validate_config(config, num_devices=4)  # 12 = 3 x 4: fine
     with pytest.raises(config_checks.ConfigError, match=key.replace(".", r"\.") + ".*multiple of the 8 devices"):
         config_checks.validate_config(config, num_devices=8)
 
 
-def test_missing_dataset_names_the_key(tmp_path):
-    config = th.tiny_config(tmp_path / "no_data")
+def test_missing_dataset_names_the_key(tmp_path, tiny_config):
+    config = tiny_config(tmp_path / "no_data")
     with pytest.raises(config_checks.ConfigError, match=r"data\.annotations"):
         trainer.train_and_evaluate(config, str(tmp_path / "wd"))
     assert not (tmp_path / "wd").exists()  # a refused run creates nothing
@@ -237,15 +236,14 @@ def _tree_bytes(root):
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_run_refused_for_another_configs_checkpoint_leaves_the_workdir_as_it_was(tmp_path):
-    data = tmp_path / "data"
-    th.make_dataset(data, num=16, img_size=32)
+def test_run_refused_for_another_configs_checkpoint_leaves_the_workdir_as_it_was(tmp_path, tiny_data, tiny_config):
+    data = tiny_data
     workdir = tmp_path / "wd"
     short = {"train.num_steps": 2, "train.eval_every": 0, "train.checkpoint_every": 0}
-    trainer.train_and_evaluate(th.tiny_config(data, **short), str(workdir))
+    trainer.train_and_evaluate(tiny_config(data, **short), str(workdir))
     before = _tree_bytes(workdir)
     assert {"config.json", "config.py"} <= {str(p) for p in before}
-    wider = th.tiny_config(data, **{**short, "model.width": 16, "train.num_steps": 4})
+    wider = tiny_config(data, **{**short, "model.width": 16, "train.num_steps": 4})
     with pytest.raises(ckpt_lib.CheckpointMismatchError):
         trainer.train_and_evaluate(wider, str(workdir))
     assert _tree_bytes(workdir) == before
@@ -315,8 +313,8 @@ def test_reduce_on_plateau_scales_learning_rate(setup):
     assert float(state.plateau.scale) == pytest.approx(config.optim.plateau.factor)
 
 
-def test_schedules():
-    config = th.tiny_config("/unused")
+def test_schedules(tiny_config):
+    config = tiny_config("/unused")
     opt = config.optim.gen
     opt.learning_rate, opt.warmup_steps = 1.0, 10
     opt.schedule = "warmup_cosine"
@@ -329,7 +327,7 @@ def test_schedules():
     assert float(sched(10 + 49)) == pytest.approx(1.0) and float(sched(10 + 50)) == pytest.approx(0.1)
 
 
-def test_mean_params_file_6d_is_read_in_spins_layout(tmp_path):
+def test_mean_params_file_6d_is_read_in_spins_layout(tmp_path, make_dataset, tiny_config):
     """A (144,) 6d pose in a mean-parameter file is SPIN's layout (R00, R01, R10, R11, R20, R21 per
     joint), closed form: an upright body seen by the camera (global orientation diag(1, -1, -1), 180
     deg about x) and identity joints -> axis-angle (pi, 0, 0) and zeros. The same rotations written
@@ -345,8 +343,8 @@ def test_mean_params_file_6d_is_read_in_spins_layout(tmp_path):
     np.testing.assert_array_equal(regressor_lib.mean_pose_from_file(aa), aa)  # axis-angle kept
 
     data_dir = tmp_path / "data"
-    th.make_dataset(data_dir, num=8, img_size=32)
-    config = th.tiny_config(data_dir)
+    make_dataset(data_dir, num=8, img_size=32)
+    config = tiny_config(data_dir)
     paths = data_setup.resolve_data_paths(config, str(tmp_path / "wd"))
     columns = np.concatenate([rot[:, :, 0], rot[:, :, 1]], -1).reshape(144)  # the model's layout
     np.savez(tmp_path / "columns.npz", pose=columns, shape=np.zeros(10))
@@ -357,7 +355,7 @@ def test_mean_params_file_6d_is_read_in_spins_layout(tmp_path):
         regressor_lib.mean_pose_from_file(np.zeros(100))
 
 
-def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
+def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path, make_dataset, tiny_config):
     """model.mean_params: 'train' -> the training rows' mean (annotations.mean_smpl), written into
     the config; the untrained generator (zero last layer) then predicts exactly that; an .npz in
     SPIN's layout (6d pose) is read; 'zero' keeps the default start."""
@@ -365,8 +363,8 @@ def test_mean_params_resolve_from_training_split_file_or_zero(tmp_path):
     from hmr_jax.models import hmr as hmr_lib
 
     data_dir = tmp_path / "data"
-    ann_path = th.make_dataset(data_dir, num=8, img_size=32)
-    config = th.tiny_config(data_dir)
+    ann_path = make_dataset(data_dir, num=8, img_size=32)
+    config = tiny_config(data_dir)
     paths = data_setup.resolve_data_paths(config, str(tmp_path / "wd"))
     resolved = mean_params.resolve_mean_params(config, paths)
     assert config.model.mean_pose == ()  # the input config is not changed
@@ -421,12 +419,12 @@ def test_mean_smpl_of_equal_poses_is_that_pose():
     np.testing.assert_allclose(ann_lib.mean_smpl(both, np.zeros((2, 10)))[0][1], np.eye(3), atol=1e-7)
 
 
-def test_val_annotations_file_is_the_validation_split(tmp_path):
+def test_val_annotations_file_is_the_validation_split(tmp_path, make_dataset, tiny_config):
     """data.val_annotations: the validation split is that file, whole (e.g. SPIN's
     h36m_valid_protocol1.npz beside h36m_train.npz, which holds no validation subjects)."""
-    th.make_dataset(tmp_path / "data", num=8, img_size=32)
-    th.make_dataset(tmp_path / "val", num=3, img_size=32, seed=1)
-    config = th.tiny_config(tmp_path / "data", **{"data.val_annotations": str(tmp_path / "val" / "annotations.npz")})
+    make_dataset(tmp_path / "data", num=8, img_size=32)
+    make_dataset(tmp_path / "val", num=3, img_size=32, seed=1)
+    config = tiny_config(tmp_path / "data", **{"data.val_annotations": str(tmp_path / "val" / "annotations.npz")})
     config_checks.validate_config(config)
     paths = data_setup.resolve_data_paths(config, str(tmp_path / "wd"))
     val = data_setup.make_source(config, config.data.val_split, paths)
@@ -438,12 +436,12 @@ def test_val_annotations_file_is_the_validation_split(tmp_path):
         data_setup.make_source(config, config.data.val_split, paths)
 
 
-def test_synthetic_render_size_renders_larger_images_for_the_same_crops(tmp_path):
+def test_synthetic_render_size_renders_larger_images_for_the_same_crops(tmp_path, tiny_config):
     """data.synthetic.render_size: the generated dataset is rendered (and named) at that size; the
     pipeline still cuts data.img_size crops from it."""
     from PIL import Image
 
-    config = th.tiny_config("", **{"data.synthetic.num": 8, "data.synthetic.render_size": 48})
+    config = tiny_config("", **{"data.synthetic.num": 8, "data.synthetic.render_size": 48})
     workdir = str(tmp_path / "wd")
     data_dir, ann, root = data_setup.prepare_data(config, workdir, str(body_model.default_body_model_path()))
     assert os.path.basename(data_dir) == f"{GENERATOR_VERSION}_48px_8_yaw20_fps1"

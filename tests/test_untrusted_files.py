@@ -5,7 +5,6 @@ import os
 import ml_collections
 import numpy as np
 import pytest
-from tool_loader import load_tool
 
 from hmr_jax import mean_params, smpl
 from hmr_jax.config_checks import ConfigError, check_prior_file
@@ -116,7 +115,7 @@ def test_prior_and_mean_parameter_files_holding_a_pickle_are_refused(tmp_path, m
         mean_params.resolve_mean_params(config, ("", "", ""))
 
 
-def test_resnet_converter_refuses_a_pickled_global(tmp_path, marker):
+def test_resnet_converter_refuses_a_pickled_global(tmp_path, marker, load_tool):
     torch = pytest.importorskip("torch")
     convert = load_tool("convert_resnet50_weights")
     path = tmp_path / "resnet50.pth"
