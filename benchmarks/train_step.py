@@ -311,7 +311,7 @@ def main():
             np.savez(path, **smpl_arrays)
             smpl_host = smpl.load(path)
     batch = make_batch(args.batch, args.img_size, smpl_host)
-    body_host = data_setup.training_body(config, smpl_host, None)[0]  # train.vertex_loss_stride's subset
+    body_host = data_setup.loss_body(config, smpl_host, None)[0]  # train.vertex_loss_stride's subset
     body = jax.device_put(body_host)
     print(
         f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs); batch {args.batch}, "

@@ -145,7 +145,7 @@ def get_config(arg=None):
     c.train.progress_bar = True
     c.train.lift_noise_px = 2.0  # std (crop px) of the Gaussian noise on the lifting pass's GT keypoints
     c.train.heatmap_sigma_px = 4.0  # std (crop px) of loss_weights.keypoint_heatmap's target
-    c.train.vertex_loss_stride = 1  # >1: the vertex terms on every k-th vertex (trainer.training_body)
+    c.train.vertex_loss_stride = 1  # >1: the vertex terms on every k-th vertex (data.setup.loss_body)
 
     c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
     # Flip test: validation, hmr_jax.evaluate and hmr_jax.predict average each prediction with the

@@ -114,7 +114,7 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     state_lib.check_keypoint_head(config, joint_set)
     host_regressors = data_setup.load_regressors(config, joint_set)
     regressors = replicate(host_regressors) if host_regressors else None
-    train_body, train_regressors = data_setup.training_body(config, smpl_host, host_regressors)
+    train_body, train_regressors = data_setup.loss_body(config, smpl_host, host_regressors)
     if train_body is smpl_host:  # every vertex: the step uses the copies already on the devices
         train_body, train_regressors = smpl_model, regressors
     else:

@@ -270,11 +270,11 @@ def test_head_losses_need_the_head(tmp_path, tiny_config):
             config_checks.validate_config(tiny_config(tmp_path, **{key: value}))
 
 
-def test_runs_from_before_stride_and_input_scale_load_as_they_were(tmp_path, tiny_config):
+def test_a_config_without_the_heads_stride_is_refused_naming_the_key(tmp_path, tiny_config):
     config = tiny_config(tmp_path)
-    del config.model.keypoint_head["stride"], config.model.keypoint_head["input_scale"]
-    kwargs = state_lib.keypoint_head_kwargs(config)
-    assert kwargs["stride"] == 8 and kwargs["input_scale"] == 1.0
+    del config.model.keypoint_head["stride"]
+    with pytest.raises(config_checks.ConfigError, match=r"missing key 'model\.keypoint_head\.stride'"):
+        config_checks.validate_config(config, 1, 1)
 
 
 def test_train_step_head_and_lift_terms(tmp_path, fixed_batch, make_dataset, tiny_config):

@@ -39,7 +39,7 @@ def load_regressors(config, joint_set: str) -> dict[str, np.ndarray] | None:
     return {joint_set: smpl.load_regressor(config.data.joint_regressor, skeleton.get_joint_set(joint_set).num_joints)}
 
 
-def training_body(
+def loss_body(
     config, smpl_model: smpl.SMPLModel, regressors: Mapping[str, np.ndarray] | None
 ) -> tuple[smpl.SMPLModel, dict[str, np.ndarray] | None]:
     """The body (and joint regressors) the training step's losses use.
