@@ -46,15 +46,18 @@ import tqdm
 from jaxtyping import Float, UInt8
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hmr_jax import config_checks, render, sharding, smpl, steps
+from hmr_jax import config_checks, geometry, render, sharding, smpl, steps
+from hmr_jax import people as people_lib
 from hmr_jax import state as state_lib
 from hmr_jax import workdir as workdir_lib
 from hmr_jax.data import augment as augment_lib
+from hmr_jax.people import PeopleFinder  # noqa: F401  (the CLI's)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 DEFAULT_MAX_MEGAPIXELS = 50.0
 DEFAULT_BBOX_SCALE = 1.2  # the synthetic data's and SPIN's box margin around the person
-MAX_DISPLAY_SIZE = 512  # overlay crops: the box's own resolution, capped at this size
+MAX_DISPLAY_SIZE = 1024  # overlays: the image's own resolution, its longer side capped at this size
+DEFAULT_FOCAL_PER_PX = 5000.0 / 256.0  # full-image focal = this x max(H, W) (4D-Humans, CLIFF)
 MIN_IMAGE_SHARE = 0.01  # a crop less than 1% image (the rest black padding) is refused
 SUMMARY_NAME = "predictions.json"  # OUT/<this>: the run summary; no image's outputs take its name
 
@@ -147,6 +150,19 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
         raise ValueError(f"--bbox: expected 'x,y,w,h' (four numbers, w > 0, h > 0), found {text!r}")
     return box
+
+
+def parse_point(text: str | None) -> tuple[float, float] | None:
+    """'cx,cy' (--principal-point, image pixels) -> floats, or None."""
+    if not text:
+        return None
+    try:
+        point = tuple(float(p) for p in str(text).split(","))
+    except ValueError:
+        point = ()
+    if len(point) != 2 or not all(math.isfinite(v) for v in point):
+        raise ValueError(f"--principal-point: expected 'cx,cy' (two numbers, image pixels), found {text!r}")
+    return point
 
 
 def clip_bbox(image_hw: tuple[int, int], bbox: Sequence[float]) -> tuple[tuple[float, float, float, float], bool]:
@@ -261,18 +277,35 @@ def render_front(vertices: Float[np.ndarray, "v 3"], faces: np.ndarray, focal: f
     return render.render_mesh(vertices, faces, focal, (size / 2.0, size / 2.0), (size, size), cull_backfaces=True)
 
 
-def render_panels(
-    crop_u8: UInt8[np.ndarray, "d d 3"], vertices: Float[np.ndarray, "v 3"], faces: np.ndarray, focal: float
-) -> UInt8[np.ndarray, "hh ww 3"]:
-    """[crop | mesh over the crop | side view] (uint8), at the crop's resolution; `focal` in its px."""
+def default_focal_length(image_hw: tuple[int, int]) -> float:
+    """The full-image focal length (px) of 4D-Humans and CLIFF: 5000 / 256 x max(H, W)."""
+    return DEFAULT_FOCAL_PER_PX * max(image_hw)
 
-    d = crop_u8.shape[0]
-    centre = (d / 2.0, d / 2.0)
-    front = render_front(vertices, faces, focal, d)
-    side = render.side_view(
-        vertices, faces, focal, centre, (d, d), background=np.full((d, d, 3), 255, np.uint8), cull_backfaces=True
+
+def full_frame_translation(
+    cam: Float[np.ndarray, "3"], crop_centre_px, side: float, focal: float, principal_point
+) -> Float[np.ndarray, "3"]:
+    """A body's translation in the full image's camera from its crop camera.
+
+    cam = (s, tx, ty): the crop's weak-perspective camera; `crop_centre_px`: where the crop's
+    centre (normalised 0, 0) lies in image pixels (`crop_to_image_px` of 0); `side`: the crop
+    square's side in image pixels; `focal` and `principal_point` (cx, cy): the full image's camera
+    in pixels (pixel centres at integers). Returns
+
+        t = (tx + 2 (c_x - p_x) / (s side), ty + 2 (c_y - p_y) / (s side), 2 focal / (s side)),
+
+    with which the full-image camera sees, at depth t_z, exactly what the crop's weak-perspective
+    camera sees: focal (X + t)_xy / t_z + p = c + side / 2 s (X_xy + (tx, ty)). Perspective
+    differs from that by the body's depth relative to t_z (docs/conventions.md)."""
+    s, tx, ty = (float(v) for v in cam)
+    k = 2.0 / (s * side)
+    return np.array(
+        [
+            tx + k * (crop_centre_px[0] - principal_point[0]),
+            ty + k * (crop_centre_px[1] - principal_point[1]),
+            k * focal,
+        ]
     )
-    return render.contact_sheet([crop_u8, render.overlay(crop_u8, front), side.image], cols=3)
 
 
 def crop_to_image_px(points: Float[np.ndarray, "j 2"], box: Sequence[float], size: int) -> Float[np.ndarray, "j 2"]:
@@ -303,68 +336,89 @@ def check_output_dir(out_dir: str) -> str:
     return workdir_lib.ensure_writable_folder(out_dir, f"--out {out_dir!r}")
 
 
-def write_outputs(
-    out_dir: str,
-    stem: str,
-    image_path: str,
-    image_hw,
-    box,
-    pred: dict[str, np.ndarray],
-    faces: np.ndarray,
-    image: np.ndarray,
-    config,
-    step: int,
-) -> dict[str, Any]:
-    """Write <stem>.json, .obj and _overlay.png; return the JSON record."""
+def full_camera(image_hw, focal_length: float | None, principal_point) -> tuple[float, tuple[float, float]]:
+    """The full image's camera (focal px, principal point px): given, else `default_focal_length` and
+    the image centre ((W - 1) / 2, (H - 1) / 2 with pixel centres at integers)."""
+    h, w = image_hw
+    f = float(focal_length) if focal_length else default_focal_length(image_hw)
+    p = tuple(float(v) for v in principal_point) if principal_point is not None else ((w - 1) / 2.0, (h - 1) / 2.0)
+    return f, p
 
-    size = config.data.img_size
-    focal = steps.focal_length(config)
+
+def person_record(box, pred: dict[str, np.ndarray], size: int, camera) -> dict[str, Any]:
+    """One person's JSON record (and 'vertices_full': the mesh in the full image's camera)."""
     cx, cy, side = (float(v) for v in box)
-    obj_path = os.path.join(out_dir, f"{stem}.obj")
-    png_path = os.path.join(out_dir, f"{stem}_overlay.png")
-    json_path = os.path.join(out_dir, f"{stem}.json")
-    smpl.save_obj(obj_path, pred["vertices"], faces)
-    display = int(min(MAX_DISPLAY_SIZE, max(size, round(side))))
-    shown = crop(image, cx, cy, side, display)
-    render.save_png(png_path, render_panels(shown, pred["vertices"], faces, focal * display / size))
-    record = {
-        "image": os.path.abspath(image_path),
-        "image_size": {"width": int(image_hw[1]), "height": int(image_hw[0])},
-        "crop_box": {
-            "x": cx - side / 2.0,
-            "y": cy - side / 2.0,
-            "side": side,
-            "note": "square in image pixels (top-left x, y; edge coordinates), resized to img_size",
-        },
-        "img_size": size,
+    centre = crop_to_image_px(np.zeros((1, 2)), box, size)[0]
+    t_full = full_frame_translation(pred["cam"], centre, side, *camera)
+    joints_norm = pred["cam"][0] * pred["joints"][:, :2]  # weak perspective: joints carry (tx, ty)
+    rec = {
+        "crop_box": {"x": cx - side / 2.0, "y": cy - side / 2.0, "side": side},
         "pose": [float(v) for v in pred["pose"]],
+        "pose_rotmat": np.asarray(pred["pose_rotmat"], np.float64).round(6).tolist(),
         "betas": [float(v) for v in pred["betas"]],
         "cam": [float(v) for v in pred["cam"]],
-        "translation": [float(v) for v in pred["translation"]],
-        "focal_length_crop_px": focal,
-        "camera_image_px": {
-            "focal_length": focal * side / size,
-            "principal_point": crop_to_image_px(np.zeros((1, 2)), box, size)[0].tolist(),
-            "note": "the same camera for the whole image (pixel centres at integers)",
-        },
-        "conventions": (
-            "pose: 24 x axis-angle (rad), SMPL joint order, global orientation in the OpenCV camera "
-            "frame; cam (s, tx, ty): crop px = (s * (X[:2] + (tx, ty)) + 1) * img_size / 2; "
-            "translation = (tx, ty, 2 f / (img_size s)) with f = focal_length_crop_px; mesh vertices = "
-            "SMPL(pose, betas) + translation (camera frame, metres)"
-        ),
+        "translation_crop": [float(v) for v in pred["translation"]],
+        "translation": [float(v) for v in t_full],
+        "joints_2d_image_px": crop_to_image_px(joints_norm, box, size).round(3).tolist(),
+    }
+    if "keypoints_2d" in pred:
+        rec["keypoints_2d_image_px"] = crop_to_image_px(pred["keypoints_2d"], box, size).round(3).tolist()
+    rec["vertices_full"] = pred["vertices"] - pred["translation"] + t_full
+    return rec
+
+
+CONVENTIONS = (
+    "per person: pose: 24 x axis-angle (rad), SMPL joint order, global orientation in the OpenCV camera "
+    "frame (pose_rotmat: the same as 3x3 matrices); cam (s, tx, ty): the crop's weak-perspective camera, "
+    "crop px = (s * (X[:2] + (tx, ty)) + 1) * img_size / 2; translation_crop = (tx, ty, 2 f / (img_size s)) "
+    "with f = focal_length_crop_px; translation: the body in the full image's camera (camera_image_px), "
+    "mesh = SMPL(pose, betas) + translation; joints_2d_image_px: the 24 SMPL joints, keypoints_2d_image_px: "
+    "the keypoint head's, in image pixels (centres at integers); see docs/conventions.md"
+)
+
+
+def write_outputs(out_dir, stem, image_path, image, entries, faces, config, step, camera) -> dict[str, Any]:
+    """Write <stem>.json, <stem>_<i>.obj per person and <stem>_overlay.png (all people together);
+    return the JSON record. `entries`: [(crop box, Person or None, prediction)] of one image."""
+    size = config.data.img_size
+    h, w = image.shape[:2]
+    people = []
+    for i, (box, person, pred) in enumerate(entries):
+        rec = person_record(box, pred, size, camera)
+        if person is not None:
+            rec = {
+                "source": person.source,
+                "box": list(person.box),
+                **({"score": person.score} if person.score is not None else {}),
+                **rec,
+            }
+        rec["obj"] = os.path.join(out_dir, f"{stem}_{i}.obj")
+        smpl.save_obj(rec["obj"], rec["vertices_full"], faces)
+        people.append(rec)
+    k = min(1.0, MAX_DISPLAY_SIZE / max(h, w))  # the overlay's scale
+    shown = np.asarray(Image.fromarray(image).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR))
+    kx, ky = shown.shape[1] / w, shown.shape[0] / h
+    png_path = os.path.join(out_dir, f"{stem}_overlay.png")
+    f, (px, py) = camera
+    panels = render.render_people(
+        [r.pop("vertices_full") for r in people], faces, f * kx, ((px + 0.5) * kx - 0.5, (py + 0.5) * ky - 0.5), shown
+    )
+    render.save_png(png_path, panels)
+    record = {
+        "image": os.path.abspath(image_path),
+        "image_size": {"width": int(w), "height": int(h)},
+        "camera_image_px": {"focal_length": f, "principal_point": [px, py], "note": "pixel centres at integers"},
+        "img_size": size,
+        "focal_length_crop_px": steps.focal_length(config),
         "checkpoint_step": int(step),
-        **(
-            {"keypoints_2d_image_px": crop_to_image_px(pred["keypoints_2d"], box, size).round(2).tolist()}
-            if "keypoints_2d" in pred
-            else {}
-        ),
-        "obj": obj_path,
+        "people": people,
+        "conventions": CONVENTIONS,
         "overlay": png_path,
     }
-    with open(json_path, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
+    json_path = os.path.join(out_dir, f"{stem}.json")
+    with open(json_path, "w") as fh:
+        json.dump(record, fh, indent=2)
+        fh.write("\n")
     record["json"] = json_path
     return record
 
@@ -383,15 +437,23 @@ def predict(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: bool = True,
     log=lambda msg: print(msg, file=sys.stderr),
+    finder: people_lib.PeopleFinder | None = None,
+    focal_length: float | None = None,
+    principal_point: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Predict every image (files or folders); returns the summary (also OUT/predictions.json,
-    `SUMMARY_NAME`): {'done': [records], 'failed': [{'image', 'error'}], ...}. Bad images (and boxes
-    outside them) are logged and skipped; a bad config.json or --out raises ValueError first."""
+    """Predict every person of every image (files or folders); returns the summary (also
+    OUT/predictions.json, `SUMMARY_NAME`): {'done': [records], 'failed': [{'image', 'error'}], ...}.
+    People come from `finder` (`people.PeopleFinder`: OpenPose or boxes JSON), else `bbox`, else
+    the whole image; an image's people go through the model in one batch. Bad images, boxes outside
+    them and keypoint / box files naming no person are logged and skipped; a bad config.json or
+    --out raises ValueError first."""
 
     if batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive integer, found {batch_size}")
     if not bbox_scale > 0:
         raise ValueError(f"--bbox-scale: expected a number > 0, found {bbox_scale}")
+    if focal_length is not None and not (math.isfinite(focal_length) and focal_length > 0):
+        raise ValueError(f"--focal-length: expected a number > 0 (pixels), found {focal_length}")
     t0 = time.time()
     workdir = os.path.abspath(workdir)
     config = workdir_lib.load_run_config(workdir)
@@ -417,6 +479,7 @@ def predict(
         parts = state_lib.make_static_parts(config)
         state, _, step, note = workdir_lib.restore_checkpoint(workdir, config, parts, mesh, checkpoint)
         predict_fn = jax.jit(steps.make_predict(config, parts))
+        body_fn = jax.jit(_joints_and_rotmats)
         used: set[str] = set()
         bar = tqdm.tqdm(
             total=len(paths), disable=not progress or len(paths) < 2, unit="img", desc="predict", dynamic_ncols=True
@@ -425,31 +488,32 @@ def predict(
         def say(msg):
             (bar.write if not bar.disable else log)(msg)
 
-        pending: list[tuple[str, np.ndarray, tuple]] = []
+        pending: list[tuple[str, np.ndarray, list, list[str]]] = []  # (path, image, [(box, person)], skipped)
 
         def flush():
             if not pending:
                 return
-            batch = np.stack([normalize(crop(img, *box, size)) for _, img, box in pending])  # (n, S, S, 3)
+            crops = [normalize(crop(img, *box, size)) for _, img, items, _ in pending for box, _ in items]
+            batch = np.stack(crops)  # (n, S, S, 3): every person of the pending images
             n = len(batch)
-            if n < batch_size:  # pad to one compiled shape
-                batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - n, axis=0)])
+            padded = -(-n // batch_size) * batch_size  # one compiled shape (more when an image has more people)
+            if n < padded:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], padded - n, axis=0)])
             out = predict_fn(state, sharding.to_global({"image": batch}, mesh)["image"], smpl_model)
+            out.update(body_fn(smpl_model, out["betas"], out["pose"], out["translation"]))
             out = {k: np.asarray(jax.device_get(v))[:n] for k, v in out.items()}
-            for i, (path, img, box) in enumerate(pending):
+            i = 0
+            for path, img, items, skipped in pending:
+                entries = [
+                    (box, person, {k: v[i + j] for k, v in out.items()}) for j, (box, person) in enumerate(items)
+                ]
+                i += len(items)
                 try:
-                    rec = write_outputs(
-                        out_dir,
-                        _unique_stem(path, used),
-                        path,
-                        img.shape[:2],
-                        box,
-                        {k: v[i] for k, v in out.items()},
-                        faces,
-                        img,
-                        config,
-                        step,
-                    )
+                    camera = full_camera(img.shape[:2], focal_length, principal_point)
+                    stem = _unique_stem(path, used)
+                    rec = write_outputs(out_dir, stem, path, img, entries, faces, config, step, camera)
+                    if skipped:
+                        rec["skipped_people"] = skipped
                     done.append(rec)
                 except OSError as e:
                     failed.append({"image": path, "error": f"could not write outputs: {e}"})
@@ -460,18 +524,20 @@ def predict(
         for path in paths:
             try:
                 img = load_image(path, max_megapixels)
-                box = crop_box(img.shape[:2], bbox, bbox_scale)
-            except ValueError as e:  # ImageError, or a box outside the image / a crop of mostly padding
+                items, skipped = find_people(img.shape[:2], path, finder, bbox, bbox_scale)
+            except ValueError as e:  # ImageError, PeopleError, a box outside the image / of mostly padding
                 failed.append({"image": path, "error": str(e).removeprefix(f"{path}: ")})
                 say(f"error: {path}: {str(e).removeprefix(f'{path}: ')}")
                 bar.update(1)
                 continue
-            if bbox is not None and clip_bbox(img.shape[:2], bbox)[1]:
+            if bbox is not None and finder is None and clip_bbox(img.shape[:2], bbox)[1]:
                 clipped = ",".join(f"{v:g}" for v in clip_bbox(img.shape[:2], bbox)[0])
                 say(f"note: {path}: --bbox clipped to the {img.shape[1]}x{img.shape[0]} px image: {clipped}")
-            pending.append((path, img, box))
-            if len(pending) == batch_size:
-                flush()
+            for why in skipped:
+                say(f"note: {path}: person skipped: {why}")
+            if pending and sum(len(p[2]) for p in pending) + len(items) > batch_size:
+                flush()  # an image's people stay in one batch
+            pending.append((path, img, items, skipped))
         flush()
         bar.close()
     summary = {
@@ -487,3 +553,26 @@ def predict(
         json.dump(summary, f, indent=2)
         f.write("\n")
     return summary
+
+
+def _joints_and_rotmats(smpl_model, betas, pose, transl):
+    """The 24 SMPL joints (camera frame, crop translation) and the pose as (B, 24, 3, 3) matrices."""
+    rotmat = geometry.axis_angle_to_matrix(pose.reshape(pose.shape[0], 24, 3))
+    return {"joints": smpl.forward(smpl_model, betas, rotmat, transl=transl).joints, "pose_rotmat": rotmat}
+
+
+def find_people(image_hw, path, finder, bbox, bbox_scale) -> tuple[list, list[str]]:
+    """An image's people -> ([(crop box, Person or None)], [why a person was skipped]); raises
+    ValueError naming the file when none is left."""
+    if finder is None or not finder.active:
+        return [(crop_box(image_hw, bbox, bbox_scale), None)], []
+    found = finder.find(path)
+    items, skipped = [], list(found.skipped)
+    for person in found.people:
+        try:
+            items.append((crop_box(image_hw, person.box, bbox_scale), person))
+        except ValueError as e:
+            skipped.append(f"{person.source}: {e}")
+    if not items:
+        raise people_lib.PeopleError(f"no person left: {'; '.join(skipped)}")
+    return items, skipped

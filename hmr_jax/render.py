@@ -32,6 +32,7 @@ from jaxtyping import ArrayLike, Bool, Float, Integer, UInt8
 __all__ = [
     "RenderResult",
     "render_mesh",
+    "render_people",
     "side_view",
     "overlay",
     "draw_keypoints",
@@ -371,6 +372,58 @@ def side_view(
     c, s = np.cos(angle), np.sin(angle)
     rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
     return render_mesh((v - pivot) @ rot.T + pivot, faces, focal, center, image_size, **kwargs)
+
+
+PERSON_COLORS = ((0.65, 0.74, 0.86), (0.90, 0.70, 0.55), (0.66, 0.86, 0.62), (0.85, 0.62, 0.80), (0.92, 0.88, 0.55))
+
+
+def render_people(
+    meshes: Sequence[Float[ArrayLike, "v 3"]],
+    faces: Integer[ArrayLike, "f 3"],
+    focal: float,
+    center,
+    image: UInt8[ArrayLike, "h w 3"],
+    alpha: float = 0.8,
+) -> UInt8[np.ndarray, "h w2 3"]:
+    """Several camera-frame meshes (same `faces`) drawn together: [image | meshes over it | side view].
+
+    All meshes go through one z-buffer (nearer people hide farther ones), each in its colour of
+    `PERSON_COLORS`. The side view turns the whole group by 90 degrees about the vertical axis
+    through its bounding box's centre and is zoomed and centred to fit the panel (people far apart
+    in depth would otherwise leave it).
+    """
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    faces = np.asarray(faces)
+    n_v = len(meshes[0]) if len(meshes) else 0
+    verts = np.concatenate([np.asarray(m, np.float64) for m in meshes]) if n_v else np.zeros((0, 3))
+    all_faces = np.concatenate([faces + i * n_v for i in range(len(meshes))]) if n_v else faces[:0]
+    colors = np.repeat(np.asarray([PERSON_COLORS[i % len(PERSON_COLORS)] for i in range(len(meshes))]), n_v, 0)
+    front = render_mesh(verts, all_faces, focal, center, (h, w), vertex_colors=colors, cull_backfaces=True)
+    white = np.full((h, w, 3), 255, np.uint8)
+    if not n_v:
+        return contact_sheet([img, img, white], cols=3)
+    pivot = (verts.max(0) + verts.min(0)) / 2
+    rot = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    turned = (verts - pivot) @ rot.T + pivot
+    side_focal, side_center = fit_view(turned, focal, (h, w))
+    side = render_mesh(
+        turned, all_faces, side_focal, side_center, (h, w), background=white, vertex_colors=colors, cull_backfaces=True
+    )
+    return contact_sheet([img, overlay(img, front, alpha), side.image], cols=3)
+
+
+def fit_view(vertices: Float[ArrayLike, "v 3"], focal: float, image_size: tuple[int, int], fill: float = 0.9):
+    """(focal, centre) that show the camera-frame points (all in front of the camera) centred in an
+    image of `image_size` (H, W), spanning at most `fill` of it, the focal at most `focal`."""
+    v = np.asarray(vertices, np.float64)
+    h, w = image_size
+    xy = v[:, :2] / np.maximum(v[:, 2:3], 1e-6)  # normalised image plane
+    lo, hi = xy.min(0), xy.max(0)
+    span = np.maximum(hi - lo, 1e-9)
+    f = min(float(focal), fill * w / span[0], fill * h / span[1])
+    mid = (lo + hi) / 2
+    return f, ((w - 1) / 2.0 - f * mid[0], (h - 1) / 2.0 - f * mid[1])
 
 
 def overlay(image: UInt8[ArrayLike, "h w 3"], result: RenderResult, alpha: float = 0.7) -> UInt8[np.ndarray, "h w 3"]:

@@ -61,21 +61,22 @@ def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
     n_vertices = smpl.load(body_model.default_body_model_path()).num_vertices
     for stem in ("person", "wide"):
         with open(os.path.join(out, f"{stem}.json")) as f:
-            rec = json.load(f)
+            (rec,) = json.load(f)["people"]  # the whole image: one person
         assert len(rec["pose"]) == 72 and len(rec["betas"]) == 10 and len(rec["cam"]) == 3
         assert len(rec["translation"]) == 3 and rec["translation"][2] > 0
         assert np.all(np.isfinite(rec["pose"] + rec["betas"] + rec["cam"] + rec["translation"]))
-        assert rec["checkpoint_step"] == 3
         kp = np.asarray(rec["keypoints_2d_image_px"])  # the tiny config has a keypoint head
         assert kp.shape == (24, 2) and np.all(np.isfinite(kp))
-        with open(os.path.join(out, f"{stem}.obj")) as f:
+        with open(os.path.join(out, f"{stem}_0.obj")) as f:
             lines = f.read().splitlines()
         assert sum(line.startswith("v ") for line in lines) == n_vertices
         png = np.asarray(Image.open(os.path.join(out, f"{stem}_overlay.png")))
-        assert png.ndim == 3 and png.shape[1] > 2 * png.shape[0]  # crop | overlay | side view
+        assert png.ndim == 3 and png.shape[1] > 2 * png.shape[0]  # image | overlay | side view
     with open(os.path.join(out, "wide.json")) as f:
         wide = json.load(f)
-    assert wide["crop_box"] == {**wide["crop_box"], "x": 0.0, "y": -8.0, "side": 48.0}
+    assert wide["checkpoint_step"] == 3
+    crop_box = wide["people"][0]["crop_box"]
+    assert crop_box == {**crop_box, "x": 0.0, "y": -8.0, "side": 48.0}
     with open(os.path.join(out, "predictions.json")) as f:
         summary = json.load(f)
     assert len(summary["done"]) == 2

@@ -149,7 +149,7 @@ def test_predict_clips_refuses_per_file_and_keeps_the_summary(trained_workdir, t
     assert len(saved["done"]) == 1 and len(saved["failed"]) == 1  # the summary, not an image's record
     with open(out / "predictions_1.json") as f:
         rec = json.load(f)
-    assert rec["crop_box"]["side"] == pytest.approx(32 * inference.DEFAULT_BBOX_SCALE)
+    assert rec["people"][0]["crop_box"]["side"] == pytest.approx(32 * inference.DEFAULT_BBOX_SCALE)
     assert not (out / "strip.json").exists()
 
 
