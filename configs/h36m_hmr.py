@@ -73,6 +73,7 @@ def get_config(arg=None):
     c.model.dtype = "float32"  # encoder compute dtype ('bfloat16' on accelerators)
     c.model.rot_repr = "aa"  # regressor's rotation output: 'aa' (report) or '6d' (SPIN)
     c.model.hidden = (1024, 1024)
+    c.model.hidden_activation = "relu"  # between the regressor's hidden layers: 'relu' (HMR) or 'none' (SPIN)
     c.model.dropout = 0.5
     c.model.n_iter = 5
     c.model.final_init_gain = 0.01
@@ -81,7 +82,8 @@ def get_config(arg=None):
     # The regressor's starting pose/shape: 'train' (mean of the training split's SMPL labels), 'zero'
     # (upright, zero body pose, mean betas 0) or an .npz with pose ((72,) axis-angle or (144,) 6d) and
     # shape (10,), e.g. SPIN's data/smpl_mean_params.npz. Resolved at the start of training into
-    # mean_pose / mean_betas (72 and 10 numbers, written to the run's config.json).
+    # mean_pose / mean_betas (72 and 10 numbers, written to the run's config.json; an imported
+    # checkpoint's mean_pose: 144 numbers, 6d in the regressor's layout).
     c.model.mean_params = "train"
     c.model.mean_pose = ()
     c.model.mean_betas = ()

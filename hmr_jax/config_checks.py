@@ -24,6 +24,7 @@ DECAY_TO_END_SCHEDULES = ("warmup_cosine", "warmup_linear")  # reach end_factor 
 NAN_POLICIES = ("stop", "skip")
 GEN_MODULES = ("encoder", "keypoint_head", "regressor")  # the generator's top-level params (models/hmr.py)
 ROT_REPRS = ("aa", "6d")
+HIDDEN_ACTIVATIONS = ("relu", "none")  # models.regressor.HIDDEN_ACTIVATIONS
 ENCODER_DEPTHS = (18, 34, 50)
 DTYPES = ("float32", "bfloat16")
 EVAL_METRICS = ("mpjpe", "pa_mpjpe", "pve", "v2v_l2")
@@ -202,11 +203,14 @@ def validate_config(
     _check(
         config,
         "model.mean_pose",
-        lambda v: len(v) in (0, 72) and all(_is_num(x) for x in v),
-        "() or 72 axis-angle numbers",
+        lambda v: (
+            (len(v) in (0, 72) or (len(v) == 144 and config.model.rot_repr == "6d")) and all(_is_num(x) for x in v)
+        ),
+        "() or 72 axis-angle numbers (or, with rot_repr '6d', 144 numbers: 6d in the regressor's layout)",
     )
     _check(config, "model.mean_betas", lambda v: len(v) in (0, 10) and all(_is_num(x) for x in v), "() or 10 numbers")
     _check(config, "model.hidden", lambda v: all(_is_int(h) and h > 0 for h in v), "a tuple of positive ints")
+    _one_of(config, "model.hidden_activation", HIDDEN_ACTIVATIONS)
     _check(config, "model.dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
     _positive_int(config, "model.n_iter")
     _nonneg(config, "model.final_init_gain")

@@ -65,6 +65,7 @@ def generator_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
         dtype=m.dtype,
         rot_repr=m.rot_repr,
         hidden=tuple(m.hidden),
+        hidden_activation=m.hidden_activation,
         dropout=m.dropout,
         n_iter=m.n_iter,
         final_init_gain=m.final_init_gain,

@@ -5,9 +5,10 @@ Starting from the mean parameters (theta_0, beta_0, cam_0), every iteration t co
     [theta, beta, cam]_{t+1} = [theta, beta, cam]_t + MLP(concat(features, theta_t, beta_t, cam_t))
 
 with MLP = Linear(1024) -> ReLU -> Dropout -> Linear(1024) -> ReLU -> Dropout -> Linear
-(the last layer initialised small: Xavier-uniform with gain 0.01, as SPIN), `n_iter` times
-(5 in the report). `hidden=()` turns the MLP into a single linear layer (with `n_iter=1`: the
-"linear head" of the report's Table 1 first rows).
+(`hidden_activation='none'` drops the ReLUs: SPIN's regressor has none; the last layer
+initialised small: Xavier-uniform with gain 0.01, as SPIN), `n_iter` times (5 in the report).
+`hidden=()` turns the MLP into a single linear layer (with `n_iter=1`: the "linear head" of the
+report's Table 1 first rows).
 
 Rotation representation of theta (`rot_repr`):
   'aa' -- 24 axis-angle vectors, 72 numbers (the report's);
@@ -36,6 +37,7 @@ NUM_JOINTS = 24
 NUM_BETAS = 10
 NUM_CAM = 3
 ROT_DIMS = {"aa": 3, "6d": 6}
+HIDDEN_ACTIVATIONS = ("relu", "none")
 
 
 def default_mean_params(rot_repr: str = "aa") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,8 +55,8 @@ def default_mean_params(rot_repr: str = "aa") -> tuple[np.ndarray, np.ndarray, n
 
 def convert_mean_pose(mean_pose: Any, rot_repr: str) -> np.ndarray:
     """Mean pose given as axis-angle ((72,) or (24,3)) or 6d in the model's layout ((144,) or (24,6);
-    `geometry.matrix_to_rot6d`) -> flat `rot_repr`. A file's 6d pose (SPIN's layout):
-    `mean_pose_from_file`."""
+    `geometry.matrix_to_rot6d`) -> flat `rot_repr` (6d to 6d: the numbers unchanged). A file's 6d
+    pose (SPIN's layout): `mean_pose_from_file`."""
     if rot_repr not in ROT_DIMS:
         raise ValueError(f"rot_repr must be one of {sorted(ROT_DIMS)}, found {rot_repr!r}")
     pose = np.asarray(mean_pose, np.float32)
@@ -65,6 +67,8 @@ def convert_mean_pose(mean_pose: Any, rot_repr: str) -> np.ndarray:
         )
     # numpy/scipy (not jax): concrete values even when the model is built under jit/eval_shape,
     # and no XLA compilation at construction. Same conventions as hmr_jax.geometry.
+    if pose.size == NUM_JOINTS * 6 and rot_repr == "6d":
+        return pose.reshape(-1)  # kept as given (e.g. an imported checkpoint's), not re-orthogonalised
     if pose.size == NUM_JOINTS * 3:
         rotmat = Rotation.from_rotvec(pose.reshape(NUM_JOINTS, 3).astype(np.float64)).as_matrix()
     else:
@@ -134,7 +138,8 @@ class Regressor(nnx.Module):
       mean_betas: (10,).  mean_cam: (3,) weak-perspective (s, tx, ty).
       rot_repr: 'aa' or '6d'.
       hidden: widths of the hidden layers, (1024, 1024) for HMR; () for a linear head.
-      dropout: dropout rate after each hidden ReLU (SPIN: 0.5).
+      hidden_activation: 'relu' after each hidden layer (HMR) or 'none' (SPIN's regressor).
+      dropout: dropout rate after each hidden layer (SPIN: 0.5).
       n_iter: number of IEF iterations (5 in the report).
       final_init_gain: Xavier-uniform gain of the last layer (0.01 as SPIN; 0.0 -> zeros, so
         the untrained regressor returns the mean parameters exactly).
@@ -150,6 +155,7 @@ class Regressor(nnx.Module):
         *,
         rot_repr: str = "aa",
         hidden: Sequence[int] = (1024, 1024),
+        hidden_activation: str = "relu",
         dropout: float = 0.5,
         n_iter: int = 5,
         final_init_gain: float = 0.01,
@@ -159,6 +165,10 @@ class Regressor(nnx.Module):
             raise ValueError(f"Regressor: n_iter must be >= 1, found {n_iter}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"Regressor: dropout must be in [0, 1), found {dropout}")
+        if hidden_activation not in HIDDEN_ACTIVATIONS:
+            raise ValueError(
+                f"Regressor: hidden_activation must be one of {HIDDEN_ACTIVATIONS}, found {hidden_activation!r}"
+            )
         pose = convert_mean_pose(mean_pose, rot_repr)
         betas = np.asarray(mean_betas, np.float32).reshape(-1)
         cam = np.asarray(mean_cam, np.float32).reshape(-1)
@@ -170,6 +180,7 @@ class Regressor(nnx.Module):
         self.n_pose = pose.size
         self.n_iter = int(n_iter)
         self.dropout_rate = float(dropout)
+        self.hidden_activation = hidden_activation
         # Static (graphdef) constants: fixed, never trained.
         self.mean_params = tuple(float(v) for v in np.concatenate([pose, betas, cam]))
         n_out = len(self.mean_params)
@@ -206,7 +217,9 @@ class Regressor(nnx.Module):
         for it in range(self.n_iter):
             x = jnp.concatenate([features, params], axis=-1)  # (B, F + n_out)
             for i in range(self.num_hidden):
-                x = nnx.relu(getattr(self, f"fc{i + 1}")(x))  # (B, hidden[i])
+                x = getattr(self, f"fc{i + 1}")(x)  # (B, hidden[i])
+                if self.hidden_activation == "relu":
+                    x = nnx.relu(x)
                 if use_dropout:
                     x = self.dropout(x, deterministic=False, rngs=keys[it * self.num_hidden + i])
             params = params + self.out(x)  # (B, n_out)
