@@ -3,22 +3,23 @@
     python -m hmr_jax.predict --workdir=DIR --images PATH [PATH ...] --out OUT
         [--bbox x,y,w,h] [--checkpoint best|latest|STEP] [--batch-size N]
 
-PATH is an image file or a folder (its image files, not recursive). Each image is cropped to a
-square (around `--bbox`, a box in image pixels, top-left x, y, width, height, clipped to the
-image and enlarged by `--bbox-scale` as the training crops are; or the whole image, centred and
-padded with black), resized to the run's crop size and run through the model in batches. Per
-image (<name> its file name's stem, made unique: a second 'a' becomes 'a_1'; an image named
-'predictions' becomes 'predictions_1', the summary keeping its name), OUT gets:
+PATH is an image file or a folder (its image files, not recursive). The people of an image come
+from `--keypoints` / `--boxes` (`people.PeopleFinder`; formats in `hmr_jax.people`), `--bbox`, or
+the whole image; each is cropped to a square (around its box, a box in image pixels, top-left x, y,
+width, height, clipped to the image and enlarged by `--bbox-scale` as the training crops are; or
+the whole image, centred and padded with black), resized to the run's crop size, and all people
+of an image go through the model in one batch. Per image (<name> its file name's stem, made
+unique: a second 'a' becomes 'a_1'; an image named 'predictions' becomes 'predictions_1'), OUT gets:
 
-  <name>.json          pose (72 axis-angle, SMPL order, global orientation in the camera frame),
-                       betas (10), cam (s, tx, ty: weak perspective, normalised crop coordinates),
-                       translation (perspective camera-frame translation of the body,
-                       `geometry.weak_perspective_to_translation`), the crop box and the matching
-                       full-image camera (focal length and principal point in image pixels);
-                       with a keypoint head (config model.keypoint_head), keypoints_2d_image_px: the
-                       head's 2D joints (the training data's joint set and order) in image pixels;
-  <name>.obj           the mesh in the camera frame (OpenCV axes: +y down, +z forward; metres);
-  <name>_overlay.png   the crop | the mesh drawn over it at the predicted camera | a side view.
+  <name>.json          the full image's camera (camera_image_px: focal length, `--focal-length`
+                       or 5000 / 256 x max(H, W), and principal point, `--principal-point` or the
+                       centre) and per person: its source and box, the crop box, pose (72
+                       axis-angle and 24 rotation matrices), betas, cam (s, tx, ty: the crop's
+                       weak perspective), translation_crop, translation (in the full image's
+                       camera, `full_frame_translation`), the 24 SMPL joints in image pixels and,
+                       with a keypoint head, its keypoints_2d_image_px;
+  <name>_<i>.obj       person i's mesh in the full image's camera (OpenCV axes, metres);
+  <name>_overlay.png   the image | all people drawn over it (one z-buffer) | a side view.
 
 and OUT/predictions.json (`SUMMARY_NAME`) lists every image with its outputs or its error. An
 image that cannot be used (missing, unreadable, empty, zero-size, over --max-megapixels, --bbox
