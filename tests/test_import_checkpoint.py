@@ -270,3 +270,30 @@ def test_config_checks_hidden_activation_and_6d_mean_pose():
     config.model.rot_repr = "aa"  # 144 numbers are 6d: only with rot_repr '6d'
     with pytest.raises(config_checks.ConfigError, match="model.mean_pose"):
         config_checks.validate_config(config, stage="predict")
+
+
+@pytest.mark.slow
+def test_predict_on_the_imported_workdir_reproduces_the_module(spin, tmp_path):
+    """CLI end to end: import, then `hmr_jax.predict` on a 224 x 224 image (the whole-image box is
+    an identity warp) gives the module's last iteration on the same normalised pixels."""
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    model, spin_path, *_ = spin
+    rgb = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "person.png")
+    wd, out = tmp_path / "wd", tmp_path / "pred"
+    run = lambda *a: subprocess.run([sys.executable, "-m", *a], check=True, capture_output=True)  # noqa: E731
+    run("hmr_jax.import_checkpoint", "--format=spin", f"--checkpoint={spin_path}", f"--out={wd}")
+    run("hmr_jax.predict", f"--workdir={wd}", f"--images={tmp_path / 'person.png'}", f"--out={out}")
+    person = json.loads((out / "person.json").read_text())["people"][0]
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    x = ((rgb / 255.0 - mean) / std).transpose(2, 0, 1)[None]
+    with torch.no_grad():
+        rotmat, shape, cam = model(torch.tensor(x, dtype=torch.float32))[-1]
+    np.testing.assert_allclose(np.asarray(person["pose_rotmat"]), rotmat.numpy()[0], atol=1e-4)
+    np.testing.assert_allclose(person["betas"], shape.numpy()[0], atol=1e-4)
+    np.testing.assert_allclose(person["cam"], cam.numpy()[0], atol=1e-4)
