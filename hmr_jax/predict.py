@@ -21,15 +21,9 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-from hmr_jax.inference import (
-    DEFAULT_BBOX_SCALE,
-    DEFAULT_MAX_MEGAPIXELS,
-    SUMMARY_NAME,
-    PeopleFinder,
-    parse_bbox,
-    parse_point,
-    predict,
-)
+from hmr_jax.images import DEFAULT_BBOX_SCALE, DEFAULT_MAX_MEGAPIXELS, parse_bbox, parse_point
+from hmr_jax.inference import SUMMARY_NAME, predict
+from hmr_jax.people import PeopleFinder
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by hmr_jax.train.", required=True)
 _IMAGES = flags.DEFINE_multi_string("images", [], "Image files or folders (several may follow --images).")

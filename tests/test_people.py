@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from hmr_jax import body_model, geometry, inference, people, smpl
+from hmr_jax import images as images_lib
 
 # The formats of real files (akanazawa/hmr data/random_keypoints.json, OpenPose 1.0 COCO-18;
 # nkolot/SPIN examples/im1010_openpose.json, OpenPose 1.2 BODY_25; examples/im1010_bbox.json),
@@ -60,7 +61,7 @@ def test_openpose_boxes_from_confident_keypoints(tmp_path):
     x, y, w, h = two.people[0].box
     assert (x, y, x + w, y + h) == pytest.approx((260.36, 141.459, 629.549, 586.828))
     # the crop: a square around the box, 1.2 x its longer side
-    cx, cy, side = inference.crop_box((700, 800), two.people[0].box)
+    cx, cy, side = images_lib.crop_box((700, 800), two.people[0].box)
     assert (cx, cy, side) == pytest.approx((x + w / 2, y + h / 2, 1.2 * max(w, h)))
 
 
@@ -101,7 +102,9 @@ def test_boxes_files_in_every_form(tmp_path):
     assert sorted((q.box, q.score) for q in found) == [((1, 2, 3, 4), 0.99), ((5, 5, 5, 5), 0.6)]
     with pytest.raises(people.PeopleError, match=r"dets.json: names no person for 8.jpg"):
         dets.find("/x/8.jpg")
-    with pytest.raises(people.PeopleError, match=r"names no person for im1010.jpg with score >= --min-score 0.5 .1 below"):
+    with pytest.raises(
+        people.PeopleError, match=r"names no person for im1010.jpg with score >= --min-score 0.5 .1 below"
+    ):
         people.BoxesFile(_write(tmp_path / "low.json", {"im1010": [[5, 6, 70, 80, 0.3]]})).find(img)
     for bad, match in (
         ("[", "not valid JSON"),

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from hmr_jax import body_model, geometry, inference, skeleton, smpl, steps
+from hmr_jax import images as images_lib
 from hmr_jax import state as state_lib
 
 
@@ -87,19 +88,19 @@ def test_cli_outputs_for_good_images_and_error_for_corrupt(cli_run):
 def test_crop_matches_the_box():
     img = np.zeros((20, 40, 3), np.uint8)
     img[5:15, 10:20] = 255  # a white square
-    cx, cy, side = inference.crop_box(img.shape[:2], bbox=(10, 5, 10, 10), bbox_scale=1.0)
+    cx, cy, side = images_lib.crop_box(img.shape[:2], bbox=(10, 5, 10, 10), bbox_scale=1.0)
     assert (cx, cy, side) == (15.0, 10.0, 10.0)
-    out = inference.crop(img, cx, cy, side, 10)
+    out = images_lib.crop(img, cx, cy, side, 10)
     np.testing.assert_array_equal(out, 255)  # exactly the square
-    whole = inference.crop(img, *inference.crop_box(img.shape[:2]), 40)
+    whole = images_lib.crop(img, *images_lib.crop_box(img.shape[:2]), 40)
     assert whole.shape == (40, 40, 3)
     assert whole[:10].max() == 0 and whole[30:].max() == 0  # black padding above and below
     np.testing.assert_array_equal(whole[15:25, 10:20], 255)
     with pytest.raises(ValueError, match="--bbox"):
-        inference.parse_bbox("1,2,3")
+        images_lib.parse_bbox("1,2,3")
     with pytest.raises(ValueError, match="--bbox"):
-        inference.parse_bbox("1,2,0,4")
-    assert inference.parse_bbox("1, 2, 3, 4") == (1.0, 2.0, 3.0, 4.0)
+        images_lib.parse_bbox("1,2,0,4")
+    assert images_lib.parse_bbox("1, 2, 3, 4") == (1.0, 2.0, 3.0, 4.0)
 
 
 def test_load_image_errors(tmp_path):
@@ -109,19 +110,19 @@ def test_load_image_errors(tmp_path):
     text.write_text("not an image")
     big = tmp_path / "big.png"
     Image.new("RGB", (64, 48)).save(big)
-    with pytest.raises(inference.ImageError, match="empty file"):
-        inference.load_image(str(empty))
-    with pytest.raises(inference.ImageError, match="Pillow can decode|corrupt"):
-        inference.load_image(str(text))
-    with pytest.raises(inference.ImageError, match="no such file"):
-        inference.load_image(str(tmp_path / "missing.jpg"))
-    with pytest.raises(inference.ImageError, match=r"64x48 px .* over the 0.001 MP limit"):
-        inference.load_image(str(big), max_megapixels=0.001)
-    assert inference.load_image(str(big)).shape == (48, 64, 3)
-    images, errors = inference.list_images([str(tmp_path)])
+    with pytest.raises(images_lib.ImageError, match="empty file"):
+        images_lib.load_image(str(empty))
+    with pytest.raises(images_lib.ImageError, match="Pillow can decode|corrupt"):
+        images_lib.load_image(str(text))
+    with pytest.raises(images_lib.ImageError, match="no such file"):
+        images_lib.load_image(str(tmp_path / "missing.jpg"))
+    with pytest.raises(images_lib.ImageError, match=r"64x48 px .* over the 0.001 MP limit"):
+        images_lib.load_image(str(big), max_megapixels=0.001)
+    assert images_lib.load_image(str(big)).shape == (48, 64, 3)
+    images, errors = images_lib.list_images([str(tmp_path)])
     assert sorted(os.path.basename(p) for p in images) == ["big.png", "empty.jpg", "notes.png"]
     (tmp_path / "sub").mkdir()
-    images, errors = inference.list_images([str(tmp_path / "sub")])
+    images, errors = images_lib.list_images([str(tmp_path / "sub")])
     assert images == [] and "no image files" in errors[0][1]
 
 
@@ -147,18 +148,18 @@ def test_load_image_decodes_every_format_as_training_does(tmp_path):
     for name, im in images.items():
         path = tmp_path / name
         im.save(path)
-        ours = inference.load_image(str(path))
+        ours = images_lib.load_image(str(path))
         theirs = tf.io.decode_image(path.read_bytes(), channels=3, expand_animations=False).numpy()
         assert ours.dtype == np.uint8 and ours.shape == (24, 32, 3), name
         # JPEG: TensorFlow's default IDCT is the fast integer one (dct_method ''), Pillow's the
         # accurate one: a few levels apart. PNGs are exact.
         tol = 4 if name.endswith(".jpg") else 0
         np.testing.assert_allclose(ours.astype(int), theirs.astype(int), atol=tol, err_msg=name)
-    assert inference.load_image(str(tmp_path / "gray16.png")).max() > 250  # not clipped to white
+    assert images_lib.load_image(str(tmp_path / "gray16.png")).max() > 250  # not clipped to white
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: display = rotate 90 deg clockwise
     Image.fromarray(rgb).save(tmp_path / "exif6.png", exif=exif)
-    np.testing.assert_array_equal(inference.load_image(str(tmp_path / "exif6.png")), np.rot90(rgb, k=-1))
+    np.testing.assert_array_equal(images_lib.load_image(str(tmp_path / "exif6.png")), np.rot90(rgb, k=-1))
 
 
 def test_keypoints_map_back_to_the_image_pixels_they_came_from():
@@ -169,7 +170,7 @@ def test_keypoints_map_back_to_the_image_pixels_they_came_from():
         img[:] = 0
         img[v, u] = 255
         box = (22.0, 15.0, float(size))  # edge coordinates: crop = image [14, 30) x [7, 23), 1:1
-        c = inference.crop(img, *box, size)
+        c = images_lib.crop(img, *box, size)
         j, i = np.unravel_index(np.argmax(c[..., 0]), c.shape[:2])
         xy_norm = 2.0 * np.array([[i, j]], np.float64) / size - 1.0  # crop px -> normalised (training keypoints)
         np.testing.assert_allclose(inference.crop_to_image_px(xy_norm, box, size), [[u, v]], atol=1e-9)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from hmr_jax import config_checks, evaluation, inference, trainer
+from hmr_jax import images as images_lib
 from hmr_jax import workdir as workdir_lib
 
 # --------------------------------------------------------------------------------- boxes and crops
@@ -17,16 +18,16 @@ from hmr_jax import workdir as workdir_lib
 
 def test_a_box_past_the_image_is_clipped_and_the_crop_stays_small():
     img = np.full((480, 640, 3), 200, np.uint8)
-    cx, cy, side = inference.crop_box(img.shape[:2], bbox=(0, 0, 20000, 20000), bbox_scale=1.2)
+    cx, cy, side = images_lib.crop_box(img.shape[:2], bbox=(0, 0, 20000, 20000), bbox_scale=1.2)
     assert (cx, cy, side) == (320.0, 240.0, pytest.approx(640 * 1.2))  # the box clipped to the image
-    assert inference.clip_bbox(img.shape[:2], (0, 0, 20000, 20000)) == ((0.0, 0.0, 640.0, 480.0), True)
-    assert inference.clip_bbox(img.shape[:2], (10, 20, 30, 40)) == ((10.0, 20.0, 30.0, 40.0), False)
+    assert images_lib.clip_bbox(img.shape[:2], (0, 0, 20000, 20000)) == ((0.0, 0.0, 640.0, 480.0), True)
+    assert images_lib.clip_bbox(img.shape[:2], (10, 20, 30, 40)) == ((10.0, 20.0, 30.0, 40.0), False)
     # crop() itself: a square far larger than the image (was PIL's DecompressionBombError)
     t0 = time.time()
-    out = inference.crop(img, 320.0, 240.0, 60000.0, 32)
+    out = images_lib.crop(img, 320.0, 240.0, 60000.0, 32)
     assert out.shape == (32, 32, 3) and out.max() > 0 and time.time() - t0 < 5.0
     np.testing.assert_array_equal(out[0], 0)  # padding around the image
-    assert inference.crop(img, 1e7, 1e7, 100.0, 16).max() == 0  # nowhere near the image: black
+    assert images_lib.crop(img, 1e7, 1e7, 100.0, 16).max() == 0  # nowhere near the image: black
 
 
 def test_crop_matches_resampling_the_whole_padded_square():
@@ -45,25 +46,25 @@ def test_crop_matches_resampling_the_whole_padded_square():
         window = Image.fromarray(img).crop((xi0, yi0, int(np.ceil(x0 + side)), int(np.ceil(y0 + side))))
         box = (x0 - xi0, y0 - yi0, x0 - xi0 + side, y0 - yi0 + side)
         ref = np.asarray(window.resize((size, size), Image.BILINEAR, box=box)).astype(int)
-        worst = max(worst, np.abs(ref - inference.crop(img, cx, cy, side, size).astype(int)).max())
+        worst = max(worst, np.abs(ref - images_lib.crop(img, cx, cy, side, size).astype(int)).max())
     assert worst <= 1
 
 
 def test_a_box_outside_the_image_or_a_crop_of_padding_is_refused():
     with pytest.raises(ValueError, match=r"--bbox 700,10,50,50 lies outside the 640x480 px image"):
-        inference.crop_box((480, 640), bbox=(700, 10, 50, 50))
+        images_lib.crop_box((480, 640), bbox=(700, 10, 50, 50))
     with pytest.raises(ValueError, match=r"outside"):
-        inference.crop_box((480, 640), bbox=(-100, -100, 100, 100))  # touching the corner only
+        images_lib.crop_box((480, 640), bbox=(-100, -100, 100, 100))  # touching the corner only
     # a 400x3 strip: the whole-image square is 0.75% image
     with pytest.raises(ValueError, match=r"holds 0.75% image pixels .* at least 1%"):
-        inference.crop_box((3, 400))
+        images_lib.crop_box((3, 400))
     # a box whose enlarged square is almost all padding
     with pytest.raises(ValueError, match=r"holds 0.75% image pixels .*, --bbox\)"):
-        inference.crop_box((3, 400), bbox=(0, 0, 400, 3), bbox_scale=1.0)
+        images_lib.crop_box((3, 400), bbox=(0, 0, 400, 3), bbox_scale=1.0)
     with pytest.raises(ValueError, match=r"image pixels"):
-        inference.crop_box((480, 640), bbox=(300, 200, 10, 10), bbox_scale=1000.0)
-    assert inference.crop_box((4, 400)) == (200.0, 2.0, 400.0)  # 1%: accepted
-    assert inference.image_share((4, 400), 200.0, 2.0, 400.0) == pytest.approx(0.01)
+        images_lib.crop_box((480, 640), bbox=(300, 200, 10, 10), bbox_scale=1000.0)
+    assert images_lib.crop_box((4, 400)) == (200.0, 2.0, 400.0)  # 1%: accepted
+    assert images_lib.image_share((4, 400), 200.0, 2.0, 400.0) == pytest.approx(0.01)
 
 
 # ---------------------------------------------------------------------------------- output names
@@ -149,7 +150,7 @@ def test_predict_clips_refuses_per_file_and_keeps_the_summary(trained_workdir, t
     assert len(saved["done"]) == 1 and len(saved["failed"]) == 1  # the summary, not an image's record
     with open(out / "predictions_1.json") as f:
         rec = json.load(f)
-    assert rec["people"][0]["crop_box"]["side"] == pytest.approx(32 * inference.DEFAULT_BBOX_SCALE)
+    assert rec["people"][0]["crop_box"]["side"] == pytest.approx(32 * images_lib.DEFAULT_BBOX_SCALE)
     assert not (out / "strip.json").exists()
 
 
