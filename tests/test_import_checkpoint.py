@@ -297,3 +297,16 @@ def test_predict_on_the_imported_workdir_reproduces_the_module(spin, tmp_path):
     np.testing.assert_allclose(np.asarray(person["pose_rotmat"]), rotmat.numpy()[0], atol=1e-4)
     np.testing.assert_allclose(person["betas"], shape.numpy()[0], atol=1e-4)
     np.testing.assert_allclose(person["cam"], cam.numpy()[0], atol=1e-4)
+
+
+def test_legacy_torch_format_reads_like_the_zip_format(spin, tmp_path):
+    """SPIN's 2019 release predates torch 1.6's zip files: the legacy stream reads the same."""
+    model, spin_path, *_ = spin
+    legacy = tmp_path / "model_checkpoint_legacy.pt"
+    torch.save({"model": model.state_dict(), "epoch": 3}, legacy, _use_new_zipfile_serialization=False)
+    config = imp.imported_config()
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        imp.load_generator(str(spin_path), "spin", config),
+        imp.load_generator(str(legacy), "spin", config),
+    )
