@@ -89,6 +89,9 @@ def get_config(arg=None):
     c.model.mean_betas = ()
     c.model.mean_cam = (0.9, 0.0, 0.0)  # weak-perspective (s, tx, ty) start of the camera
     c.model.pretrained_encoder = ""  # .npz from tools/convert_resnet50_weights.py
+    # A workdir (written by hmr_jax.train or hmr_jax.import_checkpoint) whose latest checkpoint's
+    # generator weights, and mean parameters, a new run starts from (fine-tuning); '' = none.
+    c.model.init_from = ""
     # Optional 2D keypoint head (hmr_jax/models/keypoint_head.py; not in the report): heatmaps from
     # stages 2-4 (stride 8; and stage 1 with stride 4), soft-argmax keypoints times input_scale
     # concatenated to the regressor's input, trained by loss_weights.keypoints_2d (and

@@ -217,6 +217,12 @@ def validate_config(
     _unit(config, "model.bn_momentum")
     _check(config, "model.zero_init_residual", lambda v: isinstance(v, bool), "True or False")
     (_file_or_empty if training else _str)(config, "model.pretrained_encoder")
+    _check(
+        config,
+        "model.init_from",
+        lambda v: isinstance(v, str) and (not v or not training or os.path.isfile(os.path.join(v, "config.json"))),
+        "'' or a workdir holding config.json (written by hmr_jax.train or hmr_jax.import_checkpoint)",
+    )
     head = _check(config, "model.keypoint_head.enabled", lambda v: isinstance(v, bool), "True or False")
     _positive_int(config, "model.keypoint_head.channels")
     _positive_int(config, "model.keypoint_head.num_keypoints")

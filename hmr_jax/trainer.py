@@ -84,6 +84,8 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     smpl_host = smpl.load(workdir_lib.body_model_path(config))
     paths = data_setup.prepare_data(config, workdir, workdir_lib.body_model_path(config))
     labels = mean_params.training_labels(config, paths)  # read once: the regressor's start and the baseline
+    if config.model.init_from:  # fine-tuning: that run's regressor start, its weights below
+        config = workdir_lib.start_from_run(config, config.model.init_from)
     config = mean_params.resolve_mean_params(config, paths, labels)  # kept in config.json
     train_source = data_setup.make_source(config, config.data.train_split, paths)
     val_source = data_setup.make_source(config, config.data.val_split, paths) if config.data.val_split else None
@@ -102,6 +104,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
         logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
     else:
         state = state_lib.create_sharded_state(config, parts, mesh)
+        if config.model.init_from:
+            state = workdir_lib.generator_weights_from_run(state, parts, config.model.init_from, mesh)
+            logging.info("Starting from the generator of %s", config.model.init_from)
     if is_main:  # only now: a refused run (invalid config, missing data, another config's checkpoint)
         os.makedirs(workdir, exist_ok=True)  # leaves the workdir as it was
         workdir_lib.write_config(config, workdir)

@@ -1,6 +1,8 @@
 """What a run keeps in its workdir: config.json / config.py, metric writers and metrics.jsonl, image
 grids, and checkpoint restoring for evaluate / predict."""
 
+import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -14,8 +16,9 @@ from clu import metric_writers
 
 from hmr_jax import body_model, render
 from hmr_jax import checkpoint as ckpt_lib
+from hmr_jax.config_checks import ConfigError
 from hmr_jax.data import augment as augment_lib
-from hmr_jax.state import StaticParts, abstract_state
+from hmr_jax.state import StaticParts, TrainState, abstract_state, make_static_parts
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -152,3 +155,72 @@ def ensure_writable_folder(folder: str, label: str) -> str:
     except OSError as e:
         raise ValueError(f"{label}: expected a writable folder, cannot write in {path!r} ({e.strerror or e})") from None
     return path
+
+
+# The keys that make two generators the same function of their weights.
+ARCHITECTURE_KEYS = (
+    "depth",
+    "width",
+    "rot_repr",
+    "hidden",
+    "hidden_activation",
+    "n_iter",
+    "keypoint_head.enabled",
+    "keypoint_head.channels",
+    "keypoint_head.num_keypoints",
+    "keypoint_head.stride",
+    "keypoint_head.input_scale",
+)
+
+
+def start_from_run(config: ml_collections.ConfigDict, run_dir: str) -> ml_collections.ConfigDict:
+    """`config` with the regressor's mean parameters of the run in `run_dir` (model.init_from), so
+    that fine-tuning starts from exactly that model. Its architecture keys must be the config's:
+    else a ConfigError naming the first that differs."""
+    source = load_run_config(run_dir)
+    for key in ARCHITECTURE_KEYS:
+        ours, theirs = config.model, source.model
+        for part in key.split("."):
+            ours, theirs = ours[part], theirs[part]
+        if tuple(np.atleast_1d(ours)) != tuple(np.atleast_1d(theirs)):
+            raise ConfigError(
+                f"config 'model.init_from': {run_dir!r} has model.{key} = {theirs!r}, this config {ours!r}; "
+                "set them alike to start from it"
+            )
+    config = copy.deepcopy(config)
+    config.model.mean_pose = tuple(source.model.mean_pose)
+    config.model.mean_betas = tuple(source.model.mean_betas)
+    config.model.mean_cam = tuple(source.model.mean_cam)
+    return config
+
+
+def generator_weights_from_run(state: TrainState, parts: StaticParts, run_dir: str, mesh) -> TrainState:
+    """`state` with the generator's parameters and batch statistics of `run_dir`'s latest checkpoint
+    (restored with that run's own config), checked array by array against this state's shapes; the
+    generator's optimiser state starts afresh, the step at 0."""
+    source_config = load_run_config(run_dir)
+    source, _, step, _ = restore_checkpoint(run_dir, source_config, make_static_parts(source_config), mesh, "latest")
+    params = _same_layout(state.gen_params, source.gen_params, f"model.init_from {run_dir!r} (step {step}): params")
+    stats = _same_layout(
+        state.gen_batch_stats, source.gen_batch_stats, f"model.init_from {run_dir!r} (step {step}): batch_stats"
+    )
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    opt_state = jax.jit(parts.gen_tx.init, out_shardings=jax.tree.map(lambda _: replicated, state.gen_opt_state))(
+        params
+    )
+    return dataclasses.replace(state, gen_params=params, gen_batch_stats=stats, gen_opt_state=opt_state)
+
+
+def _same_layout(target, source, where: str):
+    """`source`'s arrays in `target`'s layout; a ValueError naming the first array that differs."""
+    t_flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+    s_flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(source)[0]}
+    for name in sorted(set(t_flat) | set(s_flat)):
+        if name not in s_flat or name not in t_flat:
+            where_missing = "the run" if name not in s_flat else "this config"
+            raise ValueError(f"{where}: {name} is not in {where_missing}")
+        if tuple(t_flat[name].shape) != tuple(s_flat[name].shape):
+            raise ValueError(
+                f"{where}: {name}: {tuple(s_flat[name].shape)} in the run, {tuple(t_flat[name].shape)} here"
+            )
+    return jax.tree.map(lambda t, s: jax.device_put(s.astype(t.dtype), t.sharding), target, source)
