@@ -30,12 +30,28 @@ _H36M = flags.DEFINE_string(
 )
 _BATCH = flags.DEFINE_integer("batch-size", None, "Global eval batch (default: config data.eval_batch_size).")
 _OUT = flags.DEFINE_string("out", None, "JSON output path (default: DIR/eval/<split>_step<step>.json).")
+_DATA = flags.DEFINE_multi_string(
+    "data",
+    [],
+    "Evaluate on other data than the run's: data.<KEY>=VALUE, e.g. --data dir=/data/h36m "
+    "--data annotations=h36m_valid_protocol2.npz (with --split=all for a whole file).",
+)
 _FLIP = flags.DEFINE_boolean(
     "flip_test",
     None,
     "Average each prediction with the mirrored prediction for the "
     "mirror image (default: config eval.flip_test; --noflip_test turns it off).",
 )
+
+
+def _parse_data(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--data {item!r}: expected KEY=VALUE, e.g. --data annotations=h36m_valid_protocol2.npz")
+        out[key.strip().removeprefix("data.")] = value.strip()
+    return out
 
 
 def main(argv):
@@ -52,6 +68,7 @@ def main(argv):
             batch_size=_BATCH.value,
             out_path=_OUT.value,
             flip_test=_FLIP.value,
+            data=_parse_data(_DATA.value),
         )
     except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)

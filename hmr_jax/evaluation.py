@@ -38,6 +38,7 @@ not carry subject/camera/frame, the H36M-joint metrics are reported over the who
 ('all') and the protocols are marked as not applicable.
 """
 
+import copy
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import tqdm
 
@@ -221,6 +223,28 @@ def check_output_file(path: str, what: str = "--out") -> None:
     workdir_lib.ensure_writable_folder(folder, f"{what} {path!r}")
 
 
+def override_data(config: ml_collections.ConfigDict, data: Mapping[str, str]) -> ml_collections.ConfigDict:
+    """A copy of `config` with `data.<key>` set from strings (typed as the run's own value), then
+    checked (`validate_config`); an unknown key or a bad value is a ConfigError naming it. Relative
+    annotation / image paths are taken inside the given data.dir, as in training."""
+    config = copy.deepcopy(config)
+    for key, text in data.items():
+        if key not in config.data or isinstance(config.data[key], ml_collections.ConfigDict):
+            known = sorted(k for k, v in config.data.items() if not isinstance(v, ml_collections.ConfigDict))
+            raise config_checks.ConfigError(f"--data {key}={text}: no data.{key} in the config; one of {known}")
+        old = config.data[key]
+        try:
+            config.data[key] = type(old)(text) if not isinstance(old, bool) else text.lower() in ("1", "true", "yes")
+        except ValueError:
+            raise config_checks.ConfigError(
+                f"--data {key}={text}: expected a {type(old).__name__} like the run's {old!r}"
+            ) from None
+    if "dir" in data:
+        config.data.synthetic.num = 0  # the given folder, never a generated set
+    config_checks.validate_config(config, stage="evaluate")
+    return config
+
+
 def evaluate(
     workdir: str,
     split: str = "validation",
@@ -230,8 +254,13 @@ def evaluate(
     out_path: str | None = None,
     progress: bool = True,
     flip_test: bool | None = None,
+    data: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run in `workdir` on `split` ('validation', 'train', or 'all' / '' = whole file).
+
+    data: `data.*` config values to evaluate on other data than the run trained on ({'dir': ...,
+    'annotations': ..., 'image_root': ..., 'source': ..., 'joint_regressor': ...}; see
+    `override_data`), e.g. SPIN's h36m_valid_protocol2.npz; checked like the run's own values.
 
     flip_test: predict with the flip test (`trainer.make_inference`); None = the run's config
     eval.flip_test (False for runs without the key).
@@ -248,6 +277,8 @@ def evaluate(
     edits = config_checks.check_run_config(config, workdir, "evaluate")
     if edits:
         logging.warning("%s/config.json differs from the config.py training wrote: %s", workdir, "; ".join(edits))
+    if data:
+        config = override_data(config, data)
     if jax.process_index() == 0:  # before the model loads: a bad --out fails in seconds
         check_output_file(out_path or default_output_path(workdir, split, 0), "--out" if out_path else "eval folder")
     split = "" if split in ("all", "") else split
