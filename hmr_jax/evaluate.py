@@ -36,6 +36,12 @@ _DATA = flags.DEFINE_multi_string(
     "Evaluate on other data than the run's: data.<KEY>=VALUE, e.g. --data dir=/data/h36m "
     "--data annotations=h36m_valid_protocol2.npz (with --split=all for a whole file).",
 )
+_MALE = flags.DEFINE_string(
+    "body-model-male", None, "SMPL male model: the ground truth of samples annotated male (3DPW)."
+)
+_FEMALE = flags.DEFINE_string(
+    "body-model-female", None, "SMPL female model: the ground truth of samples annotated female (3DPW)."
+)
 _FLIP = flags.DEFINE_boolean(
     "flip_test",
     None,
@@ -69,6 +75,8 @@ def main(argv):
             out_path=_OUT.value,
             flip_test=_FLIP.value,
             data=_parse_data(_DATA.value),
+            body_model_male=_MALE.value,
+            body_model_female=_FEMALE.value,
         )
     except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)

@@ -117,6 +117,26 @@ def sample_info(config, split: str, paths: tuple[str, str, str]) -> list[dict] |
     return info
 
 
+def gender_codes(config, split: str, paths: tuple[str, str, str]) -> np.ndarray | None:
+    """Per sample of the split (by the pipeline's 'index'): 0 neutral, 1 male, 2 female
+    (`steps.GENDER_CODES`), from the annotations' `gender`; None when they have none (or TFDS)."""
+    if config.data.source != "folder":
+        return None
+    ann = ann_lib.load(paths[1])
+    if ann.gender is None:
+        return None
+    rows = (
+        np.arange(len(ann)) if not split else ann_lib.split_indices(ann, split, val_fraction=config.data.val_fraction)
+    )
+    names = [str(g).strip().lower() for g in np.asarray(ann.gender)[rows]]
+    unknown = sorted(set(names) - set(steps.GENDER_CODES))
+    if unknown:
+        raise ValueError(
+            f"annotation file {paths[1]!r}: gender: expected one of {sorted(steps.GENDER_CODES)}, found {unknown[:5]}"
+        )
+    return np.asarray([steps.GENDER_CODES[n] for n in names], np.int64)
+
+
 def h36m_protocol_masks(info: Sequence[Mapping[str, Any]] | None) -> dict[str, np.ndarray] | None:
     """Boolean masks over the split's samples for Protocol 1 ('p1') and 2 ('p2'), or None when the
     samples lack subject, camera or frame (see the module docstring for the frame rule)."""
@@ -255,12 +275,18 @@ def evaluate(
     progress: bool = True,
     flip_test: bool | None = None,
     data: Mapping[str, str] | None = None,
+    body_model_male: str | None = None,
+    body_model_female: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run in `workdir` on `split` ('validation', 'train', or 'all' / '' = whole file).
 
     data: `data.*` config values to evaluate on other data than the run trained on ({'dir': ...,
     'annotations': ..., 'image_root': ..., 'source': ..., 'joint_regressor': ...}; see
     `override_data`), e.g. SPIN's h36m_valid_protocol2.npz; checked like the run's own values.
+
+    body_model_male / body_model_female: SMPL files for the ground truth of samples whose annotation
+    names a gender (SPIN's 3dpw_test.npz: `gender` 'm' / 'f'), as that data set's ground truth
+    was made; without them the run's body model serves every sample (the report says so).
 
     flip_test: predict with the flip test (`trainer.make_inference`); None = the run's config
     eval.flip_test (False for runs without the key).
@@ -313,13 +339,30 @@ def evaluate(
             baselines["train_mean"] = sharding.replicate(train_mean, mesh)
         flip_test = steps.flip_test_enabled(config) if flip_test is None else bool(flip_test)
         eval_step = jax.jit(steps.make_sample_eval_step(models, joint_set, flip_test))
+        genders = gender_codes(config, split, paths)
+        gendered, gender_note = None, None
+        if genders is not None and (body_model_male or body_model_female):
+            if not (body_model_male and body_model_female):
+                raise ValueError("--body-model-male / --body-model-female: give both (the file names genders)")
+            gendered = sharding.replicate(
+                {"male": smpl.load(body_model_male), "female": smpl.load(body_model_female)}, mesh
+            )
+        elif genders is not None and np.any(genders > 0):
+            gender_note = (
+                "the annotations name each sample's gender, but no --body-model-male / --body-model-female "
+                "was given: the run's body model made every ground-truth mesh"
+            )
+            logging.warning("%s", gender_note)
 
         chunks: list[dict[str, np.ndarray]] = []
         indices: list[np.ndarray] = []
         bar = _progress(progress and jax.process_index() == 0, iterator.num_batches, "eval")
         for batch in iterator:
-            arrays = sharding.to_global(data_setup.step_arrays(batch), mesh)
-            out = eval_step(state, arrays, smpl_model, baselines, regressors)
+            arrays = data_setup.step_arrays(batch)
+            if gendered is not None:
+                arrays["gender"] = genders[np.asarray(batch["index"])].astype(np.float32)
+            arrays = sharding.to_global(arrays, mesh)
+            out = eval_step(state, arrays, smpl_model, baselines, regressors, gendered)
             chunks.append({k: sharding.gather(v) for k, v in out.items()})
             indices.append(
                 sharding.gather(sharding.to_global({"index": np.asarray(batch["index"], np.int32)}, mesh)["index"])
@@ -339,6 +382,9 @@ def evaluate(
         "joint_set": joint_set,
         "flip_test": flip_test,
         "body_model": workdir_lib.body_model_path(config),
+        "ground_truth_body_models": (
+            {"male": body_model_male, "female": body_model_female} if gendered is not None else gender_note
+        ),
         "h36m_regressor": h36m_path or None,
         "units": UNITS,
         "mean_params": {

@@ -19,6 +19,7 @@ from hmr_jax.state import StaticParts, TrainState, keypoint_head_kwargs
 PyTree = Any
 Batch = Mapping[str, Any]
 
+GENDER_CODES = {"n": 0, "neutral": 0, "m": 1, "male": 1, "f": 2, "female": 2}  # batch['gender']
 H36M_REGRESSOR_NAME = "h36m17"  # the regressor of the Human3.6M protocols, in `regressors`
 # The mask each per-sample metric is averaged under ('mask/<name>' of `make_sample_eval_step`).
 METRIC_MASK = {"mpjpe": "joints", "pa_mpjpe": "joints", "pve": "smpl", "v2v_l2": "smpl", "pose_outside_limits": "valid"}
@@ -306,10 +307,10 @@ def make_sample_eval_step(parts: StaticParts, joint_set: str, flip_test: bool = 
 
     infer = make_inference(parts, flip_test=flip_test, joint_set=joint_set)
 
-    def step(state, batch, smpl_model, baselines, regressors=None):
+    def step(state, batch, smpl_model, baselines, regressors=None, gendered=None):
         out = infer(state, batch["image"])
         b = batch["image"].shape[0]
-        gt_body = smpl.forward(smpl_model, batch["shape"], batch["pose"])
+        gt_body = _ground_truth_body(smpl_model, batch, gendered)
         gt_joints, conf = batch["joints_3d"][..., :3], batch["joints_3d"][..., 3]  # (B, J, 3), (B, J)
         valid = batch["mask"]
         m_smpl = valid * batch["has_smpl"]
@@ -350,6 +351,23 @@ def make_sample_eval_step(parts: StaticParts, joint_set: str, flip_test: bool = 
         return res
 
     return step
+
+
+def _ground_truth_body(smpl_model, batch, gendered) -> smpl.SMPLOutput:
+    """The ground-truth body of each sample: the run's body model, or with `gendered`
+    ({'male': SMPLModel, 'female': SMPLModel}) and batch['gender'] (0 neutral, 1 male, 2 female;
+    `GENDER_CODES`) the sample's own (as 3DPW's ground truth is made)."""
+    neutral = smpl.forward(smpl_model, batch["shape"], batch["pose"])
+    if not gendered or "gender" not in batch:
+        return neutral
+    male = smpl.forward(gendered["male"], batch["shape"], batch["pose"])
+    female = smpl.forward(gendered["female"], batch["shape"], batch["pose"])
+    code = batch["gender"][:, None, None]  # (B, 1, 1)
+    pick = lambda m, f, n: jnp.where(code == 1, m, jnp.where(code == 2, f, n))  # noqa: E731
+    return smpl.SMPLOutput(
+        vertices=pick(male.vertices, female.vertices, neutral.vertices),
+        joints=pick(male.joints, female.joints, neutral.joints),
+    )
 
 
 def _pose_outside_aa(pose_aa):
