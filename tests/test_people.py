@@ -3,6 +3,8 @@ and predict on several people per image (one batch, one overlay)."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -236,3 +238,57 @@ def test_predict_every_person_with_full_frame_results(two_people_run):
     assert not np.array_equal(png[:h, :w], png[:h, w : 2 * w])  # something was drawn
     with open(os.path.join(out, "random photo é.json")) as f:
         assert json.load(f)["people"][1]["box"] == rec["people"][1]["box"]
+
+
+@pytest.mark.slow
+def test_cli_finds_people_from_openpose_and_boxes_files(tmp_path, trained_workdir, cache_env, repo):
+    """`python -m hmr_jax.predict --keypoints / --boxes --focal-length --principal-point` end to end:
+    two people from an OpenPose file (BODY_25), one from a boxes file, the full-frame camera as given."""
+    src = os.path.join(trained_workdir["data_dir"], "images", trained_workdir["names"][4])
+    image = tmp_path / "two people.jpg"  # a space in the name
+    Image.open(src).resize((64, 48)).save(image)
+    body25 = []
+    for x0 in (8.0, 40.0):  # two people side by side: neck, hips, knees, ankles confident
+        kp = np.zeros((25, 3))
+        kp[[1, 8, 9, 12, 10, 13, 11, 14]] = [
+            [x0 + 6, 8, 0.9],
+            [x0 + 6, 24, 0.9],
+            [x0 + 3, 24, 0.9],
+            [x0 + 9, 24, 0.9],
+            [x0 + 3, 34, 0.9],
+            [x0 + 9, 34, 0.9],
+            [x0 + 3, 44, 0.9],
+            [x0 + 9, 44, 0.9],
+        ]
+        body25.append({"pose_keypoints_2d": kp.ravel().tolist()})
+    keypoints = tmp_path / "two people_keypoints.json"
+    keypoints.write_text(json.dumps({"version": 1.2, "people": body25}))
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"two people.jpg": [[10, 4, 20, 40, 0.9]]}))
+    env = {**os.environ, **cache_env()}
+
+    def predict(*args):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "hmr_jax.predict",
+            f"--workdir={trained_workdir['workdir']}",
+            "--images",
+            str(image),
+            f"--out={out}",
+            "--checkpoint=latest",
+            *args,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(repo), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(out / "two people.json") as f:
+            return json.load(f)
+
+    rec = predict(f"--keypoints={keypoints}", "--focal-length=1000", "--principal-point=30,20")
+    assert len(rec["people"]) == 2
+    assert rec["camera_image_px"]["focal_length"] == 1000.0
+    assert rec["camera_image_px"]["principal_point"] == [30.0, 20.0]
+    assert all(len(p["translation"]) == 3 and p["translation"][2] > 0 for p in rec["people"])
+    rec = predict(f"--boxes={boxes}")
+    assert len(rec["people"]) == 1 and rec["people"][0]["box"][:4] == [10, 4, 20, 40]
