@@ -81,8 +81,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     replicate = functools.partial(sharding.replicate, mesh=mesh)
 
     # Stage 2: body model and data.
-    smpl_host = smpl.load(workdir_lib.body_model_path(config))
-    paths = data_setup.prepare_data(config, workdir, workdir_lib.body_model_path(config))
+    body_model_path = workdir_lib.body_model_path(config)
+    smpl_host = smpl.load(body_model_path)
+    paths = data_setup.prepare_data(config, workdir, body_model_path)
     labels = mean_params.training_labels(config, paths)  # read once: the regressor's start and the baseline
     if config.model.init_from:  # fine-tuning: that run's regressor start, its weights below
         config = workdir_lib.start_from_run(config, config.model.init_from)

@@ -18,6 +18,7 @@ from hmr_jax import body_model, render
 from hmr_jax import checkpoint as ckpt_lib
 from hmr_jax.config_checks import ConfigError
 from hmr_jax.data import augment as augment_lib
+from hmr_jax.models import hmr as hmr_lib
 from hmr_jax.state import StaticParts, TrainState, abstract_state, make_static_parts
 
 METRICS_FILE = "metrics.jsonl"
@@ -200,27 +201,15 @@ def generator_weights_from_run(state: TrainState, parts: StaticParts, run_dir: s
     generator's optimiser state starts afresh, the step at 0."""
     source_config = load_run_config(run_dir)
     source, _, step, _ = restore_checkpoint(run_dir, source_config, make_static_parts(source_config), mesh, "latest")
-    params = _same_layout(state.gen_params, source.gen_params, f"model.init_from {run_dir!r} (step {step}): params")
-    stats = _same_layout(
-        state.gen_batch_stats, source.gen_batch_stats, f"model.init_from {run_dir!r} (step {step}): batch_stats"
-    )
+    where = f"model.init_from {run_dir!r} (step {step})"
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    params = jax.device_put(
+        hmr_lib.replace_checked(state.gen_params, source.gen_params, f"{where}: params"), replicated
+    )
+    stats = jax.device_put(
+        hmr_lib.replace_checked(state.gen_batch_stats, source.gen_batch_stats, f"{where}: batch_stats"), replicated
+    )
     opt_state = jax.jit(parts.gen_tx.init, out_shardings=jax.tree.map(lambda _: replicated, state.gen_opt_state))(
         params
     )
     return dataclasses.replace(state, gen_params=params, gen_batch_stats=stats, gen_opt_state=opt_state)
-
-
-def _same_layout(target, source, where: str):
-    """`source`'s arrays in `target`'s layout; a ValueError naming the first array that differs."""
-    t_flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(target)[0]}
-    s_flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(source)[0]}
-    for name in sorted(set(t_flat) | set(s_flat)):
-        if name not in s_flat or name not in t_flat:
-            where_missing = "the run" if name not in s_flat else "this config"
-            raise ValueError(f"{where}: {name} is not in {where_missing}")
-        if tuple(t_flat[name].shape) != tuple(s_flat[name].shape):
-            raise ValueError(
-                f"{where}: {name}: {tuple(s_flat[name].shape)} in the run, {tuple(t_flat[name].shape)} here"
-            )
-    return jax.tree.map(lambda t, s: jax.device_put(s.astype(t.dtype), t.sharding), target, source)

@@ -301,19 +301,21 @@ def load_pretrained_encoder(
     enc_params, enc_stats = resnet.load_encoder_params(path)
     new_params = dict(params)
     new_stats = dict(batch_stats)
-    new_params["encoder"] = _replace_checked(params["encoder"], enc_params, f"{path}: params")
-    new_stats["encoder"] = _replace_checked(batch_stats["encoder"], enc_stats, f"{path}: batch_stats")
+    new_params["encoder"] = replace_checked(params["encoder"], enc_params, f"{path}: encoder params")
+    new_stats["encoder"] = replace_checked(batch_stats["encoder"], enc_stats, f"{path}: encoder batch_stats")
     return new_params, new_stats
 
 
-def _replace_checked(target: Mapping[str, Any], source: Mapping[str, Any], where: str) -> dict[str, Any]:
+def replace_checked(target: Mapping[str, Any], source: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`source`'s arrays in `target`'s layout and dtypes; a ValueError naming `where` and the
+    missing / unexpected / mis-shaped entries when the two trees differ."""
     t_flat = dict(_flat_items(target))
     s_flat = dict(_flat_items(source))
     missing = sorted(set(t_flat) - set(s_flat))
     extra = sorted(set(s_flat) - set(t_flat))
     if missing or extra:
         raise ValueError(
-            f"{where}: encoder layout mismatch; missing {missing[:5]} (of {len(missing)}), "
+            f"{where}: layout mismatch; missing {missing[:5]} (of {len(missing)}), "
             f"unexpected {extra[:5]} (of {len(extra)}) -- check model depth/width"
         )
     for k, v in t_flat.items():
