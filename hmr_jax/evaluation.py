@@ -90,17 +90,22 @@ def canonical_action(action: str) -> str:
     return _ACTION_ALIASES.get(name, name)
 
 
-def sample_info(config, split: str, paths: tuple[str, str, str]) -> list[dict] | None:
-    """Per sample of the split (by the pipeline's 'index'): imgname and, when known, H36M subject,
-    action, camera, frame (from the name, else the annotation's fields). None for TFDS sources."""
-
+def split_annotations(config, split: str, paths: tuple[str, str, str]) -> ann_lib.Annotations | None:
+    """The annotation rows of the split, in the order of the pipeline's 'index' (folder sources;
+    None for TFDS)."""
     if config.data.source != "folder":
         return None
     ann = ann_lib.load(paths[1])
-    rows = (
-        np.arange(len(ann)) if not split else ann_lib.split_indices(ann, split, val_fraction=config.data.val_fraction)
-    )
-    ann = ann.select(rows)
+    if not split:
+        return ann
+    return ann.select(ann_lib.split_indices(ann, split, val_fraction=config.data.val_fraction))
+
+
+def sample_info(ann: ann_lib.Annotations | None) -> list[dict] | None:
+    """Per sample of `split_annotations`: imgname and, when known, H36M subject, action, camera,
+    frame (from the name, else the annotation's fields). None for TFDS sources."""
+    if ann is None:
+        return None
     info = []
     for i, name in enumerate(ann.imgname):
         parsed = ann_lib.parse_h36m_name(name)
@@ -117,22 +122,16 @@ def sample_info(config, split: str, paths: tuple[str, str, str]) -> list[dict] |
     return info
 
 
-def gender_codes(config, split: str, paths: tuple[str, str, str]) -> np.ndarray | None:
-    """Per sample of the split (by the pipeline's 'index'): 0 neutral, 1 male, 2 female
-    (`steps.GENDER_CODES`), from the annotations' `gender`; None when they have none (or TFDS)."""
-    if config.data.source != "folder":
+def gender_codes(ann: ann_lib.Annotations | None, path: str) -> np.ndarray | None:
+    """Per sample of `split_annotations`: 0 neutral, 1 male, 2 female (`steps.GENDER_CODES`), from
+    the annotations' `gender` (file `path`); None when they have none (or TFDS)."""
+    if ann is None or ann.gender is None:
         return None
-    ann = ann_lib.load(paths[1])
-    if ann.gender is None:
-        return None
-    rows = (
-        np.arange(len(ann)) if not split else ann_lib.split_indices(ann, split, val_fraction=config.data.val_fraction)
-    )
-    names = [str(g).strip().lower() for g in np.asarray(ann.gender)[rows]]
+    names = [str(g).strip().lower() for g in np.asarray(ann.gender)]
     unknown = sorted(set(names) - set(steps.GENDER_CODES))
     if unknown:
         raise ValueError(
-            f"annotation file {paths[1]!r}: gender: expected one of {sorted(steps.GENDER_CODES)}, found {unknown[:5]}"
+            f"annotation file {path!r}: gender: expected one of {sorted(steps.GENDER_CODES)}, found {unknown[:5]}"
         )
     return np.asarray([steps.GENDER_CODES[n] for n in names], np.int64)
 
@@ -339,7 +338,8 @@ def evaluate(
             baselines["train_mean"] = sharding.replicate(train_mean, mesh)
         flip_test = steps.flip_test_enabled(config) if flip_test is None else bool(flip_test)
         eval_step = jax.jit(steps.make_sample_eval_step(models, joint_set, flip_test))
-        genders = gender_codes(config, split, paths)
+        split_ann = split_annotations(config, split, paths)  # read once: genders, names, actions
+        genders = gender_codes(split_ann, paths[1])
         gendered, gender_note = None, None
         if genders is not None and (body_model_male or body_model_female):
             if not (body_model_male and body_model_female):
@@ -373,7 +373,7 @@ def evaluate(
         raise ValueError(f"split {split or 'all'!r} of {paths[1]!r}: no samples to evaluate")
     values = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     index = np.concatenate(indices)
-    info = sample_info(config, split, paths)
+    info = sample_info(split_ann)
     report = {
         "workdir": workdir,
         "split": split or "all",
