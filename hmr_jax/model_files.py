@@ -33,6 +33,8 @@ MAX_VERTICES = 50_000
 MAX_FACES = 4 * MAX_VERTICES  # a closed triangle mesh has about 2 faces per vertex
 MAX_SHAPE_DIRS = 512
 MAX_REGRESSOR_JOINTS = 1_024
+MAX_LANDMARKS = 1_024  # named landmark vertices (landmark_names / landmark_vertices)
+MAX_NAME_CHARS = 256  # each joint or landmark name
 MAX_ARRAY_BYTES = MAX_VERTICES * 3 * MAX_SHAPE_DIRS * 8  # shapedirs at the limits in float64: ~614 MB
 MAX_MODEL_BYTES = 1 << 30  # all the arrays a model is built from, together
 MAX_PKL_BYTES = 1 << 30  # a .pkl is read whole
@@ -42,8 +44,9 @@ _MAX_NPY_HEADER = 10_000
 _MAX_NESTING = 16  # chumpy objects inside chumpy objects
 _READ_CHUNK = 16 << 20
 _ROOT_PARENTS = (-1, 2**32 - 1, 2**64 - 1)  # kintree_table's "no parent": -1 as int, uint32 or uint64
-_OPTIONAL_KEYS = ("joint_names",)
-_INTEGER_KEYS = ("f", "kintree_table")
+_OPTIONAL_KEYS = ("joint_names", "landmark_names", "landmark_vertices")
+_INTEGER_KEYS = ("f", "kintree_table", "landmark_vertices")
+_STRING_KEYS = ("joint_names", "landmark_names")
 
 
 class ModelFileError(ValueError):
@@ -243,7 +246,7 @@ def _check_declared(path, key, shape, dtype) -> None:
     """An array's dtype and declared size, before its data is allocated or read."""
     if dtype.hasobject:
         raise ModelFileError(f"{path}: {key!r} is a pickled object array (dtype {dtype}); refusing to read it")
-    if key == "joint_names":
+    if key in _STRING_KEYS:
         kinds, want = "US", "strings"
     elif key in _INTEGER_KEYS:
         kinds, want = "iuf", "integers"
@@ -253,6 +256,8 @@ def _check_declared(path, key, shape, dtype) -> None:
         raise ModelFileError(f"{path}: {key!r} must hold {want}, found dtype {dtype}")
     if not all(isinstance(n, int) and n >= 0 for n in shape):
         raise ModelFileError(f"{path}: {key!r} declares an invalid shape {shape}")
+    if key in _STRING_KEYS and dtype.itemsize > MAX_NAME_CHARS * (4 if dtype.kind == "U" else 1):
+        raise ModelFileError(f"{path}: {key!r} holds names longer than {MAX_NAME_CHARS} characters ({dtype})")
     nbytes = _nbytes(shape, dtype)
     if nbytes > MAX_ARRAY_BYTES:
         raise ModelFileError(
@@ -313,6 +318,15 @@ def _check_layout(path, specs: dict) -> None:
     }
     if "joint_names" in specs:
         checks["joint_names"] = (shape("joint_names") == (NUM_JOINTS,), f"({NUM_JOINTS},)")
+    if ("landmark_names" in specs) != ("landmark_vertices" in specs):
+        given, absent = ("landmark_names", "landmark_vertices")
+        if "landmark_vertices" in specs:
+            given, absent = absent, given
+        raise ModelFileError(f"{path}: {given} without {absent}; a model names landmark vertices with both or neither")
+    if "landmark_names" in specs:
+        ln = shape("landmark_names")
+        checks["landmark_names"] = (len(ln) == 1 and ln[0] <= MAX_LANDMARKS, f"(L <= {MAX_LANDMARKS},)")
+        checks["landmark_vertices"] = (shape("landmark_vertices") == ln, f"{ln} (one per landmark name)")
     for key, (ok, expected) in checks.items():
         if not ok:
             raise ModelFileError(f"{path}: {key} must have shape {expected} for a {n}-vertex model, found {shape(key)}")
@@ -338,6 +352,16 @@ def _check_values(path, arrays: dict) -> None:
         raise ModelFileError(
             f"{path}: f (face vertex indices) must lie in [0, {n}), found range [{faces.min()}, {faces.max()}]"
         )
+    if "landmark_vertices" in arrays:
+        lv = _integer_values(path, "landmark_vertices", arrays["landmark_vertices"]).astype(np.int64)
+        bad = np.flatnonzero((lv < 0) | (lv >= n))
+        if bad.size:
+            name = arrays["landmark_names"][bad[0]]
+            raise ModelFileError(
+                f"{path}: landmark_vertices must lie in [0, {n}) (the model's vertices), found {lv[bad[0]]} "
+                f"for landmark {str(name)!r}"
+            )
+        arrays["landmark_vertices"] = lv
     parents = [int(p) for p in _integer_values(path, "kintree_table", arrays["kintree_table"])[0].tolist()]
     bad = [i for i, p in enumerate(parents) if not (p in _ROOT_PARENTS if i == 0 else 0 <= p < i)]
     if bad:
@@ -348,6 +372,27 @@ def _check_values(path, arrays: dict) -> None:
 
 
 # --- .pkl
+
+# Keys a .pkl may hold as a short Python list: (most items, the one type each item must have).
+_PKL_LISTS = {
+    "joint_names": (NUM_JOINTS, str),
+    "landmark_names": (MAX_LANDMARKS, str),
+    "landmark_vertices": (MAX_LANDMARKS, int),
+}
+
+
+def _small_list(value, limit: int, kind: type) -> np.ndarray:
+    """A list of at most `limit` strs (or Python-2 bytes) / ints as an array; nothing else is converted."""
+    if len(value) > limit:
+        raise ValueError(f"a list of {len(value):,} items, more than {limit:,}")
+    if kind is str:
+        value = [s.decode("latin1") if isinstance(s, bytes) else s for s in value]
+        if not all(isinstance(s, str) and len(s) <= MAX_NAME_CHARS for s in value):
+            raise ValueError(f"expected a list of strings of at most {MAX_NAME_CHARS} characters")
+        return np.asarray(value, dtype=str)
+    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in value):
+        raise ValueError("expected a list of integers")
+    return np.asarray([int(i) for i in value], dtype=np.int64)
 
 
 def _read_pkl(path) -> dict:
@@ -372,8 +417,8 @@ def _read_pkl(path) -> dict:
     def array(key):
         try:
             value = values[key]
-            if key == "joint_names" and isinstance(value, (list, tuple)) and len(value) <= NUM_JOINTS:
-                value = np.asarray([str(s) for s in value])
+            if isinstance(value, (list, tuple)) and key in _PKL_LISTS:
+                value = _small_list(value, *_PKL_LISTS[key])
             arr = _ndarray(value)
         except RecursionError:
             raise ModelFileError(f"{path}: {key}: nested too deeply (an object that contains itself?)") from None

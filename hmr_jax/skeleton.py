@@ -66,6 +66,13 @@ SMPL24_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 
 # Left/right swap of the 24 joints (used to mirror poses and keypoints).
 SMPL24_FLIP_PERM = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
 
+# Surface points of OpenPose BODY_25 that are not SMPL joints but body-model vertices (the
+# landmarks a body model names, `smpl.SMPLModel.landmarks`), in OpenPose's order.
+LANDMARK_NAMES = (
+    "nose", "right_eye", "left_eye", "right_ear", "left_ear", "left_big_toe", "left_small_toe",
+    "left_heel", "right_big_toe", "right_small_toe", "right_heel",
+)  # fmt: skip
+
 # SPIN's 24 ground-truth joints (constants.JOINT_NAMES[25:] in SPIN).
 SPIN24_NAMES = (
     "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",

@@ -4,6 +4,7 @@
     model = smpl.load("SMPL_NEUTRAL.pkl")        # or .npz; an immutable pytree
     out = smpl.forward(model, betas, pose)       # pose: (..., 72) axis-angle or (..., 24, 3, 3)
     out.vertices, out.joints                     # (..., V, 3), (..., 24, 3), metres
+    out.vertices[..., smpl.landmark_index(model, "nose"), :]   # a named landmark vertex
 
 Files are read by `hmr_jax.model_files`: official SMPL ``.pkl`` files through a restricted
 unpickler (no code from the file runs, chumpy is never needed), every declared size checked
@@ -38,7 +39,9 @@ class SMPLModel:
     applied to each shape direction (joints of the shaped body are linear in betas, so the
     (24, V) regression never runs per body); weights (V, 24); faces (F, 3) int32.
     `parents` and `joint_names` are static (part of the tree structure), so the kinematic
-    chain unrolls at trace time.
+    chain unrolls at trace time. `landmarks`, also static, names surface points that are
+    vertices rather than joints (OpenPose's nose, eyes, ears, toes and heels:
+    `skeleton.LANDMARK_NAMES`) as (name, vertex index) pairs; see `landmark_index`.
     """
 
     v_template: Array
@@ -51,6 +54,7 @@ class SMPLModel:
     faces: Array
     parents: tuple = dataclasses.field(default=skeleton.SMPL24_PARENTS, metadata=dict(static=True))
     joint_names: tuple = dataclasses.field(default=skeleton.SMPL24_NAMES, metadata=dict(static=True))
+    landmarks: tuple = dataclasses.field(default=(), metadata=dict(static=True))
 
     @property
     def num_vertices(self) -> int:
@@ -64,6 +68,75 @@ class SMPLModel:
 class SMPLOutput(NamedTuple):
     vertices: Array  # (..., V, 3)
     joints: Array  # (..., 24, 3)
+
+
+# ----------------------------------------------------------------------------- landmarks
+
+SMPL_NUM_VERTICES = 6890
+# SMPL's landmark vertices, used for any 6,890-vertex model whose file names none: smplx's
+# vertex_ids['smplh'] (SMPL-H body topology = SMPL's), in `skeleton.LANDMARK_NAMES` order.
+SMPL_LANDMARKS = (
+    ("nose", 332), ("right_eye", 6260), ("left_eye", 2800), ("right_ear", 4071), ("left_ear", 583),
+    ("left_big_toe", 3216), ("left_small_toe", 3226), ("left_heel", 3387),
+    ("right_big_toe", 6617), ("right_small_toe", 6624), ("right_heel", 6787),
+)  # fmt: skip
+
+
+def _landmarks(names, vertices, num_vertices: int) -> tuple:
+    """(name, vertex) pairs from a file's landmark_names / landmark_vertices, checked; SMPL's own
+    for a 6,890-vertex model that names none."""
+    if names is None and vertices is None:
+        return SMPL_LANDMARKS if num_vertices == SMPL_NUM_VERTICES else ()
+    if names is None or vertices is None:
+        given, absent = (
+            ("landmark_vertices", "landmark_names") if names is None else ("landmark_names", "landmark_vertices")
+        )
+        raise ValueError(f"{given} given without {absent}: a model names landmarks with both arrays or neither")
+    names, idx = np.asarray(names), np.asarray(vertices)
+    if names.shape == idx.shape == (0,):
+        return ()
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise ValueError(
+            f"landmark_names must be a 1-D array of strings, found shape {names.shape} dtype {names.dtype}"
+        )
+    if idx.ndim != 1 or idx.dtype.kind not in "iuf":
+        raise ValueError(f"landmark_vertices must be a 1-D integer array, found shape {idx.shape} dtype {idx.dtype}")
+    if idx.dtype.kind == "f" and not np.all(np.isfinite(idx) & (idx == np.round(idx))):
+        raise ValueError(f"landmark_vertices must hold integers, found non-integral floats ({idx.dtype})")
+    if len(names) != len(idx):
+        raise ValueError(
+            f"landmark_names and landmark_vertices must have the same length, found {len(names)} names and "
+            f"{len(idx)} vertices"
+        )
+    names = [s.decode("latin1") if isinstance(s, bytes) else str(s) for s in names.tolist()]
+    idx = [int(i) for i in idx.tolist()]
+    seen = set()
+    for name, i in zip(names, idx):
+        if not name:
+            raise ValueError(f"landmark_names must be non-empty strings, found {names}")
+        if name in seen:
+            raise ValueError(f"landmark_names must be unique, found {name!r} more than once in {names}")
+        seen.add(name)
+        if not 0 <= i < num_vertices:
+            raise ValueError(
+                f"landmark_vertices must lie in [0, {num_vertices}) (the model's vertices), found {i} for {name!r}"
+            )
+    return tuple(zip(names, idx))
+
+
+def landmark_index(model: SMPLModel, name: str) -> int:
+    """The vertex index of the landmark `name` (e.g. 'nose', `skeleton.LANDMARK_NAMES`) in `model`."""
+    for landmark, index in model.landmarks:
+        if landmark == name:
+            return index
+    have = [n for n, _ in model.landmarks]
+    hint = (
+        ""
+        if have
+        else f" (its file names none: add landmark_names / landmark_vertices; only a {SMPL_NUM_VERTICES:,}-vertex"
+        " SMPL-topology model gets SMPL's by default)"
+    )
+    raise ValueError(f"landmark {name!r}: not among this body model's landmarks {have}{hint}")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -83,10 +156,17 @@ def from_arrays(
     f,
     kintree_table=None,
     joint_names=None,
+    landmark_names=None,
+    landmark_vertices=None,
     dtype=np.float32,
     **unused,
 ) -> SMPLModel:
-    """Build an `SMPLModel` from arrays in SMPL's file layout (shapedirs (V, 3, K), posedirs (V, 3, 207))."""
+    """Build an `SMPLModel` from arrays in SMPL's file layout (shapedirs (V, 3, K), posedirs (V, 3, 207)).
+
+    `landmark_names` (L,) strings and `landmark_vertices` (L,) integers name landmark vertices
+    (unique, non-empty names; indices in [0, V)); L = 0 names none. Without them a 6,890-vertex
+    model gets SMPL's (`SMPL_LANDMARKS`), any other none.
+    """
     v_template = np.asarray(v_template, np.float64)
     shapedirs = np.asarray(shapedirs, np.float64).transpose(2, 1, 0)  # (K, 3, V)
     posedirs = np.asarray(posedirs, np.float64).transpose(2, 1, 0)  # (207, 3, V)
@@ -98,6 +178,7 @@ def from_arrays(
         if parents[0] != -1 or any(not 0 <= parents[i] < i for i in range(1, len(parents))):
             raise ValueError(f"kintree_table row 0 is not a valid parent list (parents[i] < i): {parents}")
     names = skeleton.SMPL24_NAMES if joint_names is None else tuple(str(s) for s in np.asarray(joint_names).tolist())
+    landmarks = _landmarks(landmark_names, landmark_vertices, v_template.shape[0])
     return SMPLModel(
         v_template=jnp.asarray(v_template, dtype),
         shapedirs=jnp.asarray(shapedirs, dtype),
@@ -109,6 +190,7 @@ def from_arrays(
         faces=jnp.asarray(np.asarray(f, np.int64), jnp.int32),
         parents=parents,
         joint_names=names,
+        landmarks=landmarks,
     )
 
 
@@ -145,7 +227,8 @@ def take_vertices(model: SMPLModel, indices) -> SMPLModel:
     the same joints (they come from joint_template / joint_shapedirs, which are kept whole), at
     the cost of len(indices) vertices: e.g. vertex losses on a subset in a training step
     (config `train.vertex_loss_stride`). J_regressor keeps the columns of the kept vertices;
-    faces keep the triangles whose three corners are kept, renumbered.
+    faces keep the triangles whose three corners are kept, renumbered; landmarks keep those whose
+    vertex is kept, renumbered, and drop the others.
     """
     idx = np.asarray(indices)
     v = model.num_vertices
@@ -165,6 +248,7 @@ def take_vertices(model: SMPLModel, indices) -> SMPLModel:
     new_index[idx] = np.arange(idx.size)
     faces = new_index[np.asarray(model.faces)]  # (F, 3), -1 where a corner was dropped
     faces = faces[np.all(faces >= 0, axis=1)]
+    landmarks = tuple((name, int(new_index[i])) for name, i in model.landmarks if new_index[i] >= 0)
     return dataclasses.replace(
         model,
         v_template=model.v_template[idx],
@@ -173,6 +257,7 @@ def take_vertices(model: SMPLModel, indices) -> SMPLModel:
         J_regressor=model.J_regressor[:, idx],
         weights=model.weights[idx],
         faces=jnp.asarray(faces, jnp.int32),
+        landmarks=landmarks,
     )
 
 
