@@ -434,6 +434,49 @@ def _read_pkl(path) -> dict:
     return arrays
 
 
+def read_pickle_dict(path: str | os.PathLike, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The numeric arrays `keys` of a pickled dict (e.g. SMPLify's gmm_08.pkl), read safely.
+
+    The file goes through the same restricted unpickler and limits as an SMPL .pkl: no code from
+    it runs (globals outside the allowlist are refused by name) and each array's size is bounded.
+    Other keys of the dict are not converted. Raises `ModelFileError` (a ValueError) naming the
+    file and `what` it should be when it is missing, too large, refused, corrupt, not a dict,
+    lacks one of `keys`, or holds a value under one of them that is not a numeric array.
+    """
+    path = _existing(path, what)
+    size = os.path.getsize(path)
+    if size > MAX_PKL_BYTES:
+        raise ModelFileError(f"{path}: {size:,} bytes, more than the {MAX_PKL_BYTES:,} a {what} may have")
+    with open(path, "rb") as f:
+        raw = f.read(size + 1)
+    if len(raw) > size:
+        raise ModelFileError(f"{path}: changed while being read")
+    try:
+        _check_pickle_opcodes(raw)
+        data = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except RefusedGlobalError as e:
+        raise ModelFileError(f"{path}: {e}") from None
+    except Exception as e:  # whatever a corrupt stream raises: UnpicklingError, EOFError, MemoryError, ...
+        raise ModelFileError(f"{path}: not a readable {what} (truncated or corrupt?): {e!r}") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a pickled dict holding {list(keys)}, found {type(data).__name__}")
+    values = {str(k): v for k, v in data.items()}
+    missing = [k for k in keys if k not in values]
+    if missing:
+        raise ModelFileError(f"{path}: missing key(s) {missing}; a {what} holds {list(keys)}, found {sorted(values)}")
+    arrays = {}
+    for key in keys:
+        try:
+            arr = _ndarray(values[key])
+        except RecursionError:
+            raise ModelFileError(f"{path}: {key}: nested too deeply (an object that contains itself?)") from None
+        except Exception as e:
+            raise ModelFileError(f"{path}: {key}: not a usable array: {e}") from None
+        _check_declared(path, key, arr.shape, arr.dtype)
+        arrays[key] = arr
+    return arrays
+
+
 # --- .npz / .npy, read member by member from their headers
 
 
