@@ -294,7 +294,7 @@ def forward(
     rot = jnp.broadcast_to(rot, batch + (NUM_JOINTS, 3, 3)).reshape(n, NUM_JOINTS, 3, 3)
     v = model.num_vertices
 
-    if n > _CHUNK:  # large batches: chunks keep the per-vertex intermediates in cache
+    if n > _CHUNK and v >= _CHUNK_MIN_VERTICES:  # large batches: chunks keep the per-vertex intermediates in cache
         pad = -n % _CHUNK
         chunks = (
             jnp.pad(betas, ((0, pad), (0, 0))).reshape(-1, _CHUNK, k),
@@ -312,6 +312,7 @@ def forward(
 
 
 _CHUNK = 64
+_CHUNK_MIN_VERTICES = 1024  # fewer vertices (e.g. `take_vertices` for a fit's keypoints): no chunks
 
 
 def _forward_flat(model: SMPLModel, betas: Array, rot: Array) -> tuple[Array, Array]:

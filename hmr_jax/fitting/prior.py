@@ -168,8 +168,12 @@ def penalty(prior: PosePrior, body_pose: Float[Array, "*b 69"]) -> Float[Array, 
     body_pose = jnp.asarray(body_pose)
     if body_pose.shape[-1:] != (prior.means.shape[-1],):
         raise ValueError(f"body_pose must be (..., {prior.means.shape[-1]}) axis-angle, found shape {body_pose.shape}")
-    diff = body_pose[..., None, :] - prior.means  # (*b, M, 69)
-    white = jnp.einsum("mij,...mj->...mi", prior.precision_factors, diff)  # (*b, M, 69)
+    m, d = prior.means.shape
+    # F_m (x - mu_m) for every component as one (.., 69) @ (69, M * 69) product (a GEMM: several
+    # times faster than a batched contraction over components on CPU).
+    stacked = jnp.transpose(prior.precision_factors, (2, 0, 1)).reshape(d, m * d)  # [j, m*d + i] = F_m[i, j]
+    offset = jnp.einsum("mij,mj->mi", prior.precision_factors, prior.means).reshape(m * d)
+    white = (body_pose @ stacked - offset).reshape(body_pose.shape[:-1] + (m, d))  # (*b, M, 69)
     per_component = 0.5 * jnp.sum(jnp.square(white), axis=-1) + prior.log_weights  # (*b, M)
     return jnp.min(per_component, axis=-1)
 
