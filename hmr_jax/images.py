@@ -124,16 +124,19 @@ def parse_point(text: str | None) -> tuple[float, float] | None:
     return point
 
 
-def clip_bbox(image_hw: tuple[int, int], bbox: Sequence[float]) -> tuple[tuple[float, float, float, float], bool]:
+def clip_bbox(
+    image_hw: tuple[int, int], bbox: Sequence[float], name: str = "--bbox"
+) -> tuple[tuple[float, float, float, float], bool]:
     """The box (x, y, w, h, image pixels) intersected with the image [0, W] x [0, H] -> (box, clipped?).
 
-    Raises ValueError when nothing of the box lies in the image."""
+    Raises ValueError, naming the box `name` ('--bbox', or 'box' for a person's from a file), when
+    nothing of the box lies in the image."""
     h, w = image_hw
     x, y, bw, bh = (float(v) for v in bbox)
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
     if not (x1 > x0 and y1 > y0):
         raise ValueError(
-            f"--bbox {x:g},{y:g},{bw:g},{bh:g} lies outside the {w}x{h} px image (expected a box overlapping "
+            f"{name} {x:g},{y:g},{bw:g},{bh:g} lies outside the {w}x{h} px image (expected a box overlapping "
             f"[0, {w}] x [0, {h}])"
         )
     box = (x0, y0, x1 - x0, y1 - y0)
@@ -149,27 +152,33 @@ def image_share(image_hw: tuple[int, int], cx: float, cy: float, side: float) ->
 
 
 def crop_box(
-    image_hw: tuple[int, int], bbox: Sequence[float] | None = None, bbox_scale: float = DEFAULT_BBOX_SCALE
+    image_hw: tuple[int, int],
+    bbox: Sequence[float] | None = None,
+    bbox_scale: float = DEFAULT_BBOX_SCALE,
+    name: str = "--bbox",
 ) -> tuple[float, float, float]:
     """Square crop (centre x, centre y, side) in pixel-edge coordinates (the image spans [0, W] x [0, H]).
 
     With `bbox` (x, y, w, h): the box clipped to the image (`clip_bbox`; a box wholly outside it
     raises ValueError), centred on it, side = max(w, h) * bbox_scale. Without: the whole image,
     centred, side = max(H, W) (the shorter side padded with black). A crop less than
-    `MIN_IMAGE_SHARE` of which is image (the rest is black padding) raises ValueError.
+    `MIN_IMAGE_SHARE` of which is image (the rest is black padding) raises ValueError (an image
+    over 100 times as wide as tall, or as tall as wide, needs a box). `name` names the box in the
+    messages: '--bbox', or 'box' for a person's from a keypoints / boxes file.
     """
     h, w = image_hw
     if bbox is None:
         cx, cy, side = w / 2.0, h / 2.0, float(max(h, w))
     else:
-        (x, y, bw, bh), _ = clip_bbox(image_hw, bbox)
+        (x, y, bw, bh), _ = clip_bbox(image_hw, bbox, name)
         cx, cy, side = x + bw / 2.0, y + bh / 2.0, float(max(bw, bh) * bbox_scale)
     share = image_share(image_hw, cx, cy, side)
     if share < MIN_IMAGE_SHARE:
         raise ValueError(
             f"the {side:.4g} px square crop around ({cx:.4g}, {cy:.4g}) holds {100 * share:.2g}% image pixels "
             f"(the rest black padding), expected at least {100 * MIN_IMAGE_SHARE:g}% "
-            f"(image {w}x{h} px{', --bbox' if bbox is not None else ''})"
+            f"(image {w}x{h} px{f', {name}' if bbox is not None else ''})"
+            + ("; give the person's box (--bbox, --boxes or --keypoints)" if bbox is None else "")
         )
     return cx, cy, side
 

@@ -19,17 +19,20 @@ unique: a second 'a' becomes 'a_1'; an image named 'predictions' becomes 'predic
                        camera, `full_frame_translation`), the 24 SMPL joints in image pixels and,
                        with a keypoint head, its keypoints_2d_image_px;
   <name>_<i>.obj       person i's mesh in the full image's camera (OpenCV axes, metres);
-  <name>_overlay.png   the image | all people drawn over it (one z-buffer) | a side view.
+  <name>_overlay.png   the image (`display_size`: its longer side brought into 256 to 1024 px) |
+                       all people drawn over it (one z-buffer) | a side view (`side_view_size`).
 
 and OUT/predictions.json (`SUMMARY_NAME`) lists every image with its outputs or its error. An
 image that cannot be used (missing, unreadable, empty, zero-size, over --max-megapixels, --bbox
-wholly outside it, or a crop less than 1% image, `MIN_IMAGE_SHARE`, the rest black padding) gets
-a one-line error and the others go on; a --bbox reaching past the image is clipped to it, with a
-note. The exit status is 1 when any image failed. Before the model loads, the run's config.json
-is checked (`config_checks.check_run_config`: an invalid value is an error naming the key and the
-file; a value edited since training, which config.py still holds, a warning) and OUT is created
-and tested for writing (a file, a folder under a file or an unwritable folder: an error).
-The body model is the one the run was trained with (config `body_model_path`, else the
+wholly outside it, no person left, or a crop less than 1% image, `MIN_IMAGE_SHARE`, the rest
+black padding: an image over 100 times as wide as tall, or as tall as wide, needs a box) gets a
+one-line error and the others go on. A box (--bbox or a person's) reaching past the image is
+clipped to it, with a note; a person's box wholly outside it leaves that person out, with a note
+(and in the JSON's skipped_people), while the image's other people go on. The exit status is 1
+when any image failed. Before the model loads, the run's config.json is checked
+(`config_checks.check_run_config`: an invalid value is an error naming the key and the file; a
+value edited since training, which config.py still holds, a warning) and OUT is created and
+tested for writing (a file, a folder under a file or an unwritable folder: an error). The body model is the one the run was trained with (config `body_model_path`, else the
 procedural default).
 """
 
@@ -54,6 +57,7 @@ from hmr_jax import state as state_lib
 from hmr_jax import workdir as workdir_lib
 
 MAX_DISPLAY_SIZE = 1024  # overlays: the image's own resolution, its longer side capped at this size
+MIN_DISPLAY_SIZE = 256  # ... and enlarged (nearest neighbour) to this size; the side view at least this
 DEFAULT_FOCAL_PER_PX = 5000.0 / 256.0  # full-image focal = this x max(H, W) (4D-Humans, CLIFF)
 SUMMARY_NAME = "predictions.json"  # OUT/<this>: the run summary; no image's outputs take its name
 
@@ -113,6 +117,22 @@ def crop_to_image_px(points: Float[np.ndarray, "j 2"], box: Sequence[float], siz
     crop_px = (np.asarray(points, np.float64) + 1.0) * size / 2.0
     origin = np.array([cx - side / 2.0, cy - side / 2.0])
     return origin + (crop_px + 0.5) * side / size - 0.5
+
+
+def display_size(image_hw: tuple[int, int]) -> tuple[int, int]:
+    """The overlay's panels (H, W) for an image: its own size, the longer side brought into
+    [`MIN_DISPLAY_SIZE`, `MAX_DISPLAY_SIZE`] (width x height: a 6000x4000 image is shown at
+    1024x683, a 16x9 one at 256x144, an 8000x40 one at 1024x5)."""
+    h, w = image_hw
+    k = min(MAX_DISPLAY_SIZE / max(h, w), max(1.0, MIN_DISPLAY_SIZE / max(h, w)))
+    return max(1, round(h * k)), max(1, round(w * k))
+
+
+def side_view_size(shown_hw: tuple[int, int]) -> tuple[int, int]:
+    """The side view's panel (H, W): the image panels' size, each side at least `MIN_DISPLAY_SIZE` and
+    half the other (width x height: a 1024x5 panorama's is 1024x512, a 1024x683 photo's its own size)."""
+    h, w = shown_hw
+    return max(h, MIN_DISPLAY_SIZE, w // 2), max(w, MIN_DISPLAY_SIZE, h // 2)
 
 
 def _unique_stem(path: str, used: set[str]) -> str:
@@ -192,13 +212,19 @@ def write_outputs(out_dir, stem, image_path, image, entries, faces, config, step
         rec["obj"] = os.path.join(out_dir, f"{stem}_{i}.obj")
         smpl.save_obj(rec["obj"], rec["vertices_full"], faces)
         people.append(rec)
-    k = min(1.0, MAX_DISPLAY_SIZE / max(h, w))  # the overlay's scale
-    shown = np.asarray(Image.fromarray(image).resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR))
+    shown_hw = display_size((h, w))
+    resample = Image.BILINEAR if shown_hw[0] < h else Image.NEAREST  # enlarged: the pixels stay visible
+    shown = np.asarray(Image.fromarray(image).resize(shown_hw[::-1], resample))
     kx, ky = shown.shape[1] / w, shown.shape[0] / h
     png_path = os.path.join(out_dir, f"{stem}_overlay.png")
     f, (px, py) = camera
     panels = render.render_people(
-        [r.pop("vertices_full") for r in people], faces, f * kx, ((px + 0.5) * kx - 0.5, (py + 0.5) * ky - 0.5), shown
+        [r.pop("vertices_full") for r in people],
+        faces,
+        (f * kx, f * ky),
+        ((px + 0.5) * kx - 0.5, (py + 0.5) * ky - 0.5),
+        shown,
+        side_size=side_view_size(shown_hw),
     )
     render.save_png(png_path, panels)
     record = {
@@ -331,9 +357,12 @@ def predict(
                 say(f"error: {path}: {str(e).removeprefix(f'{path}: ')}")
                 bar.update(1)
                 continue
-            if bbox is not None and finder is None and images_lib.clip_bbox(img.shape[:2], bbox)[1]:
-                clipped = ",".join(f"{v:g}" for v in images_lib.clip_bbox(img.shape[:2], bbox)[0])
-                say(f"note: {path}: --bbox clipped to the {img.shape[1]}x{img.shape[0]} px image: {clipped}")
+            given = [(p.box, f"person {p.source}: box") for _, p in items if p is not None]
+            for box, what in given or ([(bbox, "--bbox")] if bbox is not None else []):
+                clipped, was_clipped = images_lib.clip_bbox(img.shape[:2], box)
+                if was_clipped:
+                    text = ",".join(f"{v:g}" for v in clipped)
+                    say(f"note: {path}: {what} clipped to the {img.shape[1]}x{img.shape[0]} px image: {text}")
             for why in skipped:
                 say(f"note: {path}: person skipped: {why}")
             if pending and sum(len(p[2]) for p in pending) + len(items) > batch_size:
@@ -371,7 +400,7 @@ def find_people(image_hw, path, finder, bbox, bbox_scale) -> tuple[list, list[st
     items, skipped = [], list(found.skipped)
     for person in found.people:
         try:
-            items.append((images_lib.crop_box(image_hw, person.box, bbox_scale), person))
+            items.append((images_lib.crop_box(image_hw, person.box, bbox_scale, name="box"), person))
         except ValueError as e:
             skipped.append(f"{person.source}: {e}")
     if not items:

@@ -380,35 +380,44 @@ PERSON_COLORS = ((0.65, 0.74, 0.86), (0.90, 0.70, 0.55), (0.66, 0.86, 0.62), (0.
 def render_people(
     meshes: Sequence[Float[ArrayLike, "v 3"]],
     faces: Integer[ArrayLike, "f 3"],
-    focal: float,
+    focal,
     center,
     image: UInt8[ArrayLike, "h w 3"],
     alpha: float = 0.8,
+    side_size: tuple[int, int] | None = None,
 ) -> UInt8[np.ndarray, "h w2 3"]:
     """Several camera-frame meshes (same `faces`) drawn together: [image | meshes over it | side view].
 
     All meshes go through one z-buffer (nearer people hide farther ones), each in its colour of
-    `PERSON_COLORS`. The side view turns the whole group by 90 degrees about the vertical axis
-    through its bounding box's centre and is zoomed and centred to fit the panel (people far apart
-    in depth would otherwise leave it).
+    `PERSON_COLORS`. The side view (a panel of `side_size` (H, W), default the image's) turns the
+    whole group by 90 degrees about the vertical axis through its bounding box's centre and is
+    zoomed and centred to fit the panel (people far apart in depth would otherwise leave it).
     """
     img = np.asarray(image)
     h, w = img.shape[:2]
+    sh, sw = side_size if side_size is not None else (h, w)
     faces = np.asarray(faces)
     n_v = len(meshes[0]) if len(meshes) else 0
     verts = np.concatenate([np.asarray(m, np.float64) for m in meshes]) if n_v else np.zeros((0, 3))
     all_faces = np.concatenate([faces + i * n_v for i in range(len(meshes))]) if n_v else faces[:0]
     colors = np.repeat(np.asarray([PERSON_COLORS[i % len(PERSON_COLORS)] for i in range(len(meshes))]), n_v, 0)
     front = render_mesh(verts, all_faces, focal, center, (h, w), vertex_colors=colors, cull_backfaces=True)
-    white = np.full((h, w, 3), 255, np.uint8)
+    white = np.full((sh, sw, 3), 255, np.uint8)
     if not n_v:
         return contact_sheet([img, img, white], cols=3)
     pivot = (verts.max(0) + verts.min(0)) / 2
     rot = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
     turned = (verts - pivot) @ rot.T + pivot
-    side_focal, side_center = fit_view(turned, focal, (h, w))
+    side_focal, side_center = fit_view(turned, max(_pair(focal, "focal")), (sh, sw))
     side = render_mesh(
-        turned, all_faces, side_focal, side_center, (h, w), background=white, vertex_colors=colors, cull_backfaces=True
+        turned,
+        all_faces,
+        side_focal,
+        side_center,
+        (sh, sw),
+        background=white,
+        vertex_colors=colors,
+        cull_backfaces=True,
     )
     return contact_sheet([img, overlay(img, front, alpha), side.image], cols=3)
 

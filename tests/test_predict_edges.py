@@ -226,3 +226,211 @@ def test_the_config_json_that_training_writes_passes(tmp_path, tiny_data, tiny_c
         assert config_checks.check_run_config(written, workdir, stage) == []
     with pytest.raises(config_checks.ConfigError, match="adversarial.prior_file"):
         config_checks.validate_config(written)  # training would read it
+
+
+# ------------------------------------------------------------------ predict on images at the size extremes
+
+# name -> (width, height) of the image, (width, height) of the overlay PNG: three panels, each cell as
+# large as the largest (`inference.display_size`: longer side in [256, 1024]; `side_view_size`).
+EXTREMES = {
+    "one.png": ((1, 1), (776, 260)),
+    "three_by_five.png": ((3, 5), (776, 260)),
+    "small.png": ((16, 9), (776, 260)),
+    "wide.png": ((8000, 40), (3080, 516)),
+    "tall.png": ((40, 8000), (1544, 1028)),
+    "large.jpg": ((6000, 4000), (3080, 687)),
+}
+OUTSIDE = "lies outside the {} px image (expected a box overlapping"
+
+
+def _openpose(*corners):
+    """One OpenPose 1.2 person per (x0, y0, x1, y1): two confident keypoints at those corners."""
+    people = [{"pose_keypoints_2d": [x0, y0, 0.9, x1, y1, 0.9] + [0.0] * 69} for x0, y0, x1, y1 in corners]
+    return {"version": 1.2, "people": people}
+
+
+@pytest.fixture(scope="module")
+def extreme_runs(trained_workdir, tmp_path_factory):
+    """predict over the images of `EXTREMES` four times: the whole image, a --bbox, a boxes JSON and
+    OpenPose files, whose boxes reach far outside the images or lie wholly outside them."""
+    from hmr_jax import people
+
+    src = os.path.join(trained_workdir["data_dir"], "images", trained_workdir["names"][4])
+    src = Image.open(src).convert("RGB")
+    d = tmp_path_factory.mktemp("extremes")
+    images = d / "images"
+    images.mkdir()
+    for name, ((w, h), _) in EXTREMES.items():
+        src.resize((w, h), Image.BILINEAR).save(images / name)
+    boxes = d / "boxes.json"
+    boxes.write_text(
+        json.dumps(
+            {
+                "one.png": [[-1e4, -1e4, 2e4, 2e4, 0.9]],
+                "three_by_five.png": [[10, 10, 5, 5]],
+                "small.png": [[-100, -200, 400, 600], [50, 50, 5, 5]],
+                "wide.png": [[100, 0, 40, 40], [9000, 0, 40, 40]],
+                "tall.png": [[0, 3000, 40, 100]],
+                "large.jpg": [[2000, 1000, 1000, 2500]],
+            }
+        )
+    )
+    kp = d / "keypoints"
+    kp.mkdir()  # no file for tall.png
+    for stem, corners in {
+        "one": [(-300, -300, 300, 300)],
+        "three_by_five": [(40, 40, 60, 90)],
+        "small": [(-50, -20, 10, 30), (100, 100, 120, 140)],
+        "wide": [(3000, -500, 3030, 500)],
+        "large": [(2500, 1000, 3100, 3600)],
+    }.items():
+        (kp / f"{stem}_keypoints.json").write_text(json.dumps(_openpose(*corners)))
+    runs = {}
+    for key, kwargs in {
+        "whole": {},
+        "bbox": {"bbox": (-5, 20, 30, 30)},
+        "boxes": {"finder": people.PeopleFinder(boxes=str(boxes))},
+        "keypoints": {"finder": people.PeopleFinder(keypoints=str(kp))},
+    }.items():
+        logs: list[str] = []
+        t0 = time.time()
+        summary = inference.predict(
+            trained_workdir["workdir"],
+            [str(images)],
+            str(d / key),
+            checkpoint="latest",
+            batch_size=2,
+            progress=False,
+            log=logs.append,
+            **kwargs,
+        )
+        runs[key] = dict(summary=summary, logs=logs, seconds=time.time() - t0)
+    return runs
+
+
+def _walk_numbers(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _walk_numbers(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _walk_numbers(v)
+    elif isinstance(x, (int, float)) and not isinstance(x, bool):
+        yield x
+
+
+def _check_outputs(rec, size):
+    """An image's outputs: JSON of finite numbers in the image's own pixels, an .obj per person whose
+    perspective projection lands where the crop's weak-perspective camera puts it, and an overlay
+    PNG of the expected size."""
+    name = os.path.basename(rec["image"])
+    (w, h), png_wh = EXTREMES[name]
+    with open(rec["json"]) as f:
+        saved = json.load(f)
+    assert all(np.isfinite(v) for v in _walk_numbers(saved)), name
+    assert saved["image_size"] == {"width": w, "height": h}
+    f, p = saved["camera_image_px"]["focal_length"], np.asarray(saved["camera_image_px"]["principal_point"])
+    assert f == pytest.approx(5000 / 256 * max(w, h)) and np.allclose(p, [(w - 1) / 2, (h - 1) / 2])
+    for person in saved["people"]:
+        cb = person["crop_box"]
+        box = (cb["x"] + cb["side"] / 2, cb["y"] + cb["side"] / 2, cb["side"])
+        if "box" in person:  # the crop: around the box clipped to the image, in the image's pixels
+            (x, y, bw, bh), _ = images_lib.clip_bbox((h, w), person["box"])
+            assert box == pytest.approx((x + bw / 2, y + bh / 2, max(bw, bh) * images_lib.DEFAULT_BBOX_SCALE))
+        v = np.loadtxt([line[2:] for line in open(person["obj"]) if line.startswith("v ")])
+        t = np.asarray(person["translation"])
+        s = person["cam"][0]
+        weak = inference.crop_to_image_px(s * (v - t + person["translation_crop"])[:, :2], box, size)
+        persp = f * v[:, :2] / v[:, 2:] + p
+        z = np.abs(v[:, 2] - t[2]).max()
+        assert np.abs(persp - weak).max() <= np.abs(weak - p).max() * z / (t[2] - z) + 1e-6 * cb["side"], name
+        joints = np.asarray(person["joints_2d_image_px"])  # inside the body's image, in image pixels
+        assert np.all(joints >= weak.min(0) - 1e-3 * cb["side"]) and np.all(joints <= weak.max(0) + 1e-3 * cb["side"])
+    png = Image.open(saved["overlay"])
+    assert png.size == png_wh, name
+    return saved, np.asarray(png)
+
+
+def test_whole_image_at_the_size_extremes(extreme_runs):
+    """A 1x1, 3x5 or 16x9 image and a 6000x4000 JPEG are predicted; an 8000x40 or 40x8000 strip,
+    whose square crop would be 0.5% image, fails alone with one line naming the file."""
+    run = extreme_runs["whole"]
+    size = run["summary"]["done"][0]["img_size"]
+    done = {os.path.basename(r["image"]): r for r in run["summary"]["done"]}
+    assert sorted(done) == ["large.jpg", "one.png", "small.png", "three_by_five.png"]
+    for rec in done.values():
+        _check_outputs(rec, size)
+    failed = {os.path.basename(f["image"]): f["error"] for f in run["summary"]["failed"]}
+    assert sorted(failed) == ["tall.png", "wide.png"]
+    for name, error in failed.items():
+        assert "holds 0.5% image pixels" in error and "give the person's box" in error, error
+        (line,) = [m for m in run["logs"] if name in m]
+        assert line.startswith("error: ") and line.endswith(error) and "\n" not in line
+    one = done["one.png"]["people"][0]
+    assert one["crop_box"] == {**one["crop_box"], "x": 0.0, "y": 0.0, "side": 1.0}
+    # the 1x1 image shown enlarged (nearest neighbour): its panel is one colour
+    _, png = _check_outputs(done["one.png"], size)
+    pixel = np.asarray(Image.open(done["one.png"]["image"]).convert("RGB"))[0, 0]
+    assert np.all(png[2:258, 2:258] == pixel)
+    # the large image shown at 1024x683, its people drawn at the same scale
+    large, png = _check_outputs(done["large.jpg"], size)
+    assert large["people"][0]["crop_box"] == {"x": 0.0, "y": -1000.0, "side": 6000.0}
+    shown = np.asarray(Image.open(done["large.jpg"]["image"]).resize((1024, 683), Image.BILINEAR))
+    assert np.abs(png[2:685, 2:1026].astype(int) - shown).mean() < 1.0
+
+
+def test_a_bbox_reaching_past_the_extremes_is_clipped_and_one_outside_fails_that_image(extreme_runs):
+    run = extreme_runs["bbox"]  # -5,20,30,30: past the three large images' edges, beyond the small ones
+    size = run["summary"]["done"][0]["img_size"]
+    done = {os.path.basename(r["image"]): r for r in run["summary"]["done"]}
+    assert sorted(done) == ["large.jpg", "tall.png", "wide.png"]
+    for name, rec in done.items():
+        saved, _ = _check_outputs(rec, size)
+        (w, h), _ = EXTREMES[name]
+        clipped = (25, min(50, h) - 20)  # x, w clipped at 0; y from 20 to 50 or the image's bottom
+        cb = saved["people"][0]["crop_box"]
+        assert cb["side"] == pytest.approx(max(clipped) * images_lib.DEFAULT_BBOX_SCALE)
+        assert (cb["x"] + cb["side"] / 2, cb["y"] + cb["side"] / 2) == pytest.approx((12.5, 20 + clipped[1] / 2))
+        (note,) = [m for m in run["logs"] if name in m]
+        assert note.startswith(f"note: {rec['image']}: --bbox clipped to the {w}x{h} px image: 0,20,25,{clipped[1]}")
+    failed = {os.path.basename(f["image"]): f["error"] for f in run["summary"]["failed"]}
+    assert failed == {
+        "one.png": "--bbox -5,20,30,30 " + OUTSIDE.format("1x1") + " [0, 1] x [0, 1])",
+        "three_by_five.png": "--bbox -5,20,30,30 " + OUTSIDE.format("3x5") + " [0, 3] x [0, 5])",
+        "small.png": "--bbox -5,20,30,30 " + OUTSIDE.format("16x9") + " [0, 16] x [0, 9])",
+    }
+    for name, error in failed.items():
+        assert [m for m in run["logs"] if name in m] == [
+            f"error: {os.path.join(os.path.dirname(rec['image']), name)}: {error}"
+        ]
+
+
+def test_people_boxes_far_outside_the_extremes_are_clipped_or_refused_per_person(extreme_runs):
+    for key in ("boxes", "keypoints"):
+        run = extreme_runs[key]
+        size = run["summary"]["done"][0]["img_size"]
+        done = {os.path.basename(r["image"]): r for r in run["summary"]["done"]}
+        assert sorted(done) == sorted(
+            ["large.jpg", "one.png", "small.png", "wide.png"] + ["tall.png"] * (key == "boxes")
+        )
+        for rec in done.values():
+            _check_outputs(rec, size)
+        # a box wholly outside the image: that person refused, with why; the image's others go on
+        (small,) = done["small.png"]["people"]
+        (why,) = done["small.png"]["skipped_people"]
+        assert why.endswith(OUTSIDE.format("16x9") + " [0, 16] x [0, 9])"), why
+        assert f": box {'50,50,5,5' if key == 'boxes' else '100,100,20,40'} lies outside" in why, why
+        assert any(m.startswith("note: ") and "small.png: person skipped" in m and why in m for m in run["logs"])
+        assert len(done["wide.png"]["people"]) == 1  # boxes: [9000, 0, 40, 40] refused
+        # a box reaching past the image: clipped to it, and said so
+        assert any("one.png: person" in m and "box clipped to the 1x1 px image: 0,0,1,1" in m for m in run["logs"])
+        assert done["one.png"]["people"][0]["crop_box"]["side"] == pytest.approx(1.2)
+        failed = {os.path.basename(f["image"]): f["error"] for f in run["summary"]["failed"]}
+        assert failed["three_by_five.png"].startswith("no person left: ")
+        assert OUTSIDE.format("3x5") in failed["three_by_five.png"]
+        for name in failed:
+            assert sum(m.startswith("error: ") and name in m for m in run["logs"]) == 1
+    (large,) = [r for r in extreme_runs["keypoints"]["summary"]["done"] if r["image"].endswith("large.jpg")]
+    assert large["people"][0]["box"] == [2500.0, 1000.0, 600.0, 2600.0]  # the keypoints' box, image pixels
+    failed = {os.path.basename(f["image"]): f["error"] for f in extreme_runs["keypoints"]["summary"]["failed"]}
+    assert "no file for tall.png" in failed["tall.png"]
