@@ -20,7 +20,9 @@ unique: a second 'a' becomes 'a_1'; an image named 'predictions' becomes 'predic
                        with a keypoint head, its keypoints_2d_image_px;
   <name>_<i>.obj       person i's mesh in the full image's camera (OpenCV axes, metres);
   <name>_overlay.png   the image (`display_size`: its longer side brought into 256 to 1024 px) |
-                       all people drawn over it (one z-buffer) | a side view (`side_view_size`).
+                       all people drawn over it (one z-buffer) | a side view (`side_view_size`;
+                       depth runs left to right, and people far apart are drawn closer, at a
+                       dashed line, so that each stays legible: `render.side_layout`).
 
 and OUT/predictions.json (`SUMMARY_NAME`) lists every image with its outputs or its error. An
 image that cannot be used (missing, unreadable, empty, zero-size, over --max-megapixels, --bbox

@@ -375,6 +375,11 @@ def side_view(
 
 
 PERSON_COLORS = ((0.65, 0.74, 0.86), (0.90, 0.70, 0.55), (0.66, 0.86, 0.62), (0.85, 0.62, 0.80), (0.92, 0.88, 0.55))
+SIDE_FILL = 0.9  # the side view's people span this share of its panel (width or height)
+SIDE_MIN_SHARE = 0.6  # gaps between people shrink until the tallest spans this share of the panel height
+SIDE_MIN_GAP = 0.25  # ... but never below this x the tallest's height; each shrunk gap is drawn dashed
+SIDE_DISTANCE = 20.0  # the side view's camera: this many times the group's size away (nearly orthographic)
+BREAK_COLOR = (150, 150, 150)
 
 
 def render_people(
@@ -389,9 +394,11 @@ def render_people(
     """Several camera-frame meshes (same `faces`) drawn together: [image | meshes over it | side view].
 
     All meshes go through one z-buffer (nearer people hide farther ones), each in its colour of
-    `PERSON_COLORS`. The side view (a panel of `side_size` (H, W), default the image's) turns the
-    whole group by 90 degrees about the vertical axis through its bounding box's centre and is
-    zoomed and centred to fit the panel (people far apart in depth would otherwise leave it).
+    `PERSON_COLORS`. The side view (a panel of `side_size` (H, W), default the image's) shows the
+    group turned by 90 degrees about the vertical axis (`side_layout`: depth runs left to right,
+    nearest on the left), framed to fill the panel; where people stand far apart (in depth, or
+    one above another) the empty stretch between them is shortened, at a dashed line, so that
+    each stays large enough to read.
     """
     img = np.asarray(image)
     h, w = img.shape[:2]
@@ -405,32 +412,116 @@ def render_people(
     white = np.full((sh, sw, 3), 255, np.uint8)
     if not n_v:
         return contact_sheet([img, img, white], cols=3)
-    pivot = (verts.max(0) + verts.min(0)) / 2
-    rot = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
-    turned = (verts - pivot) @ rot.T + pivot
-    side_focal, side_center = fit_view(turned, max(_pair(focal, "focal")), (sh, sw))
+    laid, breaks = side_layout([np.asarray(m, np.float64) for m in meshes], (sh, sw))
+    turned = np.concatenate(laid)
+    side_focal, side_center = fit_view(turned, (sh, sw))
+    background, z = white.copy(), float(np.median(turned[:, 2]))
+    for axis, at in breaks:  # dashed lines where the layout shortened a gap
+        u = side_focal * at / z + side_center[axis]
+        ends = ((u, 0.0), (u, sh - 1.0)) if axis == 0 else ((0.0, u), (sw - 1.0, u))
+        background = _dashed_line(background, *ends, BREAK_COLOR)
     side = render_mesh(
         turned,
         all_faces,
         side_focal,
         side_center,
         (sh, sw),
-        background=white,
+        background=background,
         vertex_colors=colors,
         cull_backfaces=True,
     )
     return contact_sheet([img, overlay(img, front, alpha), side.image], cols=3)
 
 
-def fit_view(vertices: Float[ArrayLike, "v 3"], focal: float, image_size: tuple[int, int], fill: float = 0.9):
+def side_layout(
+    meshes: Sequence[Float[np.ndarray, "v 3"]], panel_hw: tuple[int, int]
+) -> tuple[list[np.ndarray], list[tuple[int, float]]]:
+    """Camera-frame meshes -> (the same meshes as the side view shows them, [(axis, position)] of
+    the gaps it shortened).
+
+    The group turns by 90 degrees about the vertical axis through its bounding box's centre (the
+    camera's depth becomes the view's x, farther to the right) and moves to `SIDE_DISTANCE` times
+    its size in front of the camera (`fit_view` then frames it). People far apart along x (in
+    depth: full-frame depths can differ by 2x and more) or along y (one above another) would each
+    be left a few pixels tall: the empty stretches between them shrink, all to at most one common
+    length, until the layout's aspect lets the tallest span `SIDE_MIN_SHARE` of the panel's
+    height, but never below `SIDE_MIN_GAP` x that height. Each shortened stretch is reported by
+    its centre (metres from the camera's axis)."""
+    pivot = (np.min([m.min(0) for m in meshes], 0) + np.max([m.max(0) for m in meshes], 0)) / 2
+    rot = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    laid = [(m - pivot) @ rot.T for m in meshes]  # centred on the origin
+    tallest = max(float(np.ptp(m[:, 1])) for m in laid) or 1.0
+    h, w = panel_hw
+    breaks: list[tuple[int, float]] = []
+    for axis, target in ((1, 1.0), (0, w / h)):  # y first: the x budget follows the panel's aspect
+        target *= SIDE_FILL * tallest / SIDE_MIN_SHARE
+        lo = np.array([m[:, axis].min() for m in laid])
+        hi = np.array([m[:, axis].max() for m in laid])
+        shifts, at = _shorten_gaps(lo, hi, target, SIDE_MIN_GAP * tallest)
+        for m, d in zip(laid, shifts):
+            m[:, axis] += d
+        breaks += [(axis, a) for a in at]
+    lo = np.min([m.min(0) for m in laid], 0)
+    hi = np.max([m.max(0) for m in laid], 0)
+    mid = (lo + hi) / 2
+    distance = SIDE_DISTANCE * max(float(np.max(hi - lo)), 1e-6)
+    offset = np.array([-mid[0], -mid[1], distance - mid[2]])
+    breaks = [(axis, a - mid[axis]) for axis, a in breaks]
+    return [m + offset for m in laid], breaks
+
+
+def _shorten_gaps(lo: np.ndarray, hi: np.ndarray, target: float, min_gap: float) -> tuple[np.ndarray, list[float]]:
+    """Intervals [lo_i, hi_i] on a line -> (shift of each, centres of the shortened gaps, after the
+    shifts): every empty gap between them is cut to at most one common length c, the largest that
+    brings the whole span to `target`, but not below `min_gap`; gaps already shorter stay."""
+    order = np.argsort(lo, kind="stable")
+    gaps, end = [], -np.inf
+    for i in order:  # the empty gaps, in order; end: the farthest hi so far
+        gaps.append(max(0.0, lo[i] - end) if np.isfinite(end) else 0.0)
+        end = max(end, hi[i])
+    gaps = np.asarray(gaps)
+    covered = (end - lo[order[0]]) - gaps.sum()
+    budget = target - covered
+    if gaps.sum() <= budget:
+        return np.zeros(len(lo)), []
+    c_lo, c_hi = 0.0, float(gaps.max())  # sum(min(gaps, c)) is increasing in c: bisect for the budget
+    for _ in range(60):
+        c = (c_lo + c_hi) / 2
+        c_lo, c_hi = (c, c_hi) if np.minimum(gaps, c).sum() <= budget else (c_lo, c)
+    cap = max(c_lo, min_gap)
+    shifts, at, total, end = np.zeros(len(lo)), [], 0.0, -np.inf
+    for i, g in zip(order, gaps):
+        if g > cap:
+            at.append(end + total + cap / 2)
+            total -= g - cap
+        shifts[i] = total
+        end = max(end, hi[i])
+    return shifts, at
+
+
+def _dashed_line(image: np.ndarray, p0, p1, color, dash: float = 6.0) -> np.ndarray:
+    """A dashed line from p0 to p1 (pixels) drawn over a copy of `image`."""
+    p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
+    n = max(1, int(np.linalg.norm(p1 - p0) // (2 * dash)))
+    t = np.arange(n + 1) / (n + 0.5)
+    starts = p0 + (p1 - p0) * t[:, None]
+    stops = p0 + (p1 - p0) * np.minimum(t + 0.5 / (n + 0.5), 1.0)[:, None]
+    out = image.copy()
+    _draw_lines(out, starts, stops, 1, np.broadcast_to(_as_rgb_u8(color, "color"), (len(starts), 3)))
+    return out
+
+
+def fit_view(
+    vertices: Float[ArrayLike, "v 3"], image_size: tuple[int, int], fill: float = SIDE_FILL
+) -> tuple[float, tuple[float, float]]:
     """(focal, centre) that show the camera-frame points (all in front of the camera) centred in an
-    image of `image_size` (H, W), spanning at most `fill` of it, the focal at most `focal`."""
+    image of `image_size` (H, W), spanning `fill` of its width or of its height."""
     v = np.asarray(vertices, np.float64)
     h, w = image_size
     xy = v[:, :2] / np.maximum(v[:, 2:3], 1e-6)  # normalised image plane
     lo, hi = xy.min(0), xy.max(0)
     span = np.maximum(hi - lo, 1e-9)
-    f = min(float(focal), fill * w / span[0], fill * h / span[1])
+    f = min(fill * w / span[0], fill * h / span[1])
     mid = (lo + hi) / 2
     return f, ((w - 1) / 2.0 - f * mid[0], (h - 1) / 2.0 - f * mid[1])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hmr_jax import config_checks, evaluation, inference, trainer
+from hmr_jax import body_model, config_checks, evaluation, inference, render, smpl, trainer
 from hmr_jax import images as images_lib
 from hmr_jax import workdir as workdir_lib
 
@@ -434,3 +434,82 @@ def test_people_boxes_far_outside_the_extremes_are_clipped_or_refused_per_person
     assert large["people"][0]["box"] == [2500.0, 1000.0, 600.0, 2600.0]  # the keypoints' box, image pixels
     failed = {os.path.basename(f["image"]): f["error"] for f in extreme_runs["keypoints"]["summary"]["failed"]}
     assert "no file for tall.png" in failed["tall.png"]
+
+
+# ----------------------------------------------------------------- the side view of people at different depths
+
+
+def _side_view_rows(png, side_hw):
+    """The rows of an overlay PNG's side view (the third of three cells, 2 px apart) that person 0
+    (`render.PERSON_COLORS`: blue) and person 1 (orange) cover, and the panel itself."""
+    sh, sw = side_hw
+    cw = (png.shape[1] - 8) // 3
+    panel = png[2 : 2 + sh, 2 + 2 * (cw + 2) :][:, :sw].astype(int)
+    blue, orange = panel[..., 2] - panel[..., 0] > 8, panel[..., 0] - panel[..., 2] > 8
+    return [np.flatnonzero(m.any(1)) for m in (blue, orange)], [np.flatnonzero(m.any(0)) for m in (blue, orange)], panel
+
+
+def _dashed(panel):
+    """Columns of the side view holding the dashed line of a shortened gap (`render.BREAK_COLOR`)."""
+    return np.flatnonzero((np.all(panel == render.BREAK_COLOR, axis=-1)).sum(0) > panel.shape[0] // 4)
+
+
+def test_side_view_frames_people_at_very_different_depths(trained_workdir, tmp_path):
+    """Two people whose full-frame depths differ by more than 2x (a large box and a small one): the
+    side view shows each over at least 40% of its height, the near one on the left, the stretch
+    of depth between them shortened at a dashed line."""
+    from hmr_jax import people
+
+    src = os.path.join(trained_workdir["data_dir"], "images", trained_workdir["names"][4])
+    Image.open(src).convert("RGB").resize((240, 180)).save(tmp_path / "two.png")
+    (tmp_path / "boxes.json").write_text(json.dumps({"two.png": [[20, 10, 100, 160], [160, 60, 30, 50]]}))
+    summary = inference.predict(
+        trained_workdir["workdir"],
+        [str(tmp_path / "two.png")],
+        str(tmp_path / "out"),
+        checkpoint="latest",
+        progress=False,
+        finder=people.PeopleFinder(boxes=str(tmp_path / "boxes.json")),
+        log=lambda msg: None,
+    )
+    (rec,) = summary["done"]
+    near, far = (p["translation"][2] for p in rec["people"])
+    assert far > 2 * near
+    side_hw = inference.side_view_size(inference.display_size((180, 240)))
+    assert side_hw == (256, 256)
+    rows, cols, panel = _side_view_rows(np.asarray(Image.open(rec["overlay"]).convert("RGB")), side_hw)
+    for r in rows:
+        assert len(r) and np.ptp(r) + 1 >= 0.4 * side_hw[0], [np.ptp(r) + 1 for r in rows]
+    assert cols[0].max() < cols[1].min()  # near left, far right, apart
+    (dash,) = _dashed(panel)
+    assert cols[0].max() < dash < cols[1].min()
+
+
+def test_side_view_layout_shortens_only_gaps_that_would_shrink_people():
+    """`render.render_people` with the mean body at depths 3x apart, one above the other and 0.3 m
+    apart: each spans at least half the side view's height; only the first two get dashed lines."""
+    model = smpl.load(body_model.default_body_model_path())
+    pose = np.zeros((1, 72), np.float32)
+    pose[0, 0] = np.pi  # upright, facing the camera
+    body = np.asarray(smpl.forward(model, np.zeros((1, 10), np.float32), pose).vertices[0], np.float64)
+    faces = np.asarray(model.faces)
+    image = np.full((300, 400, 3), 90, np.uint8)
+    focal, centre = 5000.0 / 256 * 400, (199.5, 149.5)
+    cases = {
+        "depths 20 m and 60 m": ([-0.4, 0.0, 20.0], [3.0, 0.5, 60.0], 1),
+        "one 8 m above the other": ([0.0, 0.0, 30.0], [0.3, -8.0, 31.0], 0),
+        "0.3 m apart in depth": ([-0.4, 0.0, 20.0], [0.4, 0.0, 20.6], None),
+    }
+    for what, (t0, t1, axis) in cases.items():
+        png = render.render_people([body + t0, body + t1], faces, focal, centre, image)
+        rows, cols, panel = _side_view_rows(png, (300, 400))
+        heights = [np.ptp(r) + 1 for r in rows]
+        assert min(heights) >= 0.5 * 300 if axis != 0 else min(heights) >= 0.35 * 300, (what, heights)
+        dashed_cols = _dashed(panel)
+        dashed_rows = np.flatnonzero(np.all(panel == render.BREAK_COLOR, axis=-1).sum(1) > 100)
+        assert (len(dashed_cols), len(dashed_rows)) == {1: (1, 0), 0: (0, 1), None: (0, 0)}[axis], what
+        if axis is None:  # not shortened: 0.3 m between the bodies' depth extents, drawn to scale
+            gap = cols[1].min() - cols[0].max()
+            depth = np.ptp(body[:, 2])
+            px_per_m = (cols[1].max() - cols[0].min()) / (0.6 + depth)
+            assert gap == pytest.approx((0.6 - depth) * px_per_m, abs=3), (gap, depth)
