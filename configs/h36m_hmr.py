@@ -45,6 +45,9 @@ def get_config(arg=None):
     # and decoded per sample (pipeline.make_dataset)
     c.data.cache_decoded_mb = 0.0
     c.data.strict = False  # True: a corrupt image stops training
+    # Hide the SMPL parameters and 3D joints of this fraction of the training samples (chosen by
+    # sample index), e.g. to measure what fitting in the loop recovers from 2D keypoints alone.
+    c.data.hide_labels_fraction = 0.0
     c.data.joint_regressor = ""  # (24, V) .npy for 'spin24' annotation files
     c.data.augment = ml_collections.ConfigDict(
         dict(
@@ -151,7 +154,40 @@ def get_config(arg=None):
     c.train.lift_noise_px = 2.0  # std (crop px) of the Gaussian noise on the lifting pass's GT keypoints
     c.train.heatmap_sigma_px = 4.0  # std (crop px) of loss_weights.keypoint_heatmap's target
     c.train.vertex_loss_stride = 1  # >1: the vertex terms on every k-th vertex (data.setup.loss_body)
+    # SPIN's fitting in the loop (hmr_jax/fitting/in_loop.py): every step, SMPLify (config.fitting)
+    # refits each sample's 2D keypoints from the regressor's estimate and keeps the best fit per
+    # sample (checkpointed with the state); samples without SMPL labels are supervised by their
+    # best fit when its reprojection loss (mean over keypoints of conf^2 x GMcClure, crop px) is
+    # below fit_threshold. fit_table_size: the training set's index space (0: set from the data).
+    c.train.fit_in_loop = False
+    c.train.fit_threshold = 100.0
+    c.train.fit_table_size = 0
+    c.train.fit_pose_prior = ""  # a GMM pose prior (.pkl / .npz, hmr_jax.fitting.prior); '' = the default
 
+    # SMPLify (hmr_jax.fitting.FitConfig: SPIN's numbers): fitting in the loop and hmr_jax.fit.
+    c.fitting = ml_collections.ConfigDict(
+        dict(
+            stage1_steps=100,
+            stage1_learning_rate=1e-2,
+            stage2_steps=100,
+            stage2_learning_rate=1e-2,
+            optimizer="adam",
+            depth_weight=100.0,
+            sigma_px=100.0,
+            pose_prior_weight=4.78,
+            angle_prior_weight=15.2,
+            shape_prior_weight=5.0,
+            stage2_ignore=(
+                "openpose25/neck",
+                "openpose25/right_hip",
+                "openpose25/left_hip",
+                "smpl24/right_hip",
+                "smpl24/left_hip",
+                "spin24/right_hip",
+                "spin24/left_hip",
+            ),
+        )
+    )
     c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
     # Flip test: validation, hmr_jax.evaluate and hmr_jax.predict average each prediction with the
     # mirrored prediction for the mirror image (twice the inference cost; off as in HMR and SPIN).

@@ -16,6 +16,7 @@ import numpy as np
 
 from hmr_jax import losses
 from hmr_jax.data import augment_config as augment_lib
+from hmr_jax.fitting import objective
 from hmr_jax.models import keypoint_head
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -82,6 +83,14 @@ def _positive(config, key):
 
 def _unit(config, key):
     return _check(config, key, lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
+
+
+def _check_fitting(config) -> None:
+    """config.fitting: the fields of `fitting.FitConfig`, each valid (its error names the key)."""
+    try:
+        objective.from_config(_get(config, "fitting"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config 'fitting': {str(e).removeprefix('fitting.').removeprefix('fitting: ')}") from None
 
 
 def _one_of(config, key, names):
@@ -285,6 +294,14 @@ def validate_config(
     _nonneg(config, "train.lift_noise_px")
     _check(config, "train.heatmap_sigma_px", lambda v: _is_num(v) and v > 0, "a positive number")
     _positive_int(config, "train.vertex_loss_stride")
+    _check(config, "train.fit_in_loop", lambda v: isinstance(v, bool), "True or False")
+    _check(config, "train.fit_threshold", lambda v: _is_num(v) and v > 0, "a positive number")
+    _nonneg_int(config, "train.fit_table_size")
+    _check(config, "train.fit_pose_prior", lambda v: isinstance(v, str), "a GMM prior file ('' = the default)")
+    if training:
+        _file_or_empty(config, "train.fit_pose_prior")
+    _check(config, "data.hide_labels_fraction", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+    _check_fitting(config)
     _validate_optimizer(config, "optim.gen", num_steps)
     _validate_optimizer(config, "optim.disc", num_steps)
     _check(config, "optim.plateau.enabled", lambda v: isinstance(v, bool), "True or False")

@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from hmr_jax import skeleton
 from hmr_jax.config_checks import ConfigError
+from hmr_jax.fitting import in_loop
 from hmr_jax.models import hmr as hmr_lib
 from hmr_jax.optim import learning_rate, make_optimizer, make_plateau
 
@@ -37,6 +38,7 @@ class TrainState:
     disc_opt_state: PyTree
     plateau: PyTree  # optax.contrib.ReduceLROnPlateauState; scale multiplies both learning rates
     rng: jax.Array  # (2,) uint32 raw key
+    fits: PyTree  # train.fit_in_loop: the per-sample best fits (`fitting.in_loop.init_table`), else {}
 
 
 class StaticParts(NamedTuple):
@@ -143,6 +145,7 @@ def init_state(config: ml_collections.ConfigDict, parts: StaticParts, key: jax.A
         disc_opt_state=parts.disc_tx.init(disc_params),
         plateau=parts.plateau_tx.init(jnp.zeros((), jnp.float32)),
         rng=k_train,
+        fits=in_loop.init_table(int(config.train.fit_table_size)) if config.train.fit_in_loop else {},
     )
 
 

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hmr_jax import config_checks, geometry, losses, skeleton, smpl
+from hmr_jax import config_checks, fitting, geometry, losses, skeleton, smpl
 from hmr_jax import metrics as metrics_lib
+from hmr_jax.fitting import in_loop
 from hmr_jax.models import hmr as hmr_lib
 from hmr_jax.optim import set_learning_rate
 from hmr_jax.state import StaticParts, TrainState, keypoint_head_kwargs
@@ -51,6 +52,10 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
     lift = head and weights["lift"] > 0
     lift_sigma = 2.0 * float(config.train.lift_noise_px) / img_size  # px -> normalised units
     heatmap_sigma = float(config.train.heatmap_sigma_px)
+    fit_in_loop = bool(config.train.fit_in_loop)
+    fit_config = fitting.from_config(config.fitting) if fit_in_loop else None
+    fit_threshold = float(config.train.fit_threshold)
+    focal = focal_length(config)
 
     def train_step(
         state: TrainState,
@@ -58,18 +63,58 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
         smpl_model: smpl.SMPLModel,
         prior: Mapping[str, jax.Array] | None = None,
         regressors: Mapping[str, jax.Array] | None = None,
+        fit_parts: Mapping[str, Any] | None = None,
     ) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.rng, state.step)
         k_dropout, k_prior = jax.random.split(key)
         k_lift = jax.random.fold_in(key, 1)
         has_smpl = batch["has_smpl"]  # (B,)
         gt_rotmat = losses.pose_to_rotmat(batch["pose"])  # (B, 24, 3, 3)
-        gt_vertices = smpl.forward(smpl_model, batch["shape"], gt_rotmat).vertices  # (B, V, 3)
+        if fit_in_loop:  # the targets come from the fits, inside gen_loss
+            ground_truth = None
+        else:
+            gt_vertices = smpl.forward(smpl_model, batch["shape"], gt_rotmat).vertices  # (B, V, 3)
+            ground_truth = {"rotmat": gt_rotmat, "betas": batch["shape"], "vertices": gt_vertices, "has": has_smpl}
+
+        def fitted_targets(out):
+            """SPIN: refit from the regressor's estimate (no gradient), keep the better fit; the
+            SMPL targets are the ground truth where has_smpl, else a fit below the threshold."""
+            pred = jax.lax.stop_gradient(
+                (geometry.matrix_to_axis_angle(out["pose_rotmat"]).reshape(-1, 72), out["betas"], out["cam"])
+            )
+            r = in_loop.refit(
+                state.fits,
+                batch["index"],
+                batch["rot"],
+                batch["flip"],
+                batch.get("mask", jnp.ones_like(has_smpl)),
+                batch["keypoints_2d"],
+                pred[0],
+                pred[1],
+                geometry.weak_perspective_to_translation(pred[2], focal, img_size),
+                fit_parts["body"],
+                fit_parts["prior"],
+                focal,
+                img_size,
+                fit_config,
+            )
+            use_fit = (1.0 - has_smpl) * (r.loss < fit_threshold)
+            rotmat = jnp.where(has_smpl[:, None, None, None] > 0, gt_rotmat, losses.pose_to_rotmat(r.pose))
+            betas = jnp.where(has_smpl[:, None] > 0, batch["shape"], r.betas)
+            vertices = smpl.forward(smpl_model, betas, rotmat).vertices
+            target = {"rotmat": rotmat, "betas": betas, "vertices": vertices, "has": jnp.maximum(has_smpl, use_fit)}
+            report = {
+                "fit/updated": jnp.mean(r.updated),
+                "fit/used": jnp.mean(use_fit),
+                "fit/error_px": jnp.mean(r.error_px),
+            }
+            return jax.lax.stop_gradient(target), r.table, report
+
         scale = state.plateau.scale
         gen_lr = parts.gen_lr(state.step, state.num_steps) * scale
         disc_lr = parts.disc_lr(state.step, state.num_steps) * scale
 
-        def terms_3d(estimates):
+        def terms_3d(estimates, target):
             """The 3D-supervised terms of each estimate {pose_rotmat, betas} -> [(terms, model joints)].
             One SMPL forward for all of them (stacked on the batch axis): the pose blend shapes' matmul
             streams its (207, 3V) weights once instead of once per estimate."""
@@ -81,10 +126,10 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
             return [
                 (
                     {
-                        "vertex_l2": losses.vertex_l2_loss(v, gt_vertices, has_smpl),
-                        "vertex_l1": losses.vertex_l1_loss(v, gt_vertices, has_smpl),
-                        "beta": losses.beta_l2_loss(e["betas"], batch["shape"], has_smpl),
-                        "pose": losses.pose_l2_loss(e["pose_rotmat"], gt_rotmat, has_smpl),
+                        "vertex_l2": losses.vertex_l2_loss(v, target["vertices"], target["has"]),
+                        "vertex_l1": losses.vertex_l1_loss(v, target["vertices"], target["has"]),
+                        "beta": losses.beta_l2_loss(e["betas"], target["betas"], target["has"]),
+                        "pose": losses.pose_l2_loss(e["pose_rotmat"], target["rotmat"], target["has"]),
                         "joints_3d": losses.joints_3d_l2_loss(j, batch["joints_3d"], batch["has_joints_3d"], joint_set),
                         "joints_3d_pa": losses.joints_3d_pa_loss(j, batch["joints_3d"], batch["has_joints_3d"]),
                     },
@@ -108,7 +153,11 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
                 train=True,
                 lift_keypoints=lift_keypoints,
             )
-            per_estimate = terms_3d([out, out["lift"]] if lift else [out])
+            if fit_in_loop:
+                target, fits, fit_report = fitted_targets(out)
+            else:
+                target, fits, fit_report = ground_truth, state.fits, {}
+            per_estimate = terms_3d([out, out["lift"]] if lift else [out], target)
             terms, pred_joints = per_estimate[0]
             terms["joints_2d"] = losses.joints_2d_l1_loss(pred_joints, out["cam"], batch["keypoints_2d"], img_size)
             zero = jnp.zeros((), jnp.float32)  # terms of parts the config leaves out
@@ -134,16 +183,16 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
             else:
                 terms["adversarial"] = zero
             total, report = losses.total_generator_loss(terms, weights)
-            return total, (report, new_stats, fake_rotmat, fake_betas)
+            return total, (report, new_stats, fake_rotmat, fake_betas, fits, fit_report)
 
-        (total, (report, new_stats, fake_rotmat, fake_betas)), grads = jax.value_and_grad(gen_loss, has_aux=True)(
-            state.gen_params
-        )
+        (total, (report, new_stats, fake_rotmat, fake_betas, fits, fit_report)), grads = jax.value_and_grad(
+            gen_loss, has_aux=True
+        )(state.gen_params)
         updates, gen_opt_state = parts.gen_tx.update(
             grads, set_learning_rate(state.gen_opt_state, gen_lr), state.gen_params
         )
         gen_params = optax.apply_updates(state.gen_params, updates)
-        metrics = {f"loss/{k}": v for k, v in report.items()}
+        metrics = {f"loss/{k}": v for k, v in report.items()} | fit_report
         metrics["grad_norm/gen"] = optax.tree.norm(grads)
         finite = jnp.isfinite(total) & jnp.isfinite(metrics["grad_norm/gen"])
 
@@ -183,6 +232,7 @@ def make_train_step(config: ml_collections.ConfigDict, parts: StaticParts, joint
             gen_opt_state=gen_opt_state,
             disc_params=disc_params,
             disc_opt_state=disc_opt_state,
+            fits=fits,
         )
         if skip_nonfinite:  # keep the old values where anything is NaN/inf; stays compiled
             kept = _tree_where(finite, new_state, state)

@@ -6,6 +6,7 @@ Each stage is built from the library: `config_checks`, `workdir`, `data.setup`, 
 data position is its step, and the steps are pure functions compiled once.
 """
 
+import copy
 import dataclasses
 import functools
 import logging
@@ -25,11 +26,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from hmr_jax import checkpoint as ckpt_lib
-from hmr_jax import config_checks, mean_params, render, sharding, smpl, steps, time_budget
+from hmr_jax import config_checks, fitting, mean_params, render, sharding, smpl, steps, time_budget
 from hmr_jax import plot as plot_lib
 from hmr_jax import state as state_lib
 from hmr_jax import workdir as workdir_lib
 from hmr_jax.data import setup as data_setup
+from hmr_jax.fitting import prior as fit_prior
 
 
 class StopRequest:
@@ -90,6 +92,10 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     config = mean_params.resolve_mean_params(config, paths, labels)  # kept in config.json
     train_source = data_setup.make_source(config, config.data.train_split, paths)
     val_source = data_setup.make_source(config, config.data.val_split, paths) if config.data.val_split else None
+    if config.train.fit_in_loop and not config.train.fit_table_size:  # the fit table's rows (kept in config.json)
+        config = copy.deepcopy(config)
+        with config.unlocked():
+            config.train.fit_table_size = data_setup.index_space(config, train_source)
     smpl_model = replicate(smpl_host)
     prior_file = config.adversarial.prior_file
     prior = replicate(data_setup.load_prior(prior_file)) if prior_file else None
@@ -126,6 +132,15 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     else:
         train_body = replicate(train_body)
         train_regressors = replicate(train_regressors) if train_regressors else None
+    fit_parts = None
+    if config.train.fit_in_loop:  # SMPLify's body (the dataset's keypoints) and pose prior
+        pose_prior = fit_prior.load(config.train.fit_pose_prior) if config.train.fit_pose_prior else None
+        fit_parts = replicate(
+            {
+                "body": fitting.keypoint_body(smpl_host, (joint_set,), host_regressors),
+                "prior": pose_prior or fit_prior.default_prior(),
+            }
+        )
 
     # Stage 4: compiled steps (state donated; batch sharded over 'data'; the rest replicated).
     replicated = NamedSharding(mesh, P())
@@ -224,8 +239,9 @@ def _train(config, workdir: str, mesh, is_main: bool, stop: StopRequest, start_t
     try:
         t0, s0 = time.time(), step
         while step < num_steps and not meta["stopped_early"]:
-            batch = sharding.to_global(data_setup.step_arrays(next(train_iter)), mesh)
-            state, metrics = train_step(state, batch, train_body, prior, train_regressors)
+            batch = data_setup.hide_labels(next(train_iter), config.data.hide_labels_fraction)
+            batch = sharding.to_global(data_setup.step_arrays(batch, fitting=fit_parts is not None), mesh)
+            state, metrics = train_step(state, batch, train_body, prior, train_regressors, fit_parts)
             step += 1
             ckpt_lib.check_saved(manager)  # a background save that failed (disk full) stops the run now
             bar.update(1)

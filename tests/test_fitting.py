@@ -274,3 +274,9 @@ def test_refit_keeps_the_better_fit_per_sample(model, prior):
     rotmats = lambda p: geometry.axis_angle_to_matrix(jnp.asarray(p).reshape(24, 3))  # noqa: E731
     np.testing.assert_allclose(rotmats(r.pose[1]), rotmats(pose[1]), atol=1e-5)  # the better one supervises
     assert np.isinf(t["loss"][[0, 1, 2, 4, 6, 8, 9]]).all()
+
+
+def test_each_person_is_projected_with_its_own_focal_length():
+    points = jnp.asarray([[[1.0, 2.0, 10.0]], [[1.0, 2.0, 10.0]]])
+    got = objective.project(points, jnp.asarray([100.0, 200.0]), jnp.zeros((2, 2)))
+    np.testing.assert_allclose(got[:, 0], [[10.0, 20.0], [20.0, 40.0]], rtol=1e-6)

@@ -39,6 +39,8 @@ def test_batch_format(folder):
         "has_smpl": ((4,), np.float32),
         "has_joints_3d": ((4,), np.float32),
         "index": ((4,), np.int64),
+        "rot": ((4,), np.float32),
+        "flip": ((4,), np.float32),
     }
     assert {k: (v.shape, v.dtype) for k, v in b.items()} == want
     assert all(isinstance(v, np.ndarray) for v in b.values())

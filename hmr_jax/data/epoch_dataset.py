@@ -19,7 +19,10 @@ from hmr_jax.data.image_cache import ImageCache
 from hmr_jax.data.image_decode import cached_crop, decode_crop
 from hmr_jax.data.sources import FolderSource, Plan, TfdsSource, check_box_crop
 
-BATCH_KEYS = ("image", "keypoints_2d", "joints_3d", "pose", "shape", "has_smpl", "has_joints_3d", "index")
+# rot (radians) and flip (0 / 1): the augmentation of each sample (fitting in the loop undoes it).
+BATCH_KEYS = (
+    "image", "keypoints_2d", "joints_3d", "pose", "shape", "has_smpl", "has_joints_3d", "index", "rot", "flip",
+)  # fmt: skip
 GEOMETRY_GROUP = 64  # TFDS records per vectorised crop-geometry call (before decoding)
 _ANN_KEYS = ("center", "scale", "part", "S", "pose", "shape", "has_smpl", "has_joints_3d")
 
@@ -139,6 +142,8 @@ def _batch_fn(flip_perm: tuple[int, ...]):
             "has_smpl": b["has_smpl"],
             "has_joints_3d": b["has_joints_3d"],
             "index": b["index"],
+            "rot": tf.cast(b["rot"], tf.float32),
+            "flip": tf.cast(b["flip"], tf.float32),
         }
 
     return fn

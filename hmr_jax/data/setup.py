@@ -12,6 +12,7 @@ import numpy as np
 
 from hmr_jax import config_checks, sharding, skeleton, smpl
 from hmr_jax.config_checks import ConfigError
+from hmr_jax.data import annotations as ann_lib
 from hmr_jax.data import augment_config as augment_lib
 from hmr_jax.data import pipeline, synthetic
 from hmr_jax.data.synthetic.writer import GENERATOR_VERSION
@@ -159,7 +160,42 @@ def make_input(config, source, *, train: bool, start_step: int = 0):
     )
 
 
-def step_arrays(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Keep the arrays the steps use (drops e.g. 'index'), as float32 where floating."""
+def step_arrays(batch: Mapping[str, np.ndarray], fitting: bool = False) -> dict[str, np.ndarray]:
+    """Keep the arrays the steps use, as float32; with `fitting` (train.fit_in_loop) also each
+    sample's index (int32) and augmentation (rot, flip)."""
     keys = ("image", "keypoints_2d", "joints_3d", "pose", "shape", "has_smpl", "has_joints_3d", "mask")
-    return {k: np.asarray(batch[k], np.float32) for k in keys if k in batch}
+    out = {k: np.asarray(batch[k], np.float32) for k in keys if k in batch}
+    if fitting:
+        out.update(index=np.asarray(batch["index"], np.int32), rot=batch["rot"], flip=batch["flip"])
+    return out
+
+
+HIDE_STRIDE = 0.6180339887498949  # golden-ratio steps: any fraction of indices, spread evenly
+
+
+def hidden_labels(index: np.ndarray, fraction: float) -> np.ndarray:
+    """(B,) bool: the samples whose SMPL and 3D labels config data.hide_labels_fraction hides
+    (the same samples every epoch: frac(index x 0.618...) < fraction)."""
+    return np.modf(np.asarray(index, np.float64) * HIDE_STRIDE)[0] < fraction
+
+
+def hide_labels(batch: dict[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
+    """The training batch with has_smpl and has_joints_3d set to 0 for `hidden_labels` samples."""
+    if fraction <= 0:
+        return batch
+    keep = (~hidden_labels(batch["index"], fraction)).astype(np.float32)
+    return {**batch, "has_smpl": batch["has_smpl"] * keep, "has_joints_3d": batch["has_joints_3d"] * keep}
+
+
+def index_space(config, source) -> int:
+    """The number of sample indices of a training source ('index' of its batches lies below it)."""
+    if isinstance(source, pipeline.TfdsSource):
+        from hmr_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top  (tfds only when used)
+
+        meta = tfds_builder.load_builder(source.data_dir).info.metadata
+        positions = np.asarray(meta[f"indices_{source.split}"], np.int64)
+        return int(positions.max()) + 1 if len(positions) else 0
+    ann = ann_lib.load(source.annotations)
+    if source.split is None:
+        return len(ann)
+    return len(ann_lib.split_indices(ann, source.split, val_fraction=source.val_fraction))

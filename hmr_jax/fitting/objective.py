@@ -104,7 +104,9 @@ def gmcclure(residual: Array, sigma: float) -> Array:
 def project(
     points: Float[Array, "b k 3"], focal: Float[Array, " b"], center: Float[Array, "b 2"]
 ) -> Float[Array, "b k 2"]:
-    return geometry.perspective_project(points, focal, center)
+    """Pinhole projection with one focal length per person (stacked as (fx, fy): a (B,) focal whose
+    B is 2 would otherwise read as one (fx, fy) pair for everyone)."""
+    return geometry.perspective_project(points, jnp.stack([focal, focal], axis=-1), center)
 
 
 def angle_prior(pose: Float[Array, "b 72"]) -> Float[Array, " b"]:
