@@ -62,8 +62,8 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
+from hmr_jax.fit_images import SUMMARY_NAME, fit_images
 from hmr_jax.fitting import objective
-from hmr_jax.fitting.images import SUMMARY_NAME, fit_images
 from hmr_jax.images import DEFAULT_MAX_MEGAPIXELS, parse_point
 
 _IMAGES = flags.DEFINE_multi_string("images", [], "Image files or folders (several may follow --images).")

@@ -137,7 +137,7 @@ def side_view_size(shown_hw: tuple[int, int]) -> tuple[int, int]:
     return max(h, MIN_DISPLAY_SIZE, w // 2), max(w, MIN_DISPLAY_SIZE, h // 2)
 
 
-def _unique_stem(path: str, used: set[str]) -> str:
+def unique_stem(path: str, used: set[str]) -> str:
     """The image's file stem, made unique among `used` (compared case-insensitively, as on macOS and
     Windows file systems) and never the summary's (`SUMMARY_NAME`): 'a', 'a_1', 'a_2', ..."""
     stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "image"
@@ -196,6 +196,15 @@ CONVENTIONS = (
 )
 
 
+def shown_image(image: np.ndarray) -> np.ndarray:
+    """The image at overlay size (`display_size`): bilinear when shrunk, nearest neighbour when
+    enlarged (the pixels stay visible)."""
+    h = image.shape[0]
+    shown_hw = display_size(image.shape[:2])
+    resample = Image.BILINEAR if shown_hw[0] < h else Image.NEAREST
+    return np.asarray(Image.fromarray(image).resize(shown_hw[::-1], resample))
+
+
 def write_outputs(out_dir, stem, image_path, image, entries, faces, config, step, camera) -> dict[str, Any]:
     """Write <stem>.json, <stem>_<i>.obj per person and <stem>_overlay.png (all people together);
     return the JSON record. `entries`: [(crop box, Person or None, prediction)] of one image."""
@@ -214,9 +223,7 @@ def write_outputs(out_dir, stem, image_path, image, entries, faces, config, step
         rec["obj"] = os.path.join(out_dir, f"{stem}_{i}.obj")
         smpl.save_obj(rec["obj"], rec["vertices_full"], faces)
         people.append(rec)
-    shown_hw = display_size((h, w))
-    resample = Image.BILINEAR if shown_hw[0] < h else Image.NEAREST  # enlarged: the pixels stay visible
-    shown = np.asarray(Image.fromarray(image).resize(shown_hw[::-1], resample))
+    shown = shown_image(image)
     kx, ky = shown.shape[1] / w, shown.shape[0] / h
     png_path = os.path.join(out_dir, f"{stem}_overlay.png")
     f, (px, py) = camera
@@ -226,7 +233,7 @@ def write_outputs(out_dir, stem, image_path, image, entries, faces, config, step
         (f * kx, f * ky),
         ((px + 0.5) * kx - 0.5, (py + 0.5) * ky - 0.5),
         shown,
-        side_size=side_view_size(shown_hw),
+        side_size=side_view_size(shown.shape[:2]),
     )
     render.save_png(png_path, panels)
     record = {
@@ -339,7 +346,7 @@ def predict(
                 i += len(items)
                 try:
                     camera = full_camera(img.shape[:2], focal_length, principal_point)
-                    stem = _unique_stem(path, used)
+                    stem = unique_stem(path, used)
                     rec = write_outputs(out_dir, stem, path, img, entries, faces, config, step, camera)
                     if skipped:
                         rec["skipped_people"] = skipped

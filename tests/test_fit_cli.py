@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hmr_jax import body_model, geometry, inference, smpl
-from hmr_jax.fitting import images as fit_images
+from hmr_jax import body_model, fit_images, geometry, inference, smpl
 from hmr_jax.fitting import keypoint_body, keypoints_3d
 
 WIDTH, HEIGHT = 320, 240

@@ -73,7 +73,7 @@ def test_a_box_outside_the_image_or_a_crop_of_padding_is_refused():
 def test_no_image_takes_the_summary_name_or_another_image_name():
     used: set[str] = set()
     names = [
-        inference._unique_stem(p, used)
+        inference.unique_stem(p, used)
         for p in ("x/predictions.jpg", "y/Predictions.png", "a.jpg", "b/A.png", "c/a.jpg", "a_1.png")
     ]
     assert names == ["predictions_1", "Predictions_2", "a", "A_1", "a_2", "a_1_1"]

@@ -1,6 +1,6 @@
 """What `python -m hmr_jax.fit` does, as functions: OpenPose keypoints of images -> SMPLify -> files.
 
-    from hmr_jax.fitting import images as fit_images
+    from hmr_jax import fit_images
     summary = fit_images.fit_images(["photos/"], "openpose/", "out/", workdir=None)
 
 Every person of every image is fitted (`solver.fit`) to its OpenPose keypoints in the full
@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from PIL import Image
 
 from hmr_jax import body_model as body_model_lib
 from hmr_jax import images as images_lib
@@ -347,17 +346,6 @@ def write_outputs(out_dir: str, job: ImageJob, faces: np.ndarray, regressor_run:
 # -------------------------------------------------------------------------------------------- the run
 
 
-def shown_image(image: np.ndarray) -> np.ndarray:
-    """The image at overlay size, as predict shows it (`inference.display_size`: bilinear when
-    reduced, nearest neighbour when enlarged, so the pixels stay visible)."""
-    h, w = image.shape[:2]
-    shown_hw = inference.display_size((h, w))
-    if shown_hw == (h, w):
-        return image
-    resample = Image.BILINEAR if shown_hw[0] < h else Image.NEAREST
-    return np.asarray(Image.fromarray(image).resize(shown_hw[::-1], resample))
-
-
 def _check_args(batch_size: int, focal_length: float | None, principal_point) -> None:
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"--batch-size: expected a positive integer, found {batch_size}")
@@ -482,8 +470,8 @@ def fit_images(
         hw = image.shape[:2]
         job = ImageJob(
             path=path,
-            stem=inference._unique_stem(path, used),
-            shown=shown_image(image),
+            stem=inference.unique_stem(path, used),
+            shown=inference.shown_image(image),
             image_hw=hw,
             camera=inference.full_camera(hw, focal_length, principal_point),
             people=people,
