@@ -5,8 +5,8 @@ The quickstart (configs/quickstart.py) with the SMPL parameters and 3D joints of
 samples hidden (data.hide_labels_fraction 0.5: those samples keep their 2D keypoints only) and
 SPIN's fitting in the loop on (train.fit_in_loop): every step SMPLify refits each sample's 24 2D
 keypoints from the regressor's estimate, and the best fit per sample supervises the hidden ones
-(pose, betas, vertices) when its reprojection loss is below train.fit_threshold (SPIN's 100 on
-224 px crops, scaled to the 96 px crops by (96 / 224)^2). A fixed number of steps, so that the run
+(pose, betas, vertices) when its reprojection loss is below train.fit_threshold (SPIN's 100; the
+fit runs in 224 px crop units whatever the crop size). A fixed number of steps, so that the run
 without fitting is the same length:
 
     python -m hmr_jax.train --config=configs/fit_in_loop_synthetic.py --workdir=workdirs/fit_in_loop
@@ -24,7 +24,7 @@ def get_config(arg=None):
     c = config_files.sibling(__file__, "quickstart.py")
     c.data.hide_labels_fraction = 0.5
     c.train.fit_in_loop = True
-    c.train.fit_threshold = 100.0 * (96 / 224) ** 2
+    c.train.fit_threshold = 100.0
     c.train.time_budget_min = 0.0
     c.train.num_steps = 4000
     c.train.eval_every = 1000

@@ -16,7 +16,11 @@ Run:
         --config.data.dir=/data/h36m --config.data.joint_regressor=/data/J_spin24.npy
 """
 
+import dataclasses
+
 import ml_collections
+
+from hmr_jax.fitting import objective
 
 
 def get_config(arg=None):
@@ -158,42 +162,24 @@ def get_config(arg=None):
     # refits each sample's 2D keypoints from the regressor's estimate and keeps the best fit per
     # sample (checkpointed with the state); samples without SMPL labels are supervised by their
     # best fit when its reprojection loss (mean over keypoints of conf^2 x GMcClure, crop px) is
-    # below fit_threshold. fit_table_size: the training set's index space (0: set from the data).
+    # below fit_threshold (in 224 px crop units, as SPIN: the fit is scaled to them whatever
+    # data.img_size). fit_table_size: the training set's index space (0: set from the data).
     c.train.fit_in_loop = False
     c.train.fit_threshold = 100.0
     c.train.fit_table_size = 0
     c.train.fit_pose_prior = ""  # a GMM pose prior (.pkl / .npz, hmr_jax.fitting.prior); '' = the default
 
-    # SMPLify (hmr_jax.fitting.FitConfig: SPIN's numbers): fitting in the loop and hmr_jax.fit.
-    c.fitting = ml_collections.ConfigDict(
-        dict(
-            stage1_steps=100,
-            stage1_learning_rate=1e-2,
-            stage2_steps=100,
-            stage2_learning_rate=1e-2,
-            optimizer="adam",
-            depth_weight=100.0,
-            sigma_px=100.0,
-            pose_prior_weight=4.78,
-            angle_prior_weight=15.2,
-            shape_prior_weight=5.0,
-            stage2_ignore=(
-                "openpose25/neck",
-                "openpose25/right_hip",
-                "openpose25/left_hip",
-                "smpl24/right_hip",
-                "smpl24/left_hip",
-                "spin24/right_hip",
-                "spin24/left_hip",
-            ),
-        )
-    )
+    # SMPLify's settings (fitting in the loop, hmr_jax.fit): hmr_jax.fitting.FitConfig's fields, SPIN's
+    # numbers (100 + 100 Adam steps at 1e-2, sigma 100 px, prior weights 4.78 / 15.2 / 5, depth 100).
+    c.fitting = ml_collections.ConfigDict(dataclasses.asdict(objective.FitConfig()))
+
     c.early_stopping = ml_collections.ConfigDict(dict(metric="val/v2v_l2", patience=10, min_delta=0.0))
     # Flip test: validation, hmr_jax.evaluate and hmr_jax.predict average each prediction with the
     # mirrored prediction for the mirror image (twice the inference cost; off as in HMR and SPIN).
     # h36m_regressor: a (17, V) J_regressor_h36m.npy for hmr_jax.evaluate's Human3.6M protocols.
     c.eval = ml_collections.ConfigDict(dict(flip_test=False, h36m_regressor=""))
-    c.images = ml_collections.ConfigDict(dict(focal_length_224=5000.0))  # drawing only
+    # The crop camera's focal length at 224 px (scaled to data.img_size): drawing, predict, fitting in the loop.
+    c.images = ml_collections.ConfigDict(dict(focal_length_224=5000.0))
     return c
 
 

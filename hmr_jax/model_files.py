@@ -395,10 +395,11 @@ def _small_list(value, limit: int, kind: type) -> np.ndarray:
     return np.asarray([int(i) for i in value], dtype=np.int64)
 
 
-def _read_pkl(path) -> dict:
+def _unpickle_dict(path, what: str, holding: str) -> dict:
+    """A pickled dict, read whole (size-checked) through the restricted unpickler; its keys as str."""
     size = os.path.getsize(path)
     if size > MAX_PKL_BYTES:
-        raise ModelFileError(f"{path}: {size:,} bytes, more than the {MAX_PKL_BYTES:,} a body-model pickle needs")
+        raise ModelFileError(f"{path}: {size:,} bytes, more than the {MAX_PKL_BYTES:,} a {what} may have")
     with open(path, "rb") as f:
         raw = f.read(size + 1)
     if len(raw) > size:
@@ -409,10 +410,14 @@ def _read_pkl(path) -> dict:
     except RefusedGlobalError as e:
         raise ModelFileError(f"{path}: {e}") from None
     except Exception as e:  # whatever a corrupt stream raises: UnpicklingError, EOFError, MemoryError, ...
-        raise ModelFileError(f"{path}: not a readable body-model pickle (truncated or corrupt?): {e!r}") from None
+        raise ModelFileError(f"{path}: not a readable {what} (truncated or corrupt?): {e!r}") from None
     if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: expected a pickled dict of model arrays, found {type(data).__name__}")
-    values = {str(k): v for k, v in data.items()}
+        raise ModelFileError(f"{path}: expected a pickled dict {holding}, found {type(data).__name__}")
+    return {str(k): v for k, v in data.items()}
+
+
+def _read_pkl(path) -> dict:
+    values = _unpickle_dict(path, "body-model pickle", "of model arrays")
 
     def array(key):
         try:
@@ -444,23 +449,7 @@ def read_pickle_dict(path: str | os.PathLike, what: str, keys: tuple[str, ...]) 
     lacks one of `keys`, or holds a value under one of them that is not a numeric array.
     """
     path = _existing(path, what)
-    size = os.path.getsize(path)
-    if size > MAX_PKL_BYTES:
-        raise ModelFileError(f"{path}: {size:,} bytes, more than the {MAX_PKL_BYTES:,} a {what} may have")
-    with open(path, "rb") as f:
-        raw = f.read(size + 1)
-    if len(raw) > size:
-        raise ModelFileError(f"{path}: changed while being read")
-    try:
-        _check_pickle_opcodes(raw)
-        data = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except RefusedGlobalError as e:
-        raise ModelFileError(f"{path}: {e}") from None
-    except Exception as e:  # whatever a corrupt stream raises: UnpicklingError, EOFError, MemoryError, ...
-        raise ModelFileError(f"{path}: not a readable {what} (truncated or corrupt?): {e!r}") from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: expected a pickled dict holding {list(keys)}, found {type(data).__name__}")
-    values = {str(k): v for k, v in data.items()}
+    values = _unpickle_dict(path, what, f"holding {list(keys)}")
     missing = [k for k in keys if k not in values]
     if missing:
         raise ModelFileError(f"{path}: missing key(s) {missing}; a {what} holds {list(keys)}, found {sorted(values)}")

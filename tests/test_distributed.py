@@ -29,8 +29,8 @@ def start(tiny_config_path, cache_env, repo):
     """`start(data_dir, out, devices, *extra)`: the worker in a subprocess on `devices` CPU devices
     (extra: process id, process count, coordinator port)."""
 
-    def start_worker(data_dir, out, devices, *extra):
-        env = dict(os.environ, **cache_env(devices))
+    def start_worker(data_dir, out, devices, *extra, fit_in_loop=False):
+        env = dict(os.environ, **cache_env(devices), FIT_IN_LOOP="1" if fit_in_loop else "0")
         env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
         return subprocess.Popen(
             [sys.executable, WORKER, str(tiny_config_path), str(data_dir), str(out), *map(str, extra)],
@@ -99,3 +99,16 @@ def test_two_processes_agree(data_dir, start, one_device, tmp_path):
     assert [r["processes"] for r in results] == [2, 2] and results[0]["devices"] == 2
     _assert_same(results[0], results[1], rtol=1e-6)
     _assert_same(one_device, results[0])
+
+
+def test_fitting_in_the_loop_on_eight_devices_matches_one(data_dir, start, tmp_path):
+    """The fit table (replicated) is updated from a batch sharded over 8 devices exactly as on one."""
+    runs = []
+    for devices in (1, 8):
+        out = tmp_path / f"fit{devices}.json"
+        runs.append(_finish(start(data_dir, out, devices, fit_in_loop=True), out))
+    one, eight = runs
+    assert "fit/error_px" in one["metrics"][0]
+    assert one["fits_rows"] == eight["fits_rows"] == [2 * i for i in range(8)]
+    _assert_same(one, eight)
+    np.testing.assert_allclose(eight["fits_checksum"], one["fits_checksum"], rtol=1e-4)

@@ -25,6 +25,8 @@ from hmr_jax.fitting import keypoints as kp_lib
 from hmr_jax.fitting import objective, solver
 from hmr_jax.fitting import prior as prior_lib
 
+SPIN_CROP_PX = 224.0  # the crop size SPIN's SMPLify numbers were set for
+
 
 def init_table(num_samples: int, num_betas: int = 10) -> dict[str, Array]:
     """An empty table: no fit for any of `num_samples` samples (loss +inf)."""
@@ -80,8 +82,7 @@ def score(
     transl = solver.estimate_translation(points, keypoints_2d, (confidence > 0).astype(points.dtype), focal, center)
     proj = objective.project(points + transl[:, None], focal, center)
     conf = confidence * objective.stage2_mask(kb, config)
-    per_kp = jnp.square(conf) * jnp.sum(objective.gmcclure(proj - keypoints_2d, config.sigma_px), axis=-1)
-    return jnp.mean(per_kp, axis=-1)
+    return jnp.mean(objective.robust_reprojection(proj, keypoints_2d, conf, config.sigma_px), axis=-1)
 
 
 class Refit(NamedTuple):
@@ -110,12 +111,18 @@ def refit(
     config: objective.FitConfig,
 ) -> Refit:
     """One step's fitting for a batch (see the module docstring). `keypoints` (x, y, confidence) in
-    crop pixels; the camera: `focal`, principal point at the crop's centre; `mask` 0 for padding."""
+    crop pixels; the camera: `focal`, principal point at the crop's centre; `mask` 0 for padding.
+
+    The fit runs in the pixels of a `SPIN_CROP_PX` crop (keypoints and focal length scaled by
+    SPIN_CROP_PX / img_size; the projection, so the bodies, unchanged), the units SMPLify's weights,
+    sigma and SPIN's threshold were set in: the balance of reprojection against the priors is then
+    the same for any crop size, and the losses it returns are in those units."""
     b = index.shape[0]
     index = index.astype(jnp.int32)
-    kp, conf = keypoints[..., :2], keypoints[..., 2]
-    focal_b = jnp.full((b,), focal, jnp.float32)
-    center = jnp.full((b, 2), img_size / 2.0, jnp.float32)
+    k = SPIN_CROP_PX / img_size
+    kp, conf = keypoints[..., :2] * k, keypoints[..., 2]
+    focal_b = jnp.full((b,), focal * k, jnp.float32)
+    center = jnp.full((b, 2), SPIN_CROP_PX / 2.0, jnp.float32)
     stored_pose = augment_pose(table["pose"][index], rot, flip)
     stored_betas = table["betas"][index]
     stored_loss = jnp.where(

@@ -109,6 +109,13 @@ def project(
     return geometry.perspective_project(points, jnp.stack([focal, focal], axis=-1), center)
 
 
+def robust_reprojection(
+    projected: Float[Array, "b k 2"], keypoints_2d: Float[Array, "b k 2"], confidence: Float[Array, "b k"], sigma: float
+) -> Float[Array, "b k"]:
+    """Stage 2's reprojection per keypoint: conf^2 x the GMcClure of x and y, summed."""
+    return jnp.square(confidence) * jnp.sum(gmcclure(projected - keypoints_2d, sigma), axis=-1)
+
+
 def angle_prior(pose: Float[Array, "b 72"]) -> Float[Array, " b"]:
     idx = jnp.asarray([i for i, _ in ANGLE_PRIOR])
     sign = jnp.asarray([s for _, s in ANGLE_PRIOR], pose.dtype)
@@ -153,8 +160,7 @@ def stage2_terms(
 
     'reprojection_per_keypoint' (B, K) is conf^2 x the summed GMcClure of the two coordinates.
     """
-    proj = project(points, focal, center)
-    per_kp = jnp.square(confidence) * jnp.sum(gmcclure(proj - keypoints_2d, config.sigma_px), axis=-1)  # (B, K)
+    per_kp = robust_reprojection(project(points, focal, center), keypoints_2d, confidence, config.sigma_px)
     return {
         "reprojection_per_keypoint": per_kp,
         "reprojection": jnp.sum(per_kp, axis=-1),
