@@ -64,7 +64,12 @@ def main(argv):
         checksum = lambda tree: float(  # noqa: E731
             sum(np.abs(np.asarray(jax.device_get(p), np.float64)).sum() for p in jax.tree.leaves(tree))
         )
-        result = {"devices": jax.device_count(), "processes": n, "metrics": history, "checksum": checksum(state.gen_params)}
+        result = {
+            "devices": jax.device_count(),
+            "processes": n,
+            "metrics": history,
+            "checksum": checksum(state.gen_params),
+        }
         if fit_in_loop:
             loss = np.asarray(jax.device_get(state.fits["loss"]))
             result["fits_checksum"] = checksum({k: v for k, v in state.fits.items() if k != "loss"})
