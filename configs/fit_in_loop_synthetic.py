@@ -1,8 +1,8 @@
-"""Fitting in the loop on the synthetic set: what SMPLify's fits add when half the samples have
-only 2D keypoints.
+"""Fitting in the loop on the synthetic set: what SMPLify's fits add when most samples have only
+2D keypoints (as in-the-wild data beside a small 3D-labelled set).
 
-The quickstart (configs/quickstart.py) with the SMPL parameters and 3D joints of half the training
-samples hidden (data.hide_labels_fraction 0.5: those samples keep their 2D keypoints only) and
+The quickstart (configs/quickstart.py) with the SMPL parameters and 3D joints of 90% of the training
+samples hidden (data.hide_labels_fraction 0.9: those samples keep their 2D keypoints only) and
 SPIN's fitting in the loop on (train.fit_in_loop): every step SMPLify refits each sample's 24 2D
 keypoints from the regressor's estimate, and the best fit per sample supervises the hidden ones
 (pose, betas, vertices) when its reprojection loss is below train.fit_threshold (SPIN's 100; the
@@ -22,7 +22,7 @@ from hmr_jax import config_files
 def get_config(arg=None):
     del arg
     c = config_files.sibling(__file__, "quickstart.py")
-    c.data.hide_labels_fraction = 0.5
+    c.data.hide_labels_fraction = 0.9
     c.train.fit_in_loop = True
     c.train.fit_threshold = 100.0
     c.train.time_budget_min = 0.0
