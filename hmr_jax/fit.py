@@ -65,6 +65,7 @@ from absl import logging as absl_logging
 from hmr_jax.fit_images import SUMMARY_NAME, fit_images
 from hmr_jax.fitting import objective
 from hmr_jax.images import DEFAULT_MAX_MEGAPIXELS, parse_point
+from hmr_jax.inference import report_failures
 
 _IMAGES = flags.DEFINE_multi_string("images", [], "Image files or folders (several may follow --images).")
 _KEYPOINTS = flags.DEFINE_string(
@@ -147,10 +148,7 @@ def main(argv):
         f"{summary['first_batch_seconds']:.1f} s of it the first batch with compilation); outputs in "
         f"{os.path.abspath(_OUT.value)} (summary: {SUMMARY_NAME})"
     )
-    if n_bad:
-        print(
-            f"FAILED ({n_bad}): " + "; ".join(f"{f['image']}: {f['error']}" for f in summary["failed"]), file=sys.stderr
-        )
+    if report_failures(summary):
         sys.exit(1)
 
 

@@ -17,7 +17,6 @@ big and small toes, heels). A point of confidence <= 0 (or not finite) is missin
 """
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -159,9 +158,7 @@ def _start(kb, pose, betas, transl, given, keypoints_2d, confidence, focal, cent
     estimated = solver.estimate_translation(points, keypoints_2d, present, focal, center)
     transl = jnp.where(given[:, None], transl, estimated)
     proj = objective.project(points + transl[:, None, :], focal, center)
-    dist = jnp.linalg.norm(proj - keypoints_2d, axis=-1)
-    error = jnp.sum(dist * present, -1) / jnp.maximum(jnp.sum(present, -1), 1.0)
-    return transl, error
+    return transl, objective.mean_pixel_error(proj, keypoints_2d, confidence)
 
 
 _start_jit = jax.jit(_start)
@@ -336,9 +333,7 @@ def write_outputs(out_dir: str, job: ImageJob, faces: np.ndarray, regressor_run:
         "overlay": png_path,
     }
     json_path = os.path.join(out_dir, f"{job.stem}.json")
-    with open(json_path, "w") as fh:
-        json.dump(record, fh, indent=2)
-        fh.write("\n")
+    inference.write_json(json_path, record)
     record["json"] = json_path
     return record
 
@@ -524,7 +519,5 @@ def fit_images(
         if later and fitter.seconds > first
         else None,
     }
-    with open(os.path.join(out_dir, SUMMARY_NAME), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    inference.write_json(os.path.join(out_dir, SUMMARY_NAME), summary)
     return summary

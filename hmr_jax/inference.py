@@ -196,6 +196,22 @@ CONVENTIONS = (
 )
 
 
+def write_json(path: str, record: dict[str, Any]) -> None:
+    """An output record as indented JSON (predict's and fit's per-image files and summaries)."""
+    with open(path, "w") as fh:
+        json.dump(record, fh, indent=2)
+        fh.write("\n")
+
+
+def report_failures(summary: dict[str, Any]) -> int:
+    """The images that failed, one line on stderr; the CLI's exit status (1 when any failed)."""
+    failed = summary["failed"]
+    if not failed:
+        return 0
+    print(f"FAILED ({len(failed)}): " + "; ".join(f"{f['image']}: {f['error']}" for f in failed), file=sys.stderr)
+    return 1
+
+
 def shown_image(image: np.ndarray) -> np.ndarray:
     """The image at overlay size (`display_size`): bilinear when shrunk, nearest neighbour when
     enlarged (the pixels stay visible)."""
@@ -248,9 +264,7 @@ def write_outputs(out_dir, stem, image_path, image, entries, faces, config, step
         "overlay": png_path,
     }
     json_path = os.path.join(out_dir, f"{stem}.json")
-    with open(json_path, "w") as fh:
-        json.dump(record, fh, indent=2)
-        fh.write("\n")
+    write_json(json_path, record)
     record["json"] = json_path
     return record
 
@@ -388,9 +402,7 @@ def predict(
         "failed": failed,
         "seconds": round(time.time() - t0, 2),
     }
-    with open(os.path.join(out_dir, SUMMARY_NAME), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(out_dir, SUMMARY_NAME), summary)
     return summary
 
 

@@ -22,7 +22,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from hmr_jax.images import DEFAULT_BBOX_SCALE, DEFAULT_MAX_MEGAPIXELS, parse_bbox, parse_point
-from hmr_jax.inference import SUMMARY_NAME, predict
+from hmr_jax.inference import SUMMARY_NAME, predict, report_failures
 from hmr_jax.people import PeopleFinder
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by hmr_jax.train.", required=True)
@@ -77,10 +77,7 @@ def main(argv):
         f"{n_ok} image(s) done, {n_bad} failed (checkpoint step {summary['checkpoint']['step']}); outputs in "
         f"{os.path.abspath(_OUT.value)} (summary: {SUMMARY_NAME})"
     )
-    if n_bad:
-        print(
-            f"FAILED ({n_bad}): " + "; ".join(f"{f['image']}: {f['error']}" for f in summary["failed"]), file=sys.stderr
-        )
+    if report_failures(summary):
         sys.exit(1)
 
 

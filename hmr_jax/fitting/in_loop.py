@@ -131,7 +131,7 @@ def refit(
         jnp.inf,
     )
     init = solver.FitInit(pred_pose, pred_betas, pred_transl)
-    new = solver._fit(kb, kp, conf, focal_b, center, init, prior, config)  # pylint: disable=protected-access
+    new = solver.fit(kb, kp, conf, solver.Camera(focal_b, center), init=init, config=config, prior=prior)
     better = (new.reprojection_loss < stored_loss) & (mask > 0) & jnp.isfinite(new.reprojection_loss)
     pose = jnp.where(better[:, None], new.pose, stored_pose)
     betas = jnp.where(better[:, None], new.betas, stored_betas)

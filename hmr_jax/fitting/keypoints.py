@@ -110,7 +110,7 @@ def keypoint_body(
     if not sets:
         raise ValueError("keypoint sets: expected at least one of " + ", ".join(KEYPOINT_SETS))
     num_v = model.num_vertices
-    landmarks = dict(getattr(model, "landmarks", ()))
+    landmarks = dict(model.landmarks)
     joint_names = skeleton.SMPL24_NAMES
     plan, names, reg_rows, vertex_ids = [], [], [], set()
     for s in sets:

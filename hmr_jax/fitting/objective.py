@@ -116,6 +116,15 @@ def robust_reprojection(
     return jnp.square(confidence) * jnp.sum(gmcclure(projected - keypoints_2d, sigma), axis=-1)
 
 
+def mean_pixel_error(
+    projected: Float[Array, "b k 2"], keypoints_2d: Float[Array, "b k 2"], confidence: Float[Array, "b k"]
+) -> Float[Array, " b"]:
+    """Mean distance (px) over the keypoints of confidence > 0 (0 for a person with none)."""
+    present = (confidence > 0).astype(projected.dtype)
+    dist = jnp.linalg.norm(projected - keypoints_2d, axis=-1)
+    return jnp.sum(dist * present, -1) / jnp.maximum(jnp.sum(present, -1), 1.0)
+
+
 def angle_prior(pose: Float[Array, "b 72"]) -> Float[Array, " b"]:
     idx = jnp.asarray([i for i, _ in ANGLE_PRIOR])
     sign = jnp.asarray([s for _, s in ANGLE_PRIOR], pose.dtype)

@@ -164,16 +164,13 @@ def _fit(kb, keypoints_2d, confidence, focal, center, init, prior, config: objec
     t, points = terms(p2)
     pose = jnp.concatenate([p2["global_orient"], p2["body_pose"]], axis=-1)
     proj = objective.project(points, focal, center)
-    present = (confidence > 0).astype(dtype)
-    dist = jnp.linalg.norm(proj - keypoints_2d, axis=-1)
-    error_px = jnp.sum(dist * present, -1) / jnp.maximum(jnp.sum(present, -1), 1.0)
     return FitResult(
         pose=pose,
         betas=p2["betas"],
         transl=transl,
         loss=objective.stage2_total(t),
         reprojection_loss=jnp.mean(t["reprojection_per_keypoint"], axis=-1),
-        error_px=error_px,
+        error_px=objective.mean_pixel_error(proj, keypoints_2d, confidence),
         keypoints_2d=proj,
         stage1_loss=loss1(p1),
     )
